@@ -1,0 +1,393 @@
+"""The plugin's configuration: every option, its default, validation and documentation.
+
+`load_config()` reads `/etc/koji-hub/plugins/messagebus.conf` (or `$KOJI_MESSAGEBUS_CONFIG`),
+checks every key at once and raises one `ConfigError` listing each problem with the file,
+section, key, the value given and what is allowed.  Secrets are never echoed.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import ssl
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_PATH = "/etc/koji-hub/plugins/messagebus.conf"
+ENV_VAR = "KOJI_MESSAGEBUS_CONFIG"
+AUTH_MECHS = ("PLAIN", "EXTERNAL", "ANONYMOUS", "GSSAPI")
+SECRET_KEYS = {("broker", "password")}
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__("invalid messagebus config:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class Option:
+    section: str
+    key: str
+    default: Any
+    parse: Callable[[str], Any]
+    allowed: str
+    doc: str
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "yes", "true", "on"):
+        return True
+    if low in ("0", "no", "false", "off"):
+        return False
+    raise ValueError
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text.strip())
+        if not lo <= value <= hi:
+            raise ValueError
+        return value
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    value = float(text.strip())
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError
+    return value
+
+
+def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().upper() if upper else text.strip().lower()
+        if value not in choices:
+            raise ValueError
+        return value
+    return parse
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError
+    return text.strip()
+
+
+def _address(text: str) -> str:
+    value = text.strip()
+    try:
+        value.format(name="x", routing_key="y")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError from None
+    if not value:
+        raise ValueError
+    return value
+
+
+def _urls(text: str) -> list[str]:
+    urls = text.split()
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise ValueError
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    return urls
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("broker", "host", "localhost", _nonempty, "a host name or address",
+           "Broker host (ignored when `urls` is set)."),
+    Option("broker", "port", None, _int_range(1, 65535), "an integer from 1 to 65535",
+           "Broker port; default 5671 with ssl, 5672 without."),
+    Option("broker", "urls", [], _urls, "space-separated amqp://host[:port] or amqps://host[:port] URLs",
+           "Brokers to try in order (failover); the first that works is kept. Replaces host/port/ssl."),
+    Option("broker", "ssl", False, _bool, "true or false", "Connect with TLS."),
+    Option("broker", "cacert", "", _text, "a path to a PEM file of CA certificates",
+           "CAs to verify the broker's certificate with; default: the system CA bundle."),
+    Option("broker", "cert", "", _text, "a path to a PEM certificate (may also hold the key)",
+           "Client certificate for TLS client authentication and auth = EXTERNAL."),
+    Option("broker", "key", "", _text, "a path to a PEM private key",
+           "Private key of `cert` (leave empty when `cert` holds both)."),
+    Option("broker", "ssl_verify", True, _bool, "true or false",
+           "Verify the broker's certificate and host name. false is insecure and logged loudly."),
+    Option("broker", "auth", "PLAIN", _choice(*AUTH_MECHS, upper=True), ", ".join(AUTH_MECHS),
+           "SASL mechanism; only this one is ever offered to the broker."),
+    Option("broker", "username", "", _text, "a user name", "User for auth = PLAIN."),
+    Option("broker", "password", "", _text, "a password", "Password for auth = PLAIN (or use password_file)."),
+    Option("broker", "password_file", "", _text, "a path to a file holding the password",
+           "File whose first line is the password for auth = PLAIN (mode 600)."),
+    Option("broker", "principal", "", _text, "a Kerberos principal",
+           "Principal for auth = GSSAPI, e.g. messagebus/koji.example.com@EXAMPLE.COM."),
+    Option("broker", "keytab", "", _text, "a path to a keytab", "Keytab holding `principal` (auth = GSSAPI)."),
+    Option("broker", "service", "amqp", _nonempty, "a Kerberos service name",
+           "Service name of the broker's principal (auth = GSSAPI)."),
+    Option("broker", "vhost", "", _text, "a virtual host name",
+           "Virtual host; sent as the AMQP open hostname `vhost:NAME` (RabbitMQ). Empty: the default."),
+    Option("broker", "timeout", 10.0, _positive_float, "a number of seconds > 0",
+           "How long postCommit waits for the broker to settle a request's messages."),
+    Option("broker", "connect_timeout", 5.0, _positive_float, "a number of seconds > 0",
+           "How long opening a connection (TCP, TLS, SASL, attach) may take."),
+    Option("broker", "heartbeat", 60, _int_range(0, 86400), "an integer number of seconds, 0 to disable",
+           "AMQP idle timeout; a connection silent for longer is treated as dead and replaced."),
+    Option("broker", "retry_interval", 30.0, _positive_float, "a number of seconds > 0",
+           "After a broker failure, do not try again for this long (grows to at most 10x)."),
+    Option("broker", "max_pending", 10000, _int_range(0, 10_000_000), "an integer >= 0",
+           "Without the outbox: messages kept in memory while the broker is down."),
+    Option("broker", "test_mode", False, _bool, "true or false", "Log each message instead of sending it."),
+    Option("exchange", "name", "koji.events", _nonempty, "an exchange name", "Exchange to publish to."),
+    Option("exchange", "type", "topic", _choice("topic", "headers"), "topic or headers",
+           "Exchange type: topic routes on the routing key, headers on the message headers."),
+    Option("exchange", "durable", True, _bool, "true or false", "Create the exchange durable (where created)."),
+    Option("exchange", "address", "/exchange/{name}", _address,
+           "an address template using only {name} and {routing_key}",
+           "AMQP 1.0 target address; with {routing_key} each message is addressed on its own."),
+    Option("topic", "prefix", "koji.event", _text, "a routing key prefix", "First token(s) of every routing key."),
+    Option("outbox", "enabled", False, _bool, "true or false",
+           "Store messages in the hub database before commit and send them after (no loss)."),
+    Option("outbox", "batch_size", 500, _int_range(1, 100000), "an integer from 1 to 100000",
+           "Messages read from the outbox per batch when draining a backlog."),
+    Option("outbox", "max_age", 604800.0, _positive_float, "a number of seconds > 0",
+           "Outbox messages older than this are dropped, with an error naming how many."),
+    Option("outbox", "hub_config", "/etc/koji-hub/hub.conf", _nonempty, "a path to hub.conf",
+           "Where the command line finds the hub's database settings."),
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        return f"{'amqps' if self.tls else 'amqp'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings; `values[(section, key)]` has every option, `warnings` the weak spots."""
+
+    path: str
+    values: dict[tuple[str, str], Any]
+    endpoints: tuple[Endpoint, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    def get(self, section: str, key: str) -> Any:
+        return self.values[(section, key)]
+
+    @property
+    def exchange(self) -> str:
+        return self.values[("exchange", "name")]
+
+    @property
+    def tls(self) -> bool:
+        return any(ep.tls for ep in self.endpoints)
+
+    def target_address(self) -> str | None:
+        """The sender link's target, or None when each message carries its own `to`."""
+        template = self.values[("exchange", "address")]
+        if "{routing_key}" in template:
+            return None
+        return template.format(name=self.exchange)
+
+    def message_to(self, routing_key: str) -> str | None:
+        """Per-message `to` address (only when the template names {routing_key})."""
+        template = self.values[("exchange", "address")]
+        if "{routing_key}" not in template:
+            return None
+        return template.format(name=self.exchange, routing_key=routing_key)
+
+
+def config_path(explicit: str | None = None) -> str:
+    return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def show_value(section: str, key: str, raw: str) -> str:
+    return "'***'" if (section, key) in SECRET_KEYS else repr(raw)
+
+
+def load_config(path: str | None = None) -> Config:
+    """Read and validate the config file; raise ConfigError listing every problem."""
+    path = config_path(path)
+    parser = configparser.RawConfigParser()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except FileNotFoundError:
+        raise ConfigError(path, [f"{path}: file not found (set {ENV_VAR} or create it from "
+                                 "conf/messagebus.conf)"]) from None
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        raise ConfigError(path, [f"{path}: cannot be read: {exc}"]) from None
+    return parse_config(parser, path)
+
+
+def parse_config(parser: configparser.RawConfigParser, path: str) -> Config:
+    """Validate a parsed config; every problem at once."""
+    problems: list[str] = []
+    values: dict[tuple[str, str], Any] = {}
+    known = {(o.section, o.key) for o in OPTIONS}
+    for section in parser.sections():
+        for key in parser.options(section):
+            if (section, key) not in known:
+                problems.append(f"{path}: [{section}] {key}: unknown key (allowed in [{section}]: "
+                                f"{', '.join(o.key for o in OPTIONS if o.section == section) or 'none'})")
+    for opt in OPTIONS:
+        if parser.has_option(opt.section, opt.key):
+            raw = parser.get(opt.section, opt.key)
+            try:
+                values[(opt.section, opt.key)] = opt.parse(raw)
+            except ValueError:
+                problems.append(f"{path}: [{opt.section}] {opt.key} = {show_value(opt.section, opt.key, raw)}"
+                                f" is invalid: must be {opt.allowed}")
+                values[(opt.section, opt.key)] = opt.default
+        else:
+            values[(opt.section, opt.key)] = opt.default
+    _read_password_file(values, path, problems)
+    endpoints = _endpoints(values)
+    problems += _cross_checks(values, path)
+    if problems:
+        raise ConfigError(path, problems)
+    return Config(path, values, endpoints, tuple(security_warnings(path, values, endpoints)))
+
+
+def _read_password_file(values: dict, path: str, problems: list[str]) -> None:
+    pw_file = values[("broker", "password_file")]
+    if not pw_file:
+        return
+    if values[("broker", "password")]:
+        problems.append(f"{path}: [broker] password_file: set together with password; keep only one")
+        return
+    try:
+        with open(pw_file, encoding="utf-8") as fh:
+            values[("broker", "password")] = fh.readline().rstrip("\r\n")
+    except OSError as exc:
+        problems.append(f"{path}: [broker] password_file = {pw_file!r} cannot be read ({exc.strerror}): "
+                        "must be a readable file whose first line is the password")
+
+
+def _endpoints(values: dict) -> tuple[Endpoint, ...]:
+    urls = values[("broker", "urls")]
+    if urls:
+        eps = []
+        for url in urls:
+            parts = urlsplit(url)
+            tls = parts.scheme == "amqps"
+            eps.append(Endpoint(parts.hostname or "", parts.port or (5671 if tls else 5672), tls))
+        return tuple(eps)
+    tls = values[("broker", "ssl")]
+    port = values[("broker", "port")] or (5671 if tls else 5672)
+    return (Endpoint(values[("broker", "host")], port, tls),)
+
+
+def _cross_checks(values: dict, path: str) -> list[str]:
+    problems = []
+    auth = values[("broker", "auth")]
+    for url in values[("broker", "urls")]:
+        if "@" in (urlsplit(url).netloc or ""):
+            problems.append(f"{path}: [broker] urls = {redact_url(url)!r}: credentials in URLs are not used; "
+                            "put them in username and password (or password_file)")
+    if auth == "PLAIN":
+        if not values[("broker", "username")]:
+            problems.append(f"{path}: [broker] username is empty: auth = PLAIN needs username and password")
+        if not values[("broker", "password")]:
+            problems.append(f"{path}: [broker] password is empty: auth = PLAIN needs a password "
+                            "(password or password_file)")
+    if auth == "EXTERNAL" and not values[("broker", "cert")]:
+        problems.append(f"{path}: [broker] cert is empty: auth = EXTERNAL authenticates with a client "
+                        "certificate; set cert (and key)")
+    tls_used = values[("broker", "ssl")] or any(u.startswith("amqps:") for u in values[("broker", "urls")])
+    if auth == "EXTERNAL" and not tls_used:
+        problems.append(f"{path}: [broker] auth = EXTERNAL needs TLS: set ssl = true or use amqps:// URLs")
+    if auth == "GSSAPI":
+        if not values[("broker", "principal")]:
+            problems.append(f"{path}: [broker] principal is empty: auth = GSSAPI needs principal and keytab")
+        if not values[("broker", "keytab")]:
+            problems.append(f"{path}: [broker] keytab is empty: auth = GSSAPI needs principal and keytab")
+    for key in ("cacert", "cert", "key", "keytab"):
+        file = values[("broker", key)]
+        if file and not os.access(file, os.R_OK):
+            problems.append(f"{path}: [broker] {key} = {file!r}: file missing or not readable")
+    if values[("broker", "key")] and not values[("broker", "cert")]:
+        problems.append(f"{path}: [broker] key is set but cert is empty: set cert too")
+    if values[("exchange", "type")] == "topic" and not re.fullmatch(r"[^#*]*", values[("topic", "prefix")]):
+        problems.append(f"{path}: [topic] prefix = {values[('topic', 'prefix')]!r}: must not contain * or #")
+    return problems
+
+
+def security_warnings(path: str, values: dict, endpoints: tuple[Endpoint, ...]) -> list[str]:
+    """Weak spots of a valid config: each a line naming the key and the fix."""
+    warnings = []
+    auth = values[("broker", "auth")]
+    if auth == "PLAIN" and not all(ep.tls for ep in endpoints):
+        warnings.append(f"{path}: [broker] auth = PLAIN without TLS sends the password in clear text; "
+                        "set ssl = true (or amqps:// URLs)")
+    if any(ep.tls for ep in endpoints) and not values[("broker", "ssl_verify")]:
+        warnings.append(f"{path}: [broker] ssl_verify = false: the broker's certificate and host name are "
+                        "NOT verified, anyone on the path can impersonate it; set ssl_verify = true")
+    secrets = []
+    if values[("broker", "password_file")]:
+        secrets.append(("password_file", values[("broker", "password_file")], "holds a password"))
+    elif values[("broker", "password")]:
+        secrets.append(("config file", path, "holds a password"))
+    for key in ("key", "keytab"):
+        if values[("broker", key)]:
+            secrets.append((key, values[("broker", key)], "is a secret"))
+    for key, file, what in secrets:
+        try:
+            mode = os.stat(file).st_mode
+        except OSError:
+            continue
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            warnings.append(f"{file} ({key}) {what} and is readable by other users "
+                            f"(mode {stat.S_IMODE(mode):o}); fix: chmod 600 {file}")
+    return warnings
+
+
+def redact_url(url: str) -> str:
+    """Hide `user:password@` in a URL."""
+    return re.sub(r"(?<=://)[^/@\s]*@", "***@", url)
+
+
+def default_cafile() -> str:
+    """The system CA bundle as OpenSSL sees it."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return ""
+
+
+def render_sample() -> str:
+    """The documented sample config: every key with its default (conf/messagebus.conf is this)."""
+    lines = []
+    section = None
+    for opt in OPTIONS:
+        if opt.section != section:
+            section = opt.section
+            lines.append(f"\n[{section}]")
+        lines.append(f"# {opt.doc}")
+        lines.append(f"# Allowed: {opt.allowed}.")
+        default = opt.default
+        if isinstance(default, bool):
+            default = str(default).lower()
+        elif isinstance(default, list):
+            default = " ".join(default)
+        elif default is None:
+            default = ""
+        elif isinstance(default, float) and default.is_integer():
+            default = int(default)
+        lines.append(f"#{opt.key} = {default}")
+    return "\n".join(lines).lstrip() + "\n"

@@ -1,0 +1,165 @@
+"""The transactional outbox: messages stored in the hub's database, sent after commit.
+
+SQL only, against any DB-API connection whose cursors take `execute(sql, dict)` with
+`%(name)s` placeholders (koji's `context.cnx` wrapper, or psycopg2 for the command line).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .wire import Outgoing
+
+log = logging.getLogger("koji.plugin.messagebus")
+
+TABLE = "messagebus_outbox"
+#: pg advisory lock key: only one process drains the backlog at a time ('kojimbus')
+DRAIN_LOCK = 0x6B6F6A696D627573
+SAVEPOINT = "messagebus_outbox"
+UNDEFINED_TABLE = "42P01"
+
+SCHEMA = f"""\
+-- koji-messagebus outbox: messages committed with the hub's transaction, sent after commit.
+-- Idempotent: psql -f messagebus-schema.sql koji
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    id BIGSERIAL PRIMARY KEY,
+    msg_id TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    stored TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    msg_type TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    payload BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_stored ON {TABLE} (stored);
+"""
+
+
+class OutboxUnavailable(Exception):
+    """The outbox table is missing or cannot be written; the message says which."""
+
+
+def is_undefined_table(exc: BaseException) -> bool:
+    return getattr(exc, "pgcode", None) == UNDEFINED_TABLE
+
+
+def store(cnx, messages: list[Outgoing]) -> list[int]:
+    """Insert the request's messages inside the hub's open transaction, under a SAVEPOINT:
+    a failure rolls back to the savepoint (the hub's own changes stay) and raises
+    OutboxUnavailable.  Returns the new row ids."""
+    cur = cnx.cursor()
+    cur.execute(f"SAVEPOINT {SAVEPOINT}", {})
+    try:
+        params: dict[str, object] = {}
+        rows = []
+        for i, msg in enumerate(messages):
+            rows.append(f"(%(i{i})s, %(c{i})s, %(t{i})s, %(k{i})s, %(p{i})s)")
+            params.update({f"i{i}": msg.msg_id, f"c{i}": msg.created, f"t{i}": msg.type,
+                           f"k{i}": msg.routing_key, f"p{i}": msg.payload})
+        cur.execute(f"INSERT INTO {TABLE} (msg_id, created, msg_type, routing_key, payload) VALUES "
+                    + ", ".join(rows) + " RETURNING id", params)
+        ids = [row[0] for row in cur.fetchall()]
+    except Exception as exc:
+        cur.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}", {})
+        cur.execute(f"RELEASE SAVEPOINT {SAVEPOINT}", {})
+        if is_undefined_table(exc):
+            raise OutboxUnavailable(f"outbox table {TABLE} does not exist; create it with "
+                                    "psql -f conf/messagebus-schema.sql (sending directly meanwhile)") from None
+        raise OutboxUnavailable(f"cannot write to outbox table {TABLE}: {str(exc).strip()}") from None
+    cur.execute(f"RELEASE SAVEPOINT {SAVEPOINT}", {})
+    return ids
+
+
+@dataclass
+class DrainResult:
+    sent: int = 0
+    lost: int = 0
+    left: bool = False
+    expired: int = 0
+    locked_out: bool = False
+
+
+def _rows_to_messages(rows: Iterable[tuple]) -> dict[int, Outgoing]:
+    return {row[0]: Outgoing(row[1], row[2], row[3], row[4], bytes(row[5])) for row in rows}
+
+
+def _select(cur, where: str, params: dict, limit: int) -> dict[int, Outgoing]:
+    cur.execute(f"SELECT id, msg_id, created, msg_type, routing_key, payload FROM {TABLE} WHERE {where} "
+                f"ORDER BY id LIMIT {int(limit)} FOR UPDATE SKIP LOCKED", params)
+    return _rows_to_messages(cur.fetchall())
+
+
+def _delete(cur, ids: list[int]) -> None:
+    if ids:
+        # a tuple, not a list: koji's cursor turns lists into tuples, psycopg2 renders (1, 2, 3)
+        cur.execute(f"DELETE FROM {TABLE} WHERE id IN %(ids)s", {"ids": tuple(ids)})
+
+
+def expire(cur, max_age: float) -> int:
+    """Drop rows older than max_age seconds; return how many."""
+    cur.execute(f"DELETE FROM {TABLE} WHERE stored < clock_timestamp() - %(age)s * interval '1 second'",
+                {"age": float(max_age)})
+    return cur.rowcount or 0
+
+
+SendFn = Callable[[list[Outgoing]], tuple[list[Outgoing], list[Outgoing]]]
+
+
+def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
+          max_age: float | None = None, max_batches: int = 1) -> DrainResult:
+    """Send what the outbox holds, oldest first, in its own transaction(s) on `cnx`.
+
+    With the advisory lock (one drainer per database) the oldest rows are sent; without it only
+    `own_ids` (this request's rows).  Rows are locked FOR UPDATE SKIP LOCKED, so two processes
+    never send the same row.  `send(batch)` returns (done, failed): done rows (accepted or
+    finally refused) are deleted; failed ones stay for later.  Commits after each batch.
+    """
+    result = DrainResult()
+    cur = cnx.cursor()
+    for _ in range(max_batches):
+        cur.execute("SELECT pg_try_advisory_xact_lock(%(key)s::bigint)", {"key": DRAIN_LOCK})
+        locked = bool(cur.fetchone()[0])
+        if locked:
+            if max_age is not None:
+                result.expired += expire(cur, max_age)
+            batch = _select(cur, "TRUE", {}, batch_size)
+        elif own_ids:
+            result.locked_out = True
+            batch = _select(cur, "id IN %(ids)s", {"ids": tuple(own_ids)}, batch_size)
+        else:
+            result.locked_out = True
+            cnx.rollback()
+            return result
+        if not batch:
+            cnx.commit()
+            return result
+        done, failed = send(list(batch.values()))
+        done_ids = {m.msg_id for m in done}
+        _delete(cur, [rid for rid, m in batch.items() if m.msg_id in done_ids])
+        cnx.commit()
+        result.sent += len(done)
+        if failed:
+            result.left = True
+            return result
+        if not locked or len(batch) < batch_size:
+            return result
+    result.left = True
+    return result
+
+
+def status(cnx) -> tuple[int, float | None]:
+    """(rows, age in seconds of the oldest row or None)."""
+    cur = cnx.cursor()
+    cur.execute(f"SELECT count(*), extract(epoch FROM clock_timestamp() - min(stored)) FROM {TABLE}", {})
+    count, age = cur.fetchone()
+    cnx.rollback()
+    return int(count), (float(age) if age is not None else None)
+
+
+def purge(cnx, older_than: float) -> int:
+    """Delete rows older than `older_than` seconds; return how many."""
+    cur = cnx.cursor()
+    n = expire(cur, older_than)
+    cnx.commit()
+    return n

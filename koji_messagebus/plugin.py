@@ -1,0 +1,90 @@
+"""The koji glue: hub callbacks, decorated with koji.plugin's decorators.
+
+The hub loads `messagebus.py` from its PluginPath; that file imports the callbacks below, and
+the hub registers every callable with a `callbacks` attribute.  Messages of a request live in
+koji's thread-local `context` (cleared by the hub for every request); no exception ever
+leaves a callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from koji.context import context
+from koji.plugin import callback, convert_datetime, ignore_error
+from koji.plugin import callbacks as HUB_CALLBACKS
+
+from .messages import CALLBACK_TYPES
+from .runtime import RequestBatch, Runtime
+
+log = logging.getLogger("koji.plugin.messagebus")
+
+#: only the event callbacks this hub knows (registering an unknown one fails the hub's load)
+EVENT_CALLBACKS = tuple(cb for cb in CALLBACK_TYPES if cb in HUB_CALLBACKS)
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """The process's Runtime, created (and the config read) on first use."""
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = Runtime()
+    return _runtime
+
+
+def reset(new: Runtime | None = None) -> None:
+    """Replace the process's Runtime (tests, config reload)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is not None:
+            _runtime.close()
+        _runtime = new
+
+
+def _batch(create: bool = True) -> RequestBatch | None:
+    batch = getattr(context, "messagebus_batch", None)
+    if batch is None and create:
+        batch = RequestBatch()
+        context.messagebus_batch = batch
+    return batch
+
+
+@callback(*EVENT_CALLBACKS)
+@convert_datetime
+@ignore_error
+def messagebus_collect(cbtype, *args, **kws):
+    """post* event: format the message and keep it with the request."""
+    try:
+        runtime().collect(_batch(), CALLBACK_TYPES[cbtype], kws)
+    except Exception:
+        log.exception("messagebus: could not build the %s message; it is lost", cbtype)
+
+
+@callback("preCommit")
+@ignore_error
+def messagebus_store(cbtype, *args, **kws):
+    """Before COMMIT: write the request's messages to the outbox (when enabled)."""
+    batch = _batch(create=False)
+    if batch is None or not batch.messages:
+        return
+    try:
+        runtime().pre_commit(batch, getattr(context, "cnx", None))
+    except Exception:
+        log.exception("messagebus: preCommit failed; messages will be sent directly")
+
+
+@callback("postCommit")
+@ignore_error
+def messagebus_send(cbtype, *args, **kws):
+    """After COMMIT: send the request's messages and wait for the broker (bounded)."""
+    batch = _batch(create=False) or RequestBatch()
+    try:
+        context.messagebus_batch = None
+        runtime().post_commit(batch, getattr(context, "cnx", None))
+    except Exception:
+        log.exception("messagebus: postCommit failed")

@@ -1,0 +1,204 @@
+"""The request cycle, independent of koji: collect -> store (preCommit) -> send (postCommit).
+
+One `Runtime` per hub process holds the config, the publisher and the backlogs; each request
+has its own `RequestBatch`.  Nothing here raises into the caller for broker or database trouble:
+problems are logged with what was lost or deferred.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import outbox
+from .backlog import MemoryBacklog
+from .config import Config, ConfigError, load_config
+from .messages import format_event
+from .publisher import Publisher, SendResult
+from .wire import Outgoing, encode
+
+log = logging.getLogger("koji.plugin.messagebus")
+
+OUTBOX_RETRY_SECONDS = 300.0
+
+
+@dataclass
+class RequestBatch:
+    """The messages of one hub request."""
+
+    messages: list[Outgoing] = field(default_factory=list)
+    outbox_ids: list[int] | None = None
+    seconds: float = 0.0
+
+
+def describe(messages: list[Outgoing], limit: int = 10) -> str:
+    """'3 message(s) (Tag x2, BuildStateChange x1): key1, key2, ...' for log lines."""
+    types = Counter(m.type for m in messages)
+    keys = [m.routing_key for m in messages[:limit]]
+    more = f" and {len(messages) - limit} more" if len(messages) > limit else ""
+    kinds = ", ".join(f"{t} x{n}" for t, n in types.items())
+    return f"{len(messages)} message(s) ({kinds}): {', '.join(keys)}{more}"
+
+
+class Runtime:
+    """Per-process plugin state."""
+
+    def __init__(self, config: Config | None = None, config_path: str | None = None):
+        self.config_error: ConfigError | None = None
+        self.config: Config | None = config
+        if config is None:
+            try:
+                self.config = load_config(config_path)
+            except ConfigError as exc:
+                self.config_error = exc
+                log.error("messagebus plugin disabled: %s", exc)
+        self.publisher: Publisher | None = None
+        self.backlog = MemoryBacklog(self.config.get("broker", "max_pending") if self.config else 0)
+        self._outbox_broken_until = 0.0
+        self._outbox_check_at = 0.0
+        if self.config:
+            for warning in self.config.warnings:
+                log.warning("messagebus: %s", warning)
+
+    # ---- the request cycle -----------------------------------------------------------------
+    def collect(self, batch: RequestBatch, msg_type: str, kwargs: Mapping[str, Any]) -> None:
+        """Format and encode one event into the request's batch."""
+        start = time.perf_counter()
+        cfg = self.config
+        prefix = cfg.get("topic", "prefix") if cfg else "koji.event"
+        event = format_event(msg_type, kwargs, prefix)
+        if event.conversions.lossy:
+            log.warning("messagebus: %s %s: values converted: %s", msg_type, event.routing_key,
+                        "; ".join(event.conversions.lossy))
+        if event.conversions.lossless:
+            log.debug("messagebus: %s: values converted: %s", msg_type, "; ".join(event.conversions.lossless))
+        to = cfg.message_to(event.routing_key) if cfg else None
+        batch.messages.append(encode(event, to=to))
+        batch.seconds += time.perf_counter() - start
+
+    def pre_commit(self, batch: RequestBatch, cnx: Any) -> None:
+        """Store the batch in the outbox inside the hub's transaction (when enabled)."""
+        cfg = self.config
+        if not batch.messages or cfg is None or not cfg.get("outbox", "enabled") or cfg.get("broker", "test_mode"):
+            return
+        if time.monotonic() < self._outbox_broken_until or cnx is None:
+            return
+        start = time.perf_counter()
+        try:
+            batch.outbox_ids = outbox.store(cnx, batch.messages)
+        except outbox.OutboxUnavailable as exc:
+            self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
+            log.error("messagebus: %s; the hub's transaction is unaffected", exc)
+        except Exception:
+            self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
+            log.exception("messagebus: outbox write failed (sending directly)")
+        batch.seconds += time.perf_counter() - start
+
+    def post_commit(self, batch: RequestBatch, cnx: Any) -> None:
+        """Send the batch (and any backlog) after the hub committed; wait for settlement."""
+        start = time.perf_counter()
+        try:
+            self._post_commit(batch, cnx)
+        finally:
+            batch.seconds += time.perf_counter() - start
+            if batch.messages:
+                log.debug("messagebus: request spent %.2f ms in the plugin", batch.seconds * 1000)
+
+    def _post_commit(self, batch: RequestBatch, cnx: Any) -> None:
+        cfg = self.config
+        if cfg is None:
+            if batch.messages:
+                log.error("messagebus: lost %s: the plugin is disabled by its config error (see above)",
+                          describe(batch.messages))
+            return
+        if cfg.get("broker", "test_mode"):
+            for msg in batch.messages:
+                log.info("messagebus test_mode: would send %s", render(msg))
+            return
+        if batch.outbox_ids is not None or (cfg.get("outbox", "enabled") and self._outbox_due(cnx)):
+            self._drain_outbox(cnx, batch.outbox_ids or [])
+            return
+        pending = self.backlog.take() + batch.messages
+        if not pending:
+            return
+        result = self.publisher_().send(pending)
+        self._report(result)
+        if result.unsent:
+            overflow = self.backlog.put_back(result.unsent)
+            if overflow:
+                log.error("messagebus: lost %s: in-memory backlog full (max_pending = %d); enable the "
+                          "outbox to keep messages in the database", describe(overflow), self.backlog.limit)
+
+    def _outbox_due(self, cnx: Any) -> bool:
+        """Look for a backlog left by other processes now and then (not on every request)."""
+        now = time.monotonic()
+        return cnx is not None and now >= self._outbox_check_at and now >= self._outbox_broken_until
+
+    def _drain_outbox(self, cnx: Any, own_ids: list[int]) -> outbox.DrainResult | None:
+        cfg = self.config
+        publisher = self.publisher_()
+        if publisher.breaker.is_open and publisher.breaker.seconds_left() > 0:
+            if own_ids:
+                log.warning("messagebus: broker unavailable (%s); %d message(s) kept in the outbox",
+                            publisher.breaker.last_error, len(own_ids))
+            return None
+        try:
+            result = outbox.drain(cnx, self._send_for_outbox, cfg.get("outbox", "batch_size"), own_ids,
+                                  max_age=cfg.get("outbox", "max_age"))
+        except Exception as exc:
+            _rollback(cnx)
+            log.error("messagebus: outbox drain failed, messages stay in the outbox: %s", exc)
+            return None
+        if result.expired:
+            log.error("messagebus: dropped %d outbox message(s) older than max_age = %ss (never delivered)",
+                      result.expired, cfg.get("outbox", "max_age"))
+        retry = cfg.get("broker", "retry_interval")
+        self._outbox_check_at = time.monotonic() + (0 if result.left else retry)
+        return result
+
+    def _send_for_outbox(self, messages: list[Outgoing]) -> tuple[list[Outgoing], list[Outgoing]]:
+        result = self.publisher_().send(messages)
+        self._report(result, kept="kept in the outbox")
+        return result.accepted + [m for m, _ in result.lost], result.unsent
+
+    def _report(self, result: SendResult, kept: str = "kept in memory for the next request") -> None:
+        if result.lost:
+            by_reason: dict[str, list[Outgoing]] = {}
+            for msg, reason in result.lost:
+                by_reason.setdefault(reason, []).append(msg)
+            for reason, msgs in by_reason.items():
+                log.error("messagebus: lost %s: the broker answered %s", describe(msgs), reason)
+        if result.unsent:
+            log.error("messagebus: not sent (%s), %s: %s", result.error, kept, describe(result.unsent))
+        elif result.error:
+            log.warning("messagebus: %s", result.error)
+
+    def publisher_(self) -> Publisher:
+        if self.publisher is None:
+            self.publisher = Publisher(self.config)
+        return self.publisher
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+
+
+def _rollback(cnx: Any) -> None:
+    try:
+        cnx.rollback()
+    except Exception:  # noqa: BLE001 - nothing more to do
+        log.debug("rollback failed", exc_info=True)
+
+
+def render(msg: Outgoing) -> str:
+    """One line for logs and test_mode: key, headers and body as JSON."""
+    from .wire import decode
+
+    data = decode(msg.payload)
+    return json.dumps({"routing_key": msg.routing_key, "id": msg.msg_id, "headers": data["headers"],
+                       "body": data["body"]}, default=repr, sort_keys=True)

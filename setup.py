@@ -1,0 +1,39 @@
+"""koji-messagebus: publish Koji hub events to an AMQP 1.0 message bus."""
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def version():
+    with open(os.path.join(HERE, "koji_messagebus", "__init__.py")) as fh:
+        for line in fh:
+            if line.startswith("__version__"):
+                return line.split('"')[1]
+    raise RuntimeError("no version")
+
+
+setup(
+    name="koji-messagebus",
+    version=version(),
+    description="Koji hub plugin that publishes hub events to an AMQP 1.0 message bus",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="LGPL-2.1-or-later",
+    python_requires=">=3.9",
+    packages=find_packages(include=["koji_messagebus", "koji_messagebus.*"]),
+    package_data={"koji_messagebus": ["data/*"]},
+    install_requires=["koji", "python-qpid-proton>=0.37"],
+    extras_require={
+        "outbox": ["psycopg2-binary"],
+        "test": ["pytest", "pika", "psycopg2-binary", "ruff"],
+    },
+    entry_points={"console_scripts": ["koji-messagebus = koji_messagebus.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: GNU Lesser General Public License v2 or later (LGPLv2+)",
+        "Programming Language :: Python :: 3",
+        "Topic :: Software Development :: Build Tools",
+    ],
+)

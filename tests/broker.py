@@ -1,0 +1,104 @@
+"""What actually arrived: a pika (AMQP 0-9-1) consumer bound to the exchange, and a decoder of
+the AMQP 1.0 sections RabbitMQ 3.x keeps in the 0-9-1 message."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+from proton import Data
+
+AMQP_HOST = "127.0.0.1"
+AMQP_PORT = 5672
+
+
+def _decode_section(raw: bytes) -> Any:
+    data = Data()
+    data.decode(raw)
+    data.rewind()
+    data.next()
+    return data.get_object()
+
+
+@dataclass
+class Received:
+    routing_key: str
+    delivery_mode: int
+    message_id: str
+    headers: dict
+    body: Any
+    subject: str | None
+
+
+def decode_091(method, props, body: bytes) -> Received:
+    """Rebuild the AMQP 1.0 message from what RabbitMQ's AMQP 1.0 plugin stored."""
+    hdrs = props.headers or {}
+    app = _decode_section(hdrs["x-amqp-1.0-app-properties"]) if "x-amqp-1.0-app-properties" in hdrs else {}
+    section = _decode_section(body)  # the amqp-value section (described type 0x77)
+    value = section.value if hasattr(section, "value") else section
+    subject = None
+    if "x-amqp-1.0-properties" in hdrs:
+        described = _decode_section(hdrs["x-amqp-1.0-properties"])
+        fields = list(getattr(described, "value", []) or [])
+        subject = fields[3] if len(fields) > 3 else None
+    app_props = getattr(app, "value", app)
+    return Received(method.routing_key, props.delivery_mode, props.message_id,
+                    dict(app_props or {}), value, subject)
+
+
+class Consumer:
+    """A private queue bound to an exchange; collect() returns what arrived."""
+
+    def __init__(self, exchange: str, ex_type: str = "topic", bindings: list | None = None,
+                 declare: bool = True):
+        self.conn = pika.BlockingConnection(pika.ConnectionParameters(AMQP_HOST, AMQP_PORT))
+        self.ch = self.conn.channel()
+        if declare:
+            self.ch.exchange_declare(exchange, ex_type, durable=False, auto_delete=False)
+        self.exchange = exchange
+        self.queue = self.ch.queue_declare(f"kmb-test-{uuid.uuid4().hex[:8]}", exclusive=True).method.queue
+        for binding in bindings or (["#"] if ex_type == "topic" else [{}]):
+            if isinstance(binding, dict):
+                self.ch.queue_bind(self.queue, exchange, "", arguments={"x-match": "all", **binding})
+            else:
+                self.ch.queue_bind(self.queue, exchange, binding)
+
+    def collect(self, expect: int | None = None, timeout: float = 5.0, quiet: float = 0.3) -> list[Received]:
+        """Messages in the queue: wait for `expect` of them (then `quiet` more for extras)."""
+        got: list[Received] = []
+        deadline = time.monotonic() + timeout
+        settle_until = None
+        while time.monotonic() < deadline:
+            method, props, body = self.ch.basic_get(self.queue, auto_ack=True)
+            if method is not None:
+                got.append(decode_091(method, props, body))
+                continue
+            if expect is not None and len(got) >= expect:
+                settle_until = settle_until or time.monotonic() + quiet
+                if time.monotonic() >= settle_until:
+                    break
+            elif expect is None:
+                settle_until = settle_until or time.monotonic() + quiet
+                if time.monotonic() >= settle_until:
+                    break
+            self.conn.sleep(0.02)
+        return got
+
+    def close(self, delete_exchange: bool = True):
+        try:
+            if delete_exchange:
+                self.ch.exchange_delete(self.exchange)
+            self.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def delete_exchange(name: str) -> None:
+    conn = pika.BlockingConnection(pika.ConnectionParameters(AMQP_HOST, AMQP_PORT))
+    try:
+        conn.channel().exchange_delete(name)
+    finally:
+        conn.close()

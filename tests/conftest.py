@@ -1,0 +1,60 @@
+"""Shared pytest fixtures: config files, unique exchanges, the hub simulator."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+
+import pytest
+
+from koji_messagebus import plugin as mb_plugin
+
+
+def write_config(path, exchange: str = "koji.events", **sections) -> str:
+    """Write a messagebus.conf for the local RabbitMQ; keyword args are {section: {key: value}}."""
+    values = {
+        "broker": {"host": "127.0.0.1", "port": "5672", "auth": "PLAIN", "username": "guest",
+                   "password": "guest", "timeout": "5", "connect_timeout": "5", "retry_interval": "30"},
+        "exchange": {"name": exchange, "type": "topic"},
+        "topic": {"prefix": "koji.event"},
+    }
+    for section, keys in sections.items():
+        values.setdefault(section, {}).update({k: str(v) for k, v in keys.items()})
+    lines = []
+    for section, keys in values.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {v}" for k, v in keys.items() if v is not None]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+@pytest.fixture
+def exchange_name():
+    return f"kmb.test.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def conf_file(tmp_path, exchange_name):
+    """A config for the local RabbitMQ and a fresh exchange name; returns a writer."""
+    def make(**sections):
+        return write_config(tmp_path / "messagebus.conf", exchange_name, **sections)
+    return make
+
+
+@pytest.fixture
+def plugin_log(caplog):
+    """Everything the plugin logged (koji.plugin.messagebus), at DEBUG and above."""
+    caplog.set_level(logging.DEBUG, logger="koji.plugin.messagebus")
+    caplog.set_level(logging.DEBUG, logger="koji.plugin")
+    return caplog
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime(monkeypatch):
+    """No Runtime leaks between tests."""
+    mb_plugin.reset(None)
+    yield
+    mb_plugin.reset(None)

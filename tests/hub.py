@@ -1,0 +1,133 @@
+"""A Koji hub request cycle for tests, as kojixmlrpc runs it.
+
+The plugin is loaded with koji's own `PluginTracker` from the shipped `messagebus.py` and its
+callbacks registered the way the hub registers them; callbacks run through koji's own
+`koji.plugin.run_callbacks`.  The database connection is a real psycopg2 connection wrapped
+like kojihub's `DBWrapper`/`CursorWrapper` (kojihub itself is not on PyPI): list parameters
+become tuples, `close()` issues a raw ROLLBACK.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import koji
+import koji.plugin
+import psycopg2
+from koji.context import context
+
+import koji_messagebus
+from koji_messagebus import plugin as mb_plugin
+
+PLUGIN_DIR = os.path.join(os.path.dirname(koji_messagebus.__file__), "hub")
+DSN = os.environ.get("KOJI_MESSAGEBUS_TEST_DSN", "dbname=test host=127.0.0.1 user=postgres")
+_NAMED = re.compile(r"%\(([^\)]+)\)[a-z]")
+
+
+class CursorWrapper:
+    """Behaves like kojihub.db.CursorWrapper for the calls a plugin makes."""
+
+    def __init__(self, cursor):
+        self.cursor = cursor
+
+    def __getattr__(self, key):
+        return getattr(self.cursor, key)
+
+    def execute(self, operation, parameters=(), log_errors=True):
+        operation = _NAMED.sub(r"%(\1)s", operation)
+        if isinstance(parameters, dict):
+            parameters = {k: tuple(v) if isinstance(v, list) else v for k, v in parameters.items()}
+        return self.cursor.execute(operation, parameters)
+
+
+class DBWrapper:
+    """Behaves like kojihub.db.DBWrapper."""
+
+    def __init__(self, cnx):
+        self.cnx = cnx
+
+    def __getattr__(self, key):
+        return getattr(self.cnx, key)
+
+    def cursor(self, *args, **kw):
+        return CursorWrapper(self.cnx.cursor(*args, **kw))
+
+    def close(self):
+        self.cnx.cursor().execute("ROLLBACK")
+        self.cnx = None
+
+
+def db_connect():
+    cnx = psycopg2.connect(DSN)
+    cnx.set_client_encoding("UTF8")
+    return cnx
+
+
+def load_plugin() -> Any:
+    """Load `messagebus` as the hub does and register its callbacks; return the module."""
+    for cbs in koji.plugin.callbacks.values():
+        cbs.clear()
+    sys.modules.pop("_koji_plugin__messagebus", None)
+    tracker = koji.plugin.PluginTracker(path=[PLUGIN_DIR])
+    module = tracker.load("messagebus")
+    for value in vars(module).values():
+        if isinstance(value, type) or not callable(value):
+            continue
+        for cbtype in getattr(value, "callbacks", None) or ():
+            koji.plugin.register_callback(cbtype, value)
+    return module
+
+
+def unload_plugin() -> None:
+    for cbs in koji.plugin.callbacks.values():
+        cbs.clear()
+    mb_plugin.reset(None)
+
+
+class Hub:
+    """Runs hub requests: a handler that writes to the database and fires callbacks."""
+
+    def __init__(self, raw_cnx=None):
+        self._raw = raw_cnx or db_connect()
+
+    def request(self, handler: Callable[[Any], None], fail: bool = False, on_commit=None) -> None:
+        """One request: handler(cursor) writes and fires callbacks; then, as kojixmlrpc does,
+        preCommit, COMMIT, postCommit — or a rollback if the handler raised or `fail`."""
+        context._threadclear()
+        context.method = "test"
+        context.commit_pending = False
+        context.cnx = DBWrapper(self._raw)
+        try:
+            try:
+                handler(context.cnx.cursor())
+                context.commit_pending = True
+                if fail:
+                    raise koji.GenericError("the call failed")
+            except Exception:
+                self._raw.rollback()
+                if fail:
+                    return
+                raise
+            if context.commit_pending:
+                koji.plugin.run_callbacks("preCommit")
+                context.cnx.commit()
+                if on_commit:
+                    on_commit()
+                koji.plugin.run_callbacks("postCommit")
+        finally:
+            context.cnx.close()
+            context._threadclear()
+
+    def close(self):
+        self._raw.close()
+
+
+def fire(cbtype: str, kwargs: dict) -> Callable[[Any], None]:
+    """A handler that runs one callback with the given kwargs."""
+    def handler(cursor):
+        koji.plugin.run_callbacks(cbtype, **kwargs)
+    return handler
