@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian machine for koji-messagebus: Debian packages, the Python venv (.venv),
+# RabbitMQ with its AMQP 1.0 plugin, PostgreSQL.  Idempotent; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '==> %s\n' "$*"; }
+
+# Debian packages: krb5-config for koji's gssapi, Cyrus SASL for proton's GSSAPI, a KDC for tests.
+pkgs=(libkrb5-dev libsasl2-dev libsasl2-modules libsasl2-modules-gssapi-mit krb5-kdc krb5-admin-server
+      krb5-user openssl)
+missing=()
+for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if ((${#missing[@]})); then
+  say "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# RabbitMQ: running, with AMQP 1.0.
+if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+  say "starting RabbitMQ"
+  rabbitmq-server -detached
+  for _ in $(seq 1 60); do rabbitmq-diagnostics -q ping >/dev/null 2>&1 && break; sleep 1; done
+fi
+rabbitmq-plugins -q enable rabbitmq_amqp1_0 >/dev/null
+for _ in $(seq 1 30); do
+  rabbitmq-diagnostics -q listeners 2>/dev/null | grep -q 5672 && break; sleep 1
+done
+
+# PostgreSQL on 127.0.0.1:5432.
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  say "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+
+# Python venv with the package (editable) and the test tools.
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+# proton must be compiled with Cyrus SASL (GSSAPI); a wheel cached from a build without it is not.
+if ! .venv/bin/python -c 'import proton, sys; sys.exit(0 if proton.SASL.extended() else 1)'; then
+  say "rebuilding python-qpid-proton with Cyrus SASL"
+  .venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps python-qpid-proton
+fi
+[ -x .ci/rabbitmq-tls.sh ] && bash .ci/rabbitmq-tls.sh
+say "ready: $(.venv/bin/python -c 'import koji_messagebus, proton; print("koji-messagebus", koji_messagebus.__version__, "proton", ".".join(map(str, proton.VERSION)))')"
