@@ -11,12 +11,12 @@ import pytest
 from koji_messagebus import plugin as mb_plugin
 
 
-def write_config(path, exchange: str = "koji.events", **sections) -> str:
+def write_config(path, exchange_name: str = "koji.events", **sections) -> str:
     """Write a messagebus.conf for the local RabbitMQ; keyword args are {section: {key: value}}."""
     values = {
         "broker": {"host": "127.0.0.1", "port": "5672", "auth": "PLAIN", "username": "guest",
                    "password": "guest", "timeout": "5", "connect_timeout": "5", "retry_interval": "30"},
-        "exchange": {"name": exchange, "type": "topic"},
+        "exchange": {"name": exchange_name, "type": "topic"},
         "topic": {"prefix": "koji.event"},
     }
     for section, keys in sections.items():

@@ -1,0 +1,197 @@
+"""The plugin end to end, as the hub runs it, against the real RabbitMQ (AMQP 1.0) and PostgreSQL;
+what arrived is checked with a different client (pika)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import koji.plugin
+import pytest
+
+from koji_messagebus.messages import CALLBACK_TYPES
+from tests.broker import Consumer, delete_exchange
+from tests.fixtures import entries
+from tests.hub import Hub, fire, load_plugin, unload_plugin
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def hub(monkeypatch, conf_file):
+    """A hub with the plugin loaded from a config; call hub.setup(**sections) first."""
+    hubs = []
+
+    class Setup:
+        def setup(self, **sections):
+            monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf_file(**sections))
+            load_plugin()
+            hubs.append(Hub())
+            return hubs[-1]
+
+    yield Setup()
+    unload_plugin()
+    for h in hubs:
+        h.close()
+
+
+def recorded_requests():
+    """One request per recorded event of every type (the first two of each)."""
+    out = []
+    for cbtype in CALLBACK_TYPES:
+        for entry in entries(cbtype)[:2]:
+            out.append((cbtype, entry["kwargs"]))
+    return out
+
+
+def test_loaded_as_the_hub_loads_it(hub):
+    hub.setup()
+    registered = {cb for cb, funcs in koji.plugin.callbacks.items()
+                  for f in funcs if f.__module__ == "koji_messagebus.plugin"}
+    assert registered == set(CALLBACK_TYPES) | {"preCommit", "postCommit"}
+    for func in koji.plugin.callbacks["postTag"]:
+        assert getattr(func, "convert_datetime", False) and getattr(func, "failure_is_an_option", False)
+
+
+def test_every_event_type_arrives_exactly_as_documented(hub, exchange_name):
+    consumer = Consumer(exchange_name)
+    h = hub.setup()
+    try:
+        requests = recorded_requests()
+        for cbtype, kwargs in requests:
+            h.request(fire(cbtype, kwargs))
+        got = consumer.collect(expect=len(requests))
+    finally:
+        consumer.close()
+    assert len(got) == len(requests)
+    assert len({m.message_id for m in got}) == len(got)
+    for (cbtype, kwargs), msg in zip(requests, got):
+        mtype = CALLBACK_TYPES[cbtype]
+        assert msg.headers["type"] == mtype
+        assert msg.routing_key == msg.subject and msg.routing_key.startswith(f"koji.event.{mtype}")
+        assert msg.delivery_mode == 2
+        assert set(msg.body) == set(kwargs)
+    tag = next(m for m in got if m.headers["type"] == "Tag")
+    kw = entries("postTag")[0]["kwargs"]
+    assert tag.routing_key == f"koji.event.Tag.{kw['tag']['name']}.{kw['build']['name']}.{kw['user']['name']}"
+    assert tag.body["build"]["completion_time"] == str(kw["build"]["completion_time"])
+    assert tag.body["build"]["completion_ts"] == kw["build"]["completion_ts"]
+
+
+def test_messages_are_sent_only_after_commit_and_together(hub, exchange_name):
+    consumer = Consumer(exchange_name)
+    h = hub.setup()
+    seen_before_post_commit = []
+    events = [("postBuildStateChange", e["kwargs"]) for e in entries("postBuildStateChange")[:3]]
+
+    def handler(cursor):
+        for cbtype, kwargs in events:
+            koji.plugin.run_callbacks(cbtype, **kwargs)
+
+    try:
+        h.request(handler, on_commit=lambda: seen_before_post_commit.extend(consumer.collect(quiet=0.3)))
+        got = consumer.collect(expect=3)
+    finally:
+        consumer.close()
+    assert seen_before_post_commit == []
+    assert [m.headers["attribute"] for m in got] == [kw["attribute"] for _, kw in events]
+
+
+def test_rollback_sends_nothing_and_next_request_starts_empty(hub, exchange_name):
+    consumer = Consumer(exchange_name)
+    h = hub.setup()
+    tag = entries("postTag")[0]["kwargs"]
+    untag = entries("postUntag")[0]["kwargs"]
+    try:
+        h.request(fire("postTag", tag), fail=True)
+        h.request(fire("postUntag", untag))
+        got = consumer.collect(expect=1, quiet=0.5)
+    finally:
+        consumer.close()
+    assert [m.headers["type"] for m in got] == ["Untag"]
+
+
+def test_topic_bindings_route_on_the_key(hub, exchange_name):
+    tag = entries("postTag")[0]["kwargs"]
+    only_tags = Consumer(exchange_name, bindings=[f"koji.event.Tag.{tag['tag']['name']}.#"])
+    only_builds = Consumer(exchange_name, bindings=["koji.event.BuildStateChange.*.*"], declare=False)
+    h = hub.setup()
+    try:
+        h.request(fire("postTag", tag))
+        h.request(fire("postBuildStateChange", entries("postBuildStateChange")[0]["kwargs"]))
+        got_tags, got_builds = only_tags.collect(expect=1), only_builds.collect(expect=1)
+    finally:
+        only_builds.close(delete_exchange=False)
+        only_tags.close()
+    assert [m.headers["type"] for m in got_tags] == ["Tag"]
+    assert [m.headers["type"] for m in got_builds] == ["BuildStateChange"]
+
+
+def test_headers_exchange(hub, exchange_name):
+    """RabbitMQ 3.10 does not show AMQP 1.0 application-properties to a headers exchange, so only a
+    match-everything binding routes there; the headers still arrive with the message."""
+    consumer = Consumer(exchange_name, ex_type="headers", bindings=[{}])
+    h = hub.setup(exchange={"type": "headers"})
+    kw = entries("postRepoDone")[0]["kwargs"]
+    try:
+        h.request(fire("postRepoDone", kw))
+        got = consumer.collect(expect=1)
+    finally:
+        consumer.close()
+    assert len(got) == 1
+    assert got[0].headers == {"type": "RepoDone", "tag": kw["repo"]["tag_name"]}
+
+
+def test_wrong_password_sends_nothing_and_says_why(hub, exchange_name, plugin_log):
+    consumer = Consumer(exchange_name)
+    h = hub.setup(broker={"password": "Wr0ng-Secret", "connect_timeout": "15"})
+    try:
+        h.request(fire("postTag", entries("postTag")[0]["kwargs"]))
+        got = consumer.collect(quiet=0.5)
+    finally:
+        consumer.close()
+    assert got == []
+    errors = [r.getMessage() for r in plugin_log.records if r.levelno >= logging.ERROR]
+    assert any("authentication with PLAIN as user 'guest' failed at broker 127.0.0.1:5672" in e for e in errors)
+    assert any("Tag x1" in e and "koji.event.Tag." in e for e in errors)
+    assert not any("Wr0ng-Secret" in r.getMessage() for r in plugin_log.records)
+
+
+def test_missing_exchange_is_reported_fast_and_clearly(hub, exchange_name, plugin_log):
+    delete_exchange(exchange_name)
+    h = hub.setup(broker={"timeout": "10"})
+    start = time.monotonic()
+    h.request(fire("postTag", entries("postTag")[0]["kwargs"]))
+    elapsed = time.monotonic() - start
+    errors = " ".join(r.getMessage() for r in plugin_log.records if r.levelno >= logging.ERROR)
+    assert f"exchange '{exchange_name}'" in errors and "does not exist on broker 127.0.0.1:5672" in errors
+    assert "RabbitMQ 3.x cannot create exchanges over AMQP 1.0" in errors
+    assert elapsed < 2.0
+
+
+def test_unreachable_broker_names_host_and_port(hub, plugin_log):
+    h = hub.setup(broker={"port": "1", "connect_timeout": "2"})
+    h.request(fire("postTag", entries("postTag")[0]["kwargs"]))
+    errors = " ".join(r.getMessage() for r in plugin_log.records if r.levelno >= logging.ERROR)
+    assert "broker 127.0.0.1:1 unreachable" in errors
+
+
+def test_test_mode_logs_instead_of_sending(hub, exchange_name, plugin_log):
+    consumer = Consumer(exchange_name)
+    h = hub.setup(broker={"test_mode": "true"})
+    try:
+        h.request(fire("postTag", entries("postTag")[0]["kwargs"]))
+        got = consumer.collect(quiet=0.5)
+    finally:
+        consumer.close()
+    assert got == []
+    logged = [r.getMessage() for r in plugin_log.records if "test_mode: would send" in r.getMessage()]
+    assert len(logged) == 1 and '"routing_key": "koji.event.Tag.' in logged[0]
+
+
+def test_broken_config_never_breaks_the_hub(hub, plugin_log):
+    h = hub.setup(broker={"port": "not-a-port"})
+    h.request(fire("postTag", entries("postTag")[0]["kwargs"]))  # must not raise
+    errors = " ".join(r.getMessage() for r in plugin_log.records if r.levelno >= logging.ERROR)
+    assert "[broker] port = 'not-a-port' is invalid" in errors
+    assert "lost 1 message(s) (Tag x1)" in errors
