@@ -37,11 +37,22 @@ CREATE INDEX IF NOT EXISTS {TABLE}_stored ON {TABLE} (stored);
 
 
 class OutboxUnavailable(Exception):
-    """The outbox table is missing or cannot be written; the message says which."""
+    """The outbox table is missing or cannot be written; the message says which.  `table_broken`
+    is False when only this batch was refused (a data or constraint error), True otherwise."""
+
+    def __init__(self, message: str, table_broken: bool = True):
+        super().__init__(message)
+        self.table_broken = table_broken
 
 
 def is_undefined_table(exc: BaseException) -> bool:
     return getattr(exc, "pgcode", None) == UNDEFINED_TABLE
+
+
+def _batch_specific(exc: BaseException) -> bool:
+    """SQLSTATE class 22 (data exception) or 23 (integrity constraint): this batch, not the table."""
+    code = getattr(exc, "pgcode", None) or ""
+    return code[:2] in ("22", "23")
 
 
 def store(cnx, messages: list[Outgoing]) -> list[int]:
@@ -66,7 +77,9 @@ def store(cnx, messages: list[Outgoing]) -> list[int]:
         if is_undefined_table(exc):
             raise OutboxUnavailable(f"outbox table {TABLE} does not exist; create it with "
                                     "psql -f conf/messagebus-schema.sql (sending directly meanwhile)") from None
-        raise OutboxUnavailable(f"cannot write to outbox table {TABLE}: {str(exc).strip()}") from None
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # not DETAIL: the row's bytes
+        raise OutboxUnavailable(f"cannot write to outbox table {TABLE}: {first_line}",
+                                table_broken=not _batch_specific(exc)) from None
     cur.execute(f"RELEASE SAVEPOINT {SAVEPOINT}", {})
     return ids
 

@@ -1,8 +1,9 @@
 """The process-wide publisher: one warm connection, failover, reconnect, circuit breaker.
 
 Thread-safe (mod_wsgi runs several threads per process): one lock serialises use of the
-connection.  Every call is bounded: connect_timeout for opening a connection, timeout for the
-settlements, and while the breaker is open a call returns at once.
+connection.  Every call is bounded: connect_timeout per endpoint for opening a connection,
+timeout for the settlements, at most one resend on a new connection; while the breaker is open
+a call returns at once, without touching the network.
 """
 
 from __future__ import annotations
@@ -19,16 +20,21 @@ from .wire import Outgoing
 
 log = logging.getLogger("koji.plugin.messagebus")
 
+#: errors after which the broker has given its verdict: another endpoint would say the same
+FINAL_KINDS = ("not-found", "refused")
+
 
 @dataclass
 class SendResult:
-    """`accepted` reached the broker; `lost` were refused by it (final); `unsent` may be retried."""
+    """`accepted` reached the broker; `lost` were refused by it (final); `unsent` may be retried.
+    `tried` is False when the call did not touch the network (breaker open, lock busy)."""
 
     accepted: list[Outgoing] = field(default_factory=list)
     lost: list[tuple[Outgoing, str]] = field(default_factory=list)
     unsent: list[Outgoing] = field(default_factory=list)
     error: BrokerError | None = None
     seconds: float = 0.0
+    tried: bool = False
 
 
 class Publisher:
@@ -39,37 +45,54 @@ class Publisher:
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: AmqpConnection | None = None
-        self.breaker = CircuitBreaker(config.get("broker", "retry_interval"), clock)
-        self.connects = 0
+        connect = config.get("broker", "connect_timeout")
+        send = config.get("broker", "timeout")
+        #: the longest one send() can take: every endpoint's connect timeout, twice (one resend), plus the sends
+        self.max_seconds = 2 * (connect * max(1, len(config.endpoints)) + send)
+        self.breaker = CircuitBreaker(config.get("broker", "retry_interval"), clock,
+                                      probe_timeout=self.max_seconds + connect)
+        self.connects = 0  # connections opened
+        self.attempts = 0  # send() calls that went to the network
 
     @property
     def endpoint(self) -> str:
-        return str(self._conn.endpoint) if self._conn else ""
+        conn = self._conn
+        return str(conn.endpoint) if conn else ""
 
     def send(self, batch: list[Outgoing]) -> SendResult:
-        """Send a batch; never raises for broker trouble (see SendResult.error)."""
-        start = self._clock()
+        """Send a batch; never raises (see SendResult.error)."""
         result = SendResult()
         if not batch:
             return result
         role = self.breaker.acquire()
         if role is None:
             return self._deferred(batch, result, self._breaker_error())
+        start = self._clock()
+        # another thread may hold the connection for up to max_seconds; do not wait longer than one send
         wait = self.config.get("broker", "timeout") + self.config.get("broker", "connect_timeout")
         if not self._lock.acquire(timeout=wait):
             self.breaker.release(role)
             return self._deferred(batch, result, BrokerError(
-                "timeout", "another thread held the broker connection for too long"))
+                "timeout", f"another thread held the broker connection for more than {wait:g}s"))
         try:
             if role == "normal" and self.breaker.is_open:
                 # the breaker opened while this thread waited for the lock: do not try again
                 return self._deferred(batch, result, self._breaker_error())
-            self._send_locked(batch, result)
+            result.tried = True
+            self.attempts += 1
+            try:
+                self._send_locked(batch, result)
+            except Exception as exc:  # noqa: BLE001 - a bug must not leave the breaker half-open
+                log.exception("messagebus: unexpected error while sending")
+                self._drop_connection()
+                done = {m.msg_id for m in result.accepted} | {m.msg_id for m, _ in result.lost}
+                result.unsent = [m for m in batch if m.msg_id not in done]
+                result.error = BrokerError("protocol", f"unexpected error while sending: {exc!r}")
         finally:
             self._lock.release()
         if result.error and result.unsent:
             interval = self.breaker.failure(str(result.error))
-            log.debug("broker failure, next try in %.1fs", interval)
+            log.debug("messagebus: broker failure (%s); no new try for %.1fs", result.error, interval)
         else:
             self.breaker.success()
         result.seconds = self._clock() - start
@@ -78,7 +101,6 @@ class Publisher:
     def _deferred(self, batch: list[Outgoing], result: SendResult, error: BrokerError) -> SendResult:
         result.unsent = list(batch)
         result.error = error
-        result.seconds = 0.0
         return result
 
     def _breaker_error(self) -> BrokerError:
@@ -87,7 +109,7 @@ class Publisher:
 
     def _send_locked(self, batch: list[Outgoing], result: SendResult) -> None:
         remaining = list(batch)
-        for _attempt in range(2):
+        for attempt in range(2):
             try:
                 conn = self._connection()
             except BrokerError as exc:
@@ -100,36 +122,40 @@ class Publisher:
             result.lost += outcome.lost
             remaining = outcome.unsettled
             if outcome.error is None:
+                result.error = None  # a resend after a lost connection worked
                 return
             self._drop_connection()
             result.error = outcome.error
-            if outcome.error.kind != "connection-lost" or not remaining:
+            if outcome.error.kind != "connection-lost" or not remaining or attempt:
                 break
-            log.warning("%s; resending %d unsettled message(s) on a new connection", outcome.error,
+            log.warning("messagebus: %s; resending %d unsettled message(s) on a new connection", outcome.error,
                         len(remaining))
         result.unsent = remaining
         if not remaining and result.error and result.error.kind == "connection-lost":
-            result.error = None
+            result.error = None  # everything was settled before the connection went
 
     def _connection(self) -> AmqpConnection:
-        """The warm connection if it is alive, else a new one (trying each endpoint in order)."""
+        """The warm connection if it is alive, else a new one (trying each endpoint in order,
+        each with its own connect_timeout, so that a silent first host does not hide the next)."""
         if self._conn is not None:
             if self._conn.healthy():
                 return self._conn
-            log.info("connection to %s is gone, reconnecting", self._conn.endpoint)
+            log.info("messagebus: connection to %s is gone (%s), reconnecting", self._conn.endpoint,
+                     self._conn.error)
             self._drop_connection()
-        deadline = self._clock() + self.config.get("broker", "connect_timeout")
         errors = []
         for endpoint in self.config.endpoints:
             conn = AmqpConnection(self.config, endpoint)
             try:
-                conn.open(deadline)
+                conn.open(self._clock() + self.config.get("broker", "connect_timeout"))
             except BrokerError as exc:
                 conn.close()
                 errors.append(exc)
-                if exc.kind in ("not-found", "refused"):
-                    break  # the broker answered: another URL would not change the verdict
+                if exc.kind in FINAL_KINDS:
+                    break
                 continue
+            if errors:
+                log.warning("messagebus: connected to %s after: %s", endpoint, "; ".join(str(e) for e in errors))
             self._conn = conn
             self.connects += 1
             return conn

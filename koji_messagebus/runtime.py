@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -59,6 +60,7 @@ class Runtime:
                 log.error("messagebus plugin disabled: %s", exc)
         self.publisher: Publisher | None = None
         self.backlog = MemoryBacklog(self.config.get("broker", "max_pending") if self.config else 0)
+        self._lock = threading.Lock()
         self._outbox_broken_until = 0.0
         self._outbox_check_at = 0.0
         if self.config:
@@ -82,18 +84,24 @@ class Runtime:
         batch.seconds += time.perf_counter() - start
 
     def pre_commit(self, batch: RequestBatch, cnx: Any) -> None:
-        """Store the batch in the outbox inside the hub's transaction (when enabled)."""
+        """Store the batch in the outbox inside the hub's transaction (when enabled).  Any failure
+        is rolled back to a savepoint (the hub's own changes stay) and the batch is sent directly."""
         cfg = self.config
         if not batch.messages or cfg is None or not cfg.get("outbox", "enabled") or cfg.get("broker", "test_mode"):
             return
-        if time.monotonic() < self._outbox_broken_until or cnx is None:
+        if cnx is None or time.monotonic() < self._outbox_broken_until:
             return
         start = time.perf_counter()
         try:
             batch.outbox_ids = outbox.store(cnx, batch.messages)
         except outbox.OutboxUnavailable as exc:
-            self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
-            log.error("messagebus: %s; the hub's transaction is unaffected", exc)
+            if exc.table_broken:
+                self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
+                log.error("messagebus: %s; sending directly for the next %ds; the hub's transaction is unaffected",
+                          exc, OUTBOX_RETRY_SECONDS)
+            else:
+                log.error("messagebus: %s; sending these %d message(s) directly; the hub's transaction is "
+                          "unaffected", exc, len(batch.messages))
         except Exception:
             self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
             log.exception("messagebus: outbox write failed (sending directly)")
@@ -120,16 +128,25 @@ class Runtime:
             for msg in batch.messages:
                 log.info("messagebus test_mode: would send %s", render(msg))
             return
-        if batch.outbox_ids is not None or (cfg.get("outbox", "enabled") and self._outbox_due(cnx)):
+        # messages not in the outbox (outbox off, or unusable for this request), after older ones kept in memory
+        direct = batch.messages if batch.outbox_ids is None else []
+        if direct or len(self.backlog):
+            self._send_direct(direct)
+        if batch.outbox_ids or (cfg.get("outbox", "enabled") and self._outbox_due(cnx)):
             self._drain_outbox(cnx, batch.outbox_ids or [])
-            return
-        pending = self.backlog.take() + batch.messages
+
+    def _send_direct(self, messages: list[Outgoing]) -> None:
+        """Send older messages kept in memory, then these; at most one batch beyond this request's
+        size, oldest first, so that a long backlog costs one request no more than one batch."""
+        pending = self.backlog.take() + messages
         if not pending:
             return
+        limit = max(self.config.get("outbox", "batch_size"), len(messages))
+        pending, later = pending[:limit], pending[limit:]
         result = self.publisher_().send(pending)
         self._report(result)
-        if result.unsent:
-            overflow = self.backlog.put_back(result.unsent)
+        if result.unsent or later:
+            overflow = self.backlog.put_back(result.unsent + later)
             if overflow:
                 log.error("messagebus: lost %s: in-memory backlog full (max_pending = %d); enable the "
                           "outbox to keep messages in the database", describe(overflow), self.backlog.limit)
@@ -142,17 +159,19 @@ class Runtime:
     def _drain_outbox(self, cnx: Any, own_ids: list[int]) -> outbox.DrainResult | None:
         cfg = self.config
         publisher = self.publisher_()
-        if publisher.breaker.is_open and publisher.breaker.seconds_left() > 0:
+        if publisher.breaker.seconds_left() > 0:
+            # the breaker is open: no SQL, no network; the rows wait for a later request or `flush`
             if own_ids:
-                log.warning("messagebus: broker unavailable (%s); %d message(s) kept in the outbox",
-                            publisher.breaker.last_error, len(own_ids))
+                log.debug("messagebus: broker unavailable; %d message(s) kept in the outbox", len(own_ids))
             return None
         try:
             result = outbox.drain(cnx, self._send_for_outbox, cfg.get("outbox", "batch_size"), own_ids,
                                   max_age=cfg.get("outbox", "max_age"))
         except Exception as exc:
             _rollback(cnx)
-            log.error("messagebus: outbox drain failed, messages stay in the outbox: %s", exc)
+            if outbox.is_undefined_table(exc):
+                self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
+            log.error("messagebus: outbox drain failed, messages stay in the outbox: %s", str(exc).strip())
             return None
         if result.expired:
             log.error("messagebus: dropped %d outbox message(s) older than max_age = %ss (never delivered)",
@@ -174,14 +193,23 @@ class Runtime:
             for reason, msgs in by_reason.items():
                 log.error("messagebus: lost %s: the broker answered %s", describe(msgs), reason)
         if result.unsent:
-            log.error("messagebus: not sent (%s), %s: %s", result.error, kept, describe(result.unsent))
+            if result.tried:
+                retry = self.publisher.breaker.seconds_left() if self.publisher else 0.0
+                log.error("messagebus: not sent (%s), %s (next try in %.1fs): %s", result.error, kept, retry,
+                          describe(result.unsent))
+            elif log.isEnabledFor(logging.DEBUG):  # the breaker is open: the failure was logged when it happened
+                log.debug("messagebus: not sent (%s), %s: %s", result.error, kept, describe(result.unsent))
         elif result.error:
             log.warning("messagebus: %s", result.error)
 
     def publisher_(self) -> Publisher:
-        if self.publisher is None:
-            self.publisher = Publisher(self.config)
-        return self.publisher
+        publisher = self.publisher
+        if publisher is None:
+            with self._lock:
+                if self.publisher is None:
+                    self.publisher = Publisher(self.config)
+                publisher = self.publisher
+        return publisher
 
     def close(self) -> None:
         if self.publisher is not None:

@@ -7,7 +7,7 @@ import datetime
 import decimal
 import json
 import os
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "hub-callbacks")
@@ -36,7 +36,7 @@ def decode(value: Any) -> Any:
     return value
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(cbtype: str) -> list[dict]:
     with open(os.path.join(DATA, f"{cbtype}.json"), encoding="utf-8") as fh:
         return json.load(fh)

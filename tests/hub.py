@@ -97,6 +97,10 @@ class Hub:
     def request(self, handler: Callable[[Any], None], fail: bool = False, on_commit=None) -> None:
         """One request: handler(cursor) writes and fires callbacks; then, as kojixmlrpc does,
         preCommit, COMMIT, postCommit — or a rollback if the handler raised or `fail`."""
+        # as kojihub.db.connect() does when it reuses the process's connection: DBWrapper.close()
+        # ended the last transaction with a raw ROLLBACK that psycopg2 did not see
+        self._raw.cursor().execute("BEGIN")
+        self._raw.rollback()
         context._threadclear()
         context.method = "test"
         context.commit_pending = False

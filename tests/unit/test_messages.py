@@ -233,7 +233,8 @@ class MyDict(dict):
 
 def test_values_proton_cannot_take_are_converted_and_reported():
     weird = {
-        "huge": 2**64 + 5, "neg_huge": -(2**70), "tuple": (1, (2, 3)), "set": {3, 1, 2}, "frozen": frozenset({"b", "a"}),
+        "huge": 2**64 + 5, "neg_huge": -(2**70), "tuple": (1, (2, 3)), "set": {3, 1, 2},
+        "frozen": frozenset({"b", "a"}),
         "decimal": decimal.Decimal("1.10"), "dt": datetime.datetime(2026, 1, 2, 3, 4, 5), "enum": Color.RED,
         "mystr": MyStr("s"), "myint": MyInt(4), "mydict": MyDict(a=1), "nested": {"a": [{"b": {1, 2}}]},
         "intkeys": {1: "one"}, "obj": object(), "bytes": b"\x00\x01", "bytearray": bytearray(b"ab"),

@@ -1,0 +1,278 @@
+"""A fault-injecting TCP proxy on loopback, between the plugin and the broker.
+
+One thread runs a select() loop over the listening socket and every (client, upstream) pair.
+Modes, for new and existing connections:
+
+- ``pass``: forward both ways;
+- ``pause``: stop forwarding (data stays in the proxy and the kernel buffers; new connections
+  are accepted and held); ``resume()`` forwards what was held;
+- ``silent``: new connections are accepted and never answered (what they send is discarded);
+  existing ones keep flowing (``cut()`` them to force reconnections into the silence);
+- ``refuse``: the listening socket is closed, so new connections are refused by the kernel.
+
+``cut()`` closes every connection now (RST by default); ``cut_after(n)`` forwards ``n`` more
+bytes from clients to the broker, then cuts every connection once (a connection dying mid-batch);
+``freeze()`` black-holes the existing connections only (a peer gone without a FIN, a dropped NAT
+entry) while new ones pass.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+MODES = ("pass", "pause", "silent", "refuse")
+CHUNK = 65536
+
+
+@dataclass
+class _Pair:
+    client: socket.socket
+    upstream: socket.socket | None  # None: a silent connection
+    to_up: bytearray = field(default_factory=bytearray)
+    to_client: bytearray = field(default_factory=bytearray)
+    eof: bool = False  # one side closed: flush what is buffered, then close both
+    frozen: bool = False  # black-holed: nothing is forwarded, ever
+
+
+class FaultProxy:
+    """Listens on 127.0.0.1:<ephemeral port> and forwards to `upstream`."""
+
+    def __init__(self, upstream: tuple[str, int] = ("127.0.0.1", 5672)):
+        self.upstream = upstream
+        self.mode = "pass"
+        self.port = 0
+        self.accepted = 0
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.cuts = 0
+        self._listener: socket.socket | None = None
+        self._pairs: list[_Pair] = []
+        self._cut_budget: int | None = None
+        self._commands: list[tuple[Callable[[], None], threading.Event]] = []
+        self._cmd_lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="faultproxy", daemon=True)
+
+    # ---- control (from the test's thread) ----------------------------------------------------
+    def start(self) -> FaultProxy:
+        self._listen()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._call(self._stop_now)
+        self._thread.join(5)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        self._call(lambda: self._set_mode(mode))
+
+    def resume(self) -> None:
+        self.set_mode("pass")
+
+    def cut(self, reset: bool = True) -> int:
+        """Close every connection now; return how many."""
+        box: list[int] = []
+        self._call(lambda: box.append(self._cut_all(reset)))
+        return box[0]
+
+    def freeze(self) -> int:
+        """Stop forwarding on every existing connection for good (new ones are not affected)."""
+        box: list[int] = []
+
+        def run():
+            for pair in self._pairs:
+                pair.frozen = True
+            box.append(len(self._pairs))
+        self._call(run)
+        return box[0]
+
+    def cut_after(self, nbytes: int) -> None:
+        """Forward `nbytes` more bytes towards the broker, then cut every connection (once)."""
+        def arm():
+            self._cut_budget = nbytes
+        self._call(arm)
+
+    @property
+    def connections(self) -> int:
+        box: list[int] = []
+        self._call(lambda: box.append(len(self._pairs)))
+        return box[0]
+
+    def wait_connections(self, count: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.connections >= count:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run `fn` in the proxy's thread and wait for it (no state is shared without this)."""
+        done = threading.Event()
+        with self._cmd_lock:
+            self._commands.append((fn, done))
+        self._wake_w.send(b"x")
+        if not done.wait(5):
+            raise RuntimeError("fault proxy thread is not responding")
+
+    # ---- the proxy's thread ---------------------------------------------------------------------
+    def _listen(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._listener = sock
+
+    def _set_mode(self, mode: str) -> None:
+        if mode == "refuse" and self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        elif mode != "refuse" and self._listener is None:
+            self._listen()
+        self.mode = mode
+
+    def _stop_now(self) -> None:
+        self._stop = True
+        self._cut_all(reset=True)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def _cut_all(self, reset: bool) -> int:
+        n = len(self._pairs)
+        for pair in self._pairs:
+            for sock in (pair.client, pair.upstream):
+                if sock is None:
+                    continue
+                if reset:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+        self._pairs = []
+        self._cut_budget = None
+        if n:
+            self.cuts += 1
+        return n
+
+    def _close(self, pair: _Pair) -> None:
+        for sock in (pair.client, pair.upstream):
+            if sock is not None:
+                sock.close()
+        self._pairs.remove(pair)
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self._listener.accept()
+        except (BlockingIOError, OSError):
+            return
+        self.accepted += 1
+        client.setblocking(False)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        upstream = None
+        if self.mode != "silent":
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=2)
+            except OSError:
+                client.close()
+                return
+            upstream.setblocking(False)
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._pairs.append(_Pair(client, upstream))
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._step()
+
+    def _step(self) -> None:
+        forwarding = self.mode != "pause"
+        rlist: list[socket.socket] = [self._wake_r]
+        wlist: list[socket.socket] = []
+        if self._listener is not None:
+            rlist.append(self._listener)
+        for p in self._pairs:
+            if p.upstream is None:
+                rlist.append(p.client)  # silent: read and discard
+                continue
+            if not forwarding or p.frozen:
+                continue
+            if not p.eof:
+                if len(p.to_up) < CHUNK:
+                    rlist.append(p.client)
+                if len(p.to_client) < CHUNK:
+                    rlist.append(p.upstream)
+            if p.to_up:
+                wlist.append(p.upstream)
+            if p.to_client:
+                wlist.append(p.client)
+        readable, writable, _ = select.select(rlist, wlist, [], 0.2)
+        if self._wake_r in readable:
+            self._wake_r.recv(4096)
+            with self._cmd_lock:
+                commands, self._commands = self._commands, []
+            for fn, done in commands:
+                try:
+                    fn()
+                finally:
+                    done.set()
+            return  # the sockets may have changed
+        if self._listener is not None and self._listener in readable:
+            self._accept()
+        for p in list(self._pairs):
+            if p not in self._pairs:
+                continue  # cut while handling another pair
+            self._serve(p, readable, writable)
+
+    def _serve(self, p: _Pair, readable, writable) -> None:
+        try:
+            if p.client in readable:
+                data = p.client.recv(CHUNK)
+                if not data:
+                    p.eof = True
+                elif p.upstream is not None:
+                    p.to_up += data
+            if p.upstream is not None and p.upstream in readable:
+                data = p.upstream.recv(CHUNK)
+                if not data:
+                    p.eof = True
+                else:
+                    p.to_client += data
+                    self.bytes_down += len(data)
+            if p.upstream is not None and p.upstream in writable and p.to_up:
+                chunk = p.to_up
+                budget = self._cut_budget
+                if budget is not None:
+                    chunk = chunk[:budget]
+                sent = p.upstream.send(chunk) if chunk else 0
+                del p.to_up[:sent]
+                self.bytes_up += sent
+                if budget is not None:
+                    self._cut_budget = budget - sent
+                    if self._cut_budget <= 0:
+                        self._cut_all(reset=True)
+                        return
+            if p.client in writable and p.to_client:
+                sent = p.client.send(p.to_client)
+                del p.to_client[:sent]
+        except OSError:
+            self._close(p)
+            return
+        if p.eof and (p.upstream is None or (not p.to_up and not p.to_client)):
+            self._close(p)
