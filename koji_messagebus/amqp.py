@@ -29,8 +29,10 @@ from proton import (
     symbol,
 )
 
+from . import kerberos
 from .config import Config, default_cafile
 from .config import Endpoint as BrokerEndpoint
+from .security import SaslMechanisms, auth_failure, explain_files, explain_handshake, warn_unverified
 from .wire import Outgoing
 
 OUTCOMES = {
@@ -39,6 +41,9 @@ OUTCOMES = {
     Delivery.RELEASED: "released",
     Delivery.MODIFIED: "modified",
 }
+
+
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class BrokerError(Exception):
@@ -68,11 +73,13 @@ class AmqpConnection:
         self.endpoint = endpoint
         self.opened_at = 0.0
         self.last_used = 0.0
+        self._open_deadline = 0.0
         self._sock: socket.socket | None = None
         self._error: BrokerError | None = None
         self._tags = itertools.count(1)
         self._inflight: dict[str, Outgoing] = {}
         self._outcomes: dict[str, int] = {}
+        self._heard = 0.0  # when bytes from the broker were last read (heartbeats included)
         self._collector = Collector()
         self._conn = Connection()
         self._transport = Transport(Transport.CLIENT)
@@ -84,6 +91,7 @@ class AmqpConnection:
     def open(self, deadline: float) -> None:
         """Connect, authenticate, attach the sender; raise BrokerError on any failure."""
         ep, cfg = self.endpoint, self.config
+        self._open_deadline = deadline
         try:
             self._sock = socket.create_connection((ep.host, ep.port), timeout=max(0.001, deadline - time.monotonic()))
         except socket.timeout:
@@ -98,7 +106,7 @@ class AmqpConnection:
         self._sock.setblocking(False)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._setup_engine()
-        self._pump(lambda: bool(self._sender.state & Endpoint.REMOTE_ACTIVE), deadline, "attaching to the exchange")
+        self._pump(self._attached, deadline, "attaching to the exchange")
         self.opened_at = self.last_used = time.monotonic()
 
     def _setup_engine(self) -> None:
@@ -112,22 +120,30 @@ class AmqpConnection:
             conn.user = cfg.get("broker", "username")
             conn.password = cfg.get("broker", "password")
         elif auth == "GSSAPI":
+            self._kerberos_ticket()
             conn.user = cfg.get("broker", "principal")
         heartbeat = cfg.get("broker", "heartbeat")
         if heartbeat:
             self._transport.idle_timeout = float(heartbeat)
         self._sasl = self._transport.sasl()
-        self._sasl.allowed_mechs(auth)
+        self._sasl.allowed_mechs(auth)  # only the configured mechanism is ever used
         if auth == "PLAIN" and not ep.tls:
-            self._sasl.allow_insecure_mechs = True
+            self._sasl.allow_insecure_mechs = True  # warned about by the config check
+        self._mechs = SaslMechanisms()
+        self._mechs.attach(self._transport)  # what the broker offers, for error messages
         if ep.tls:
             ssl = SSL(self._transport, self._ssl_domain())
-            ssl.peer_hostname = ep.host
+            ssl.peer_hostname = ep.host  # checked against the certificate (VERIFY_PEER_NAME)
         self._transport.bind(conn)
         conn.collect(self._collector)
         conn.open()
         self._session = conn.session()
         self._session.open()
+        self._open_links()
+
+    def _open_links(self) -> None:
+        """Attach the sender to the exchange (listener.Listener attaches receivers instead)."""
+        cfg = self.config
         self._sender = self._session.sender(f"koji-messagebus-{os.getpid()}")
         target = self._sender.target
         address = cfg.target_address()
@@ -139,24 +155,52 @@ class AmqpConnection:
         self._sender.source.address = self._sender.name
         self._sender.open()
 
+    def _attached(self) -> bool:
+        return bool(self._sender.state & Endpoint.REMOTE_ACTIVE)
+
     def _ssl_domain(self) -> SSLDomain:
-        cfg = self.config
+        """TLS settings: the broker's certificate and host name verified against cacert (default: the
+        system CA bundle) unless ssl_verify = false (then a WARNING at every connect); the client
+        certificate from cert + key, or one PEM holding both."""
+        cfg, ep = self.config, self.endpoint
         domain = SSLDomain(SSLDomain.MODE_CLIENT)
+        cacert = cfg.get("broker", "cacert") or default_cafile()
+        cert = cfg.get("broker", "cert")
+        key = cfg.get("broker", "key") or cert
         try:
-            cacert = cfg.get("broker", "cacert") or default_cafile()
-            if cacert:
-                domain.set_trusted_ca_db(cacert)
             if cfg.get("broker", "ssl_verify"):
-                domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME, cacert or None)
+                if not cacert:
+                    self._error = BrokerError("tls", f"TLS to {ep.host}:{ep.port}: no system CA bundle found to "
+                                              "verify the broker's certificate with; set cacert")
+                    raise self._error
+                domain.set_trusted_ca_db(cacert)
+                domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME, cacert)
             else:
+                warn_unverified(ep)
                 domain.set_peer_authentication(SSLDomain.ANONYMOUS_PEER)
-            cert = cfg.get("broker", "cert")
             if cert:
-                domain.set_credentials(cert, cfg.get("broker", "key") or cert, None)
-        except SSLException as exc:
-            raise BrokerError("tls", f"TLS setup failed for {self.endpoint}: {exc} (check cacert, cert "
-                              "and key)") from None
+                domain.set_credentials(cert, key, None)
+        except SSLException:
+            self._error = BrokerError("tls", f"TLS setup for {ep.host}:{ep.port} failed: "
+                                      f"{explain_files(cacert, cert, key)}")
+            raise self._error from None
         return domain
+
+    def _kerberos_ticket(self) -> None:
+        """auth = GSSAPI: a ticket from the keytab in the plugin's own credential cache, made the
+        default of this thread for proton's Cyrus SASL."""
+        cfg, ep = self.config, self.endpoint
+        where = f"auth = GSSAPI to broker {ep.host}:{ep.port}"
+        if not SASL.extended():
+            self._error = BrokerError("auth", f"{where}: this python-qpid-proton has no Cyrus SASL "
+                                      "(proton.SASL.extended() is False), so it cannot do GSSAPI; reinstall it "
+                                      "with libsasl2-dev present (scripts/setup.sh does)")
+            raise self._error
+        try:
+            kerberos.obtain_ticket(cfg.get("broker", "principal"), cfg.get("broker", "keytab"))
+        except kerberos.KerberosError as exc:
+            self._error = BrokerError("auth", f"{where}: {exc}")
+            raise self._error from None
 
     # ---- sending -------------------------------------------------------------------------
     def send(self, batch: list[Outgoing], deadline: float) -> BatchOutcome:
@@ -187,13 +231,31 @@ class AmqpConnection:
         self.last_used = time.monotonic()
         return outcome
 
+    @property
+    def error(self) -> BrokerError | None:
+        """Why the connection is unusable, or None."""
+        return self._error
+
     def healthy(self) -> bool:
-        """Process whatever the broker sent while idle; False if the connection is gone."""
+        """Process whatever the broker sent while idle (a close, an EOF, heartbeats); False if the
+        connection is gone.  We advertise `heartbeat` as our idle timeout, so a live broker sends a
+        frame at least every heartbeat/2 seconds: nothing to read after longer than `heartbeat`
+        means the peer vanished without closing (a crash, a dropped NAT entry)."""
         if self._error or self._sock is None:
             return False
         try:
             self._io()
+            now = time.monotonic()
+            self._transport.tick(now)
             self._dispatch()
+            if self._transport.pending() > 0:
+                self._io()  # our heartbeat, if one is due
+            heartbeat = self.config.get("broker", "heartbeat")
+            silent = now - max(self._heard, self.opened_at)
+            if heartbeat and not self._error and silent > heartbeat:
+                ep = self.endpoint
+                self._error = BrokerError("connection-lost", f"connection to {ep.host}:{ep.port} is dead: no frame "
+                                          f"from the broker for {silent:.0f}s (heartbeat = {heartbeat}s)")
         except BrokerError as exc:
             self._error = exc
         return self._error is None
@@ -237,6 +299,10 @@ class AmqpConnection:
             wants_write = self._transport.pending() > 0
             select.select([self._sock], [self._sock] if wants_write else [], [], max(0.0, wake - now))
 
+    def _diagnosis_budget(self) -> float:
+        """Time left for a diagnostic TLS probe: what remains of connect_timeout (at least 50 ms)."""
+        return max(0.05, min(5.0, self._open_deadline - time.monotonic()))
+
     def _stage(self, doing: str) -> str:
         """Where a connection got stuck, for timeout messages."""
         if self._sasl is not None and self._sasl.outcome is None:
@@ -256,7 +322,7 @@ class AmqpConnection:
             if pending <= 0:
                 break
             try:
-                sent = sock.send(t.peek(pending))
+                sent = sock.send(t.peek(pending), _NOSIGNAL)  # no SIGPIPE where it is not ignored
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -280,6 +346,7 @@ class AmqpConnection:
                 t.close_tail()
                 break
             t.push(data)
+            self._heard = time.monotonic()
 
     def _lost(self, why: str) -> None:
         if not self._error:
@@ -294,10 +361,7 @@ class AmqpConnection:
                 return
             kind = event.type
             if kind == Event.DELIVERY:
-                dlv = event.delivery
-                if dlv.remote_state or dlv.settled:
-                    self._outcomes[dlv.tag] = dlv.remote_state
-                    dlv.settle()
+                self._delivery(event.delivery)
             elif kind == Event.LINK_REMOTE_CLOSE:
                 self._remote_closed("the broker closed the link to", event.link.remote_condition)
             elif kind == Event.SESSION_REMOTE_CLOSE:
@@ -307,6 +371,12 @@ class AmqpConnection:
             elif kind in (Event.TRANSPORT_ERROR, Event.TRANSPORT_CLOSED):
                 self._transport_failed()
             collector.pop()
+
+    def _delivery(self, dlv: Delivery) -> None:
+        """A settlement of a sent message (listener.Listener overrides this to receive)."""
+        if dlv.remote_state or dlv.settled:
+            self._outcomes[dlv.tag] = dlv.remote_state
+            dlv.settle()
 
     def _remote_closed(self, what: str, condition) -> None:
         if self._error:
@@ -331,6 +401,9 @@ class AmqpConnection:
                                       f"{name or 'no reason given'} {desc or ''}".rstrip())
 
     def _transport_failed(self) -> None:
+        """One BrokerError line for a failed transport: `auth` (SASL refused, mechanism not offered),
+        `tls` (certificate not trusted, wrong host name, client certificate refused, not TLS) or
+        `connection-lost`."""
         if self._error:
             return
         ep, cfg = self.endpoint, self.config
@@ -338,17 +411,27 @@ class AmqpConnection:
         name = cond.name if cond else ""
         desc = (cond.description if cond else "") or ""
         auth = cfg.get("broker", "auth")
-        sasl_failed = self._sasl is not None and self._sasl.outcome not in (None, SASL.OK)
-        if name == "amqp:unauthorized-access" or sasl_failed:
+        outcome = self._sasl.outcome if self._sasl is not None else None
+        if name == "amqp:unauthorized-access" or outcome not in (None, SASL.OK):
+            mechs = getattr(self, "_mechs", None)
+            why = auth_failure(auth, outcome, self._sasl.mech if self._sasl is not None else None,
+                               mechs.offered if mechs else None, desc,
+                               cert=cfg.get("broker", "cert"),
+                               principal=cfg.get("broker", "principal"))
             who = f" as user '{cfg.get('broker', 'username')}'" if auth == "PLAIN" else ""
-            self._error = BrokerError("auth", f"authentication with {auth}{who} failed at broker {ep.host}:"
-                                      f"{ep.port}: {desc or name or 'refused'}")
-        elif "SSL" in desc or "TLS" in desc or "certificate" in desc.lower():
-            self._error = BrokerError("tls", f"TLS handshake with {ep.host}:{ep.port} failed: {desc}")
+            self._error = BrokerError("auth", f"authentication with {auth}{who} failed at broker "
+                                      f"{ep.host}:{ep.port}: {why}")
+        elif ep.tls and ("SSL" in desc or "TLS" in desc or "certificate" in desc.lower()):
+            why = explain_handshake(desc, ep.host, ep.port, cfg.get("broker", "cacert") or default_cafile(),
+                                    cfg.get("broker", "cert"), bool(cfg.get("broker", "ssl_verify")),
+                                    self._diagnosis_budget())
+            self._error = BrokerError("tls", f"TLS handshake with {ep.host}:{ep.port} failed: {why}")
         else:
+            hint = ""
+            if not ep.tls and "\\x15\\x03" in desc:
+                hint = " (the broker answered with TLS: set ssl = true or use an amqps:// URL)"
             self._error = BrokerError("connection-lost", f"connection to {ep.host}:{ep.port} closed: "
-                                      f"{(name + ' ' + desc).strip() or 'by the peer'}")
-
+                                      f"{(name + ' ' + desc).strip() or 'by the peer'}{hint}")
 
 def _declare_exchange_hints(target, cfg: Config) -> None:
     """Ask brokers that can (Qpid C++) to create the exchange on demand; others ignore it."""

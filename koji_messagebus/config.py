@@ -8,6 +8,7 @@ section, key, the value given and what is allowed.  Secrets are never echoed.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import re
 import ssl
@@ -188,6 +189,10 @@ class Config:
     def get(self, section: str, key: str) -> Any:
         return self.values[(section, key)]
 
+    def __repr__(self) -> str:  # never the password, not even in a debugger or a traceback with locals
+        shown = {f"{s}.{k}": ("***" if (s, k) in SECRET_KEYS and v else v) for (s, k), v in self.values.items()}
+        return f"Config(path={self.path!r}, values={shown!r}, endpoints={self.endpoints!r})"
+
     @property
     def exchange(self) -> str:
         return self.values[("exchange", "name")]
@@ -216,7 +221,12 @@ def config_path(explicit: str | None = None) -> str:
 
 
 def show_value(section: str, key: str, raw: str) -> str:
-    return "'***'" if (section, key) in SECRET_KEYS else repr(raw)
+    """A value as error messages show it: secrets hidden, credentials in URLs redacted."""
+    if (section, key) in SECRET_KEYS:
+        return "'***'"
+    if (section, key) == ("broker", "urls"):
+        return repr(redact_url(raw))
+    return repr(raw)
 
 
 def load_config(path: str | None = None) -> Config:
@@ -316,6 +326,16 @@ def _cross_checks(values: dict, path: str) -> list[str]:
             problems.append(f"{path}: [broker] principal is empty: auth = GSSAPI needs principal and keytab")
         if not values[("broker", "keytab")]:
             problems.append(f"{path}: [broker] keytab is empty: auth = GSSAPI needs principal and keytab")
+        if values[("broker", "vhost")]:
+            problems.append(f"{path}: [broker] vhost = {values[('broker', 'vhost')]!r} cannot be used with auth = "
+                            "GSSAPI: proton would ask Kerberos for amqp/vhost:NAME instead of amqp/HOST; leave "
+                            "vhost empty")
+        if values[("broker", "service")] != "amqp":
+            problems.append(f"{path}: [broker] service = {values[('broker', 'service')]!r}: proton's Cyrus SASL "
+                            "always asks for the service principal amqp/HOST@REALM; only service = amqp works")
+        if not _proton_has_cyrus_sasl():
+            problems.append(f"{path}: [broker] auth = GSSAPI: this python-qpid-proton has no Cyrus SASL "
+                            "(proton.SASL.extended() is False); reinstall it with libsasl2-dev present")
     for key in ("cacert", "cert", "key", "keytab"):
         file = values[("broker", key)]
         if file and not os.access(file, os.R_OK):
@@ -325,6 +345,14 @@ def _cross_checks(values: dict, path: str) -> list[str]:
     if values[("exchange", "type")] == "topic" and not re.fullmatch(r"[^#*]*", values[("topic", "prefix")]):
         problems.append(f"{path}: [topic] prefix = {values[('topic', 'prefix')]!r}: must not contain * or #")
     return problems
+
+
+def _proton_has_cyrus_sasl() -> bool:
+    try:
+        from proton import SASL
+    except ImportError:  # pragma: no cover - proton is a dependency
+        return False
+    return bool(SASL.extended())
 
 
 def security_warnings(path: str, values: dict, endpoints: tuple[Endpoint, ...]) -> list[str]:
@@ -337,6 +365,12 @@ def security_warnings(path: str, values: dict, endpoints: tuple[Endpoint, ...]) 
     if any(ep.tls for ep in endpoints) and not values[("broker", "ssl_verify")]:
         warnings.append(f"{path}: [broker] ssl_verify = false: the broker's certificate and host name are "
                         "NOT verified, anyone on the path can impersonate it; set ssl_verify = true")
+    if values[("broker", "ssl_verify")]:
+        for ep in endpoints:
+            if ep.tls and _is_ip(ep.host):
+                warnings.append(f"{path}: [broker] TLS to {ep.host}: proton checks the broker's certificate "
+                                "against DNS names only, so an IP address fails verification; use the broker's "
+                                "host name as in its certificate")
     secrets = []
     if values[("broker", "password_file")]:
         secrets.append(("password_file", values[("broker", "password_file")], "holds a password"))
@@ -345,6 +379,8 @@ def security_warnings(path: str, values: dict, endpoints: tuple[Endpoint, ...]) 
     for key in ("key", "keytab"):
         if values[("broker", key)]:
             secrets.append((key, values[("broker", key)], "is a secret"))
+    if values[("broker", "cert")] and not values[("broker", "key")] and _holds_private_key(values[("broker", "cert")]):
+        secrets.append(("cert", values[("broker", "cert")], "holds a private key"))
     for key, file, what in secrets:
         try:
             mode = os.stat(file).st_mode
@@ -356,9 +392,27 @@ def security_warnings(path: str, values: dict, endpoints: tuple[Endpoint, ...]) 
     return warnings
 
 
+def _holds_private_key(path: str) -> bool:
+    """A combined PEM: certificate and private key in one file."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return "PRIVATE KEY-----" in fh.read(1 << 20)
+    except OSError:
+        return False
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
 def redact_url(url: str) -> str:
-    """Hide `user:password@` in a URL."""
-    return re.sub(r"(?<=://)[^/@\s]*@", "***@", url)
+    """Hide `user:password@` in a URL (or in each URL of a space-separated list); a password may
+    itself hold `/`, `:` or `@`, so everything up to the last `@` of each URL goes."""
+    return re.sub(r"(?<=://)\S*@", "***@", url)
 
 
 def default_cafile() -> str:

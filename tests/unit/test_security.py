@@ -1,0 +1,181 @@
+"""TLS/SASL failure texts, GSSAPI preconditions and secret hiding: the parts that need no service."""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+
+import proton
+import pytest
+from proton import SASL
+
+from koji_messagebus import kerberos
+from koji_messagebus.amqp import AmqpConnection, BrokerError
+from koji_messagebus.config import ConfigError, parse_config, redact_url
+from koji_messagebus.security import auth_failure, explain_handshake, parse_offered, warn_unverified
+
+
+def config(tmp_path, **broker):
+    parser = configparser.RawConfigParser()
+    parser.read_dict({"broker": broker})
+    return parse_config(parser, str(tmp_path / "messagebus.conf"))
+
+
+def keytab(tmp_path) -> str:
+    path = tmp_path / "hub.keytab"
+    path.write_bytes(b"\x05\x02")
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def test_parse_offered_mechanisms_from_the_frame_trace():
+    frame = "FRAME: 0 <- @sasl-mechanisms(64) [sasl-server-mechanisms=@<symbol>[:ANONYMOUS, :PLAIN, :AMQPLAIN]]"
+    assert parse_offered(frame) == ("ANONYMOUS", "PLAIN", "AMQPLAIN")
+    assert parse_offered("FRAME: 0 <- @sasl-mechanisms(64) [sasl-server-mechanisms=:GSSAPI]") == ("GSSAPI",)
+    assert parse_offered("FRAME: 0 <- @sasl-mechanisms(64) [sasl-server-mechanisms=@<symbol>[]]") == ()
+
+
+@pytest.mark.parametrize("auth, outcome, expected", [
+    ("PLAIN", SASL.AUTH, "the broker refused the user name and password (wrong password or unknown user)"),
+    ("EXTERNAL", SASL.AUTH, "the broker refused the login with the client certificate cert = /etc/pki/hub.pem"),
+    ("ANONYMOUS", SASL.AUTH, "the broker refused anonymous login"),
+    ("GSSAPI", SASL.AUTH, "the broker refused Kerberos principal 'messagebus/hub@EXAMPLE.COM'"),
+    ("PLAIN", SASL.SYS, "system error at the broker"),
+    ("PLAIN", SASL.TEMP, "temporary failure"),
+])
+def test_auth_failure_says_what_was_refused(auth, outcome, expected):
+    text = auth_failure(auth, outcome, auth, ("ANONYMOUS", "PLAIN", "EXTERNAL", "GSSAPI"), "",
+                        cert="/etc/pki/hub.pem", principal="messagebus/hub@EXAMPLE.COM")
+    assert text.startswith(expected)
+
+
+def test_auth_failure_mechanism_not_offered_or_not_started():
+    text = auth_failure("GSSAPI", SASL.PERM, None, ("ANONYMOUS", "PLAIN"), "")
+    assert text == ("the broker does not offer SASL mechanism GSSAPI (it offers ANONYMOUS, PLAIN); set [broker] "
+                    "auth to a mechanism the broker offers")
+    text = auth_failure("GSSAPI", SASL.PERM, None, ("GSSAPI",), "SASL(-1): generic failure: no ticket")
+    assert text == "SASL mechanism GSSAPI could not be started here: SASL(-1): generic failure: no ticket"
+
+
+def test_auth_failure_keeps_the_brokers_detail():
+    text = auth_failure("PLAIN", SASL.AUTH, "PLAIN", None, "user 'koji' can only connect via localhost", "koji")
+    assert text.endswith("(user 'koji' can only connect via localhost)")
+
+
+@pytest.mark.parametrize("desc, cert, expected", [
+    ("SSL Failure: error:0A000418:SSL routines::tlsv1 alert unknown ca", "/etc/pki/hub.pem",
+     "the broker refused our client certificate cert = /etc/pki/hub.pem (tlsv1 alert unknown ca)"),
+    ("SSL Failure: error:0A00045C:SSL routines::tlsv13 alert certificate required", "",
+     "the broker requires a client certificate (tlsv13 alert certificate required): set cert and key"),
+    ("SSL Failure: error:0A00010B:SSL routines::wrong version number", "",
+     "the broker did not answer with TLS (wrong version number): is 5672 its TLS port (usually 5671)?"),
+    ("SSL Failure: something new", "", "SSL Failure: something new"),
+])
+def test_explain_handshake_without_probing(desc, cert, expected):
+    assert explain_handshake(desc, "broker.example.com", 5672, "/ca.pem", cert, True, 1.0).startswith(expected)
+
+
+def test_explain_handshake_verify_failure_without_a_reachable_broker_still_says_what(tmp_path):
+    text = explain_handshake("SSL Failure: error:0A000086:SSL routines::certificate verify failed",
+                             "127.0.0.1", 9, "/ca.pem", "", True, 0.5)
+    assert text == ("the broker's certificate could not be verified (certificate verify failed) against "
+                    "cacert = /ca.pem and host name 127.0.0.1")
+
+
+def test_unverified_tls_is_a_warning(caplog):
+    caplog.set_level(logging.WARNING)
+    warn_unverified("amqps://broker:5671")
+    assert caplog.records[0].levelno == logging.WARNING
+    assert "INSECURE: TLS to amqps://broker:5671 WITHOUT verifying" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("url", [
+    "amqps://koji:s3cr/et@broker:5671", "amqps://koji:s3cr@et@broker:5671/vh", "amqp://koji:s3cret@broker",
+    "amqps://koji:s3cret@broker:99999",
+])
+def test_redact_url_hides_any_password(url):
+    assert "s3cr" not in redact_url(url) and redact_url(url).startswith(url.split("://")[0] + "://***@")
+
+
+def test_unparsable_url_with_a_password_is_not_echoed(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        config(tmp_path, urls="amqps://koji:s3cret@broker:99999")
+    assert "s3cret" not in str(info.value) and "amqps://***@broker:99999" in str(info.value)
+
+
+def test_ip_address_with_verified_tls_is_warned(tmp_path):
+    cfg = config(tmp_path, host="10.0.0.5", ssl="true", username="u", password="p")
+    assert any("TLS to 10.0.0.5: proton checks the broker's certificate against DNS names only" in w
+               for w in cfg.warnings)
+    assert not any("DNS names only" in w
+                   for w in config(tmp_path, host="broker.example.com", ssl="true", username="u",
+                                   password="p").warnings)
+
+
+def test_gssapi_needs_service_amqp(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        config(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path), service="qpidd")
+    assert "service = 'qpidd': proton's Cyrus SASL always asks for the service principal amqp/HOST@REALM" \
+        in str(info.value)
+
+
+def test_gssapi_without_cyrus_sasl_is_a_config_problem_and_a_connect_error(tmp_path, monkeypatch):
+    cfg = config(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path))
+    monkeypatch.setattr(proton.SASL, "extended", staticmethod(lambda: False))
+    with pytest.raises(ConfigError) as info:
+        config(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path))
+    assert "this python-qpid-proton has no Cyrus SASL (proton.SASL.extended() is False)" in str(info.value)
+    conn = AmqpConnection(cfg, cfg.endpoints[0])
+    with pytest.raises(BrokerError) as err:
+        conn._kerberos_ticket()
+    assert err.value.kind == "auth" and "proton.SASL.extended() is False" in str(err.value)
+
+
+def test_kerberos_unreadable_keytab(tmp_path):
+    with pytest.raises(kerberos.KerberosError) as info:
+        kerberos.obtain_ticket("hub@EXAMPLE.COM", str(tmp_path / "missing.keytab"))
+    assert str(info.value) == (f"cannot get a Kerberos ticket for principal 'hub@EXAMPLE.COM' from keytab "
+                               f"{tmp_path / 'missing.keytab'}: the keytab is missing or not readable by this process")
+
+
+def test_kerberos_private_cache_per_principal_and_keytab():
+    a = kerberos.ccache_name("a@X", "/k1")
+    assert a.startswith(f"MEMORY:koji-messagebus-{os.getpid()}-")
+    assert a == kerberos.ccache_name("a@X", "/k1") != kerberos.ccache_name("b@X", "/k1") != \
+        kerberos.ccache_name("a@X", "/k2")
+
+
+def test_combined_pem_readable_by_others_is_warned(tmp_path):
+    pem = tmp_path / "hub.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+                   "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+    os.chmod(pem, 0o644)
+    cfg = config(tmp_path, host="broker", ssl="true", auth="EXTERNAL", cert=str(pem))
+    assert any(f"{pem} (cert) holds a private key and is readable by other users" in w and f"chmod 600 {pem}" in w
+               for w in cfg.warnings)
+    os.chmod(pem, 0o600)
+    assert not config(tmp_path, host="broker", ssl="true", auth="EXTERNAL", cert=str(pem)).warnings
+
+
+def test_config_repr_hides_the_password(tmp_path):
+    cfg = config(tmp_path, username="koji", password="S3cret-in-conf")
+    assert "S3cret-in-conf" not in repr(cfg) and "'broker.password': '***'" in repr(cfg)
+    assert "S3cret-in-conf" not in str(cfg)
+
+
+def test_readable_password_file_is_warned_with_the_fix(tmp_path):
+    pw = tmp_path / "messagebus.password"
+    pw.write_text("S3cret-in-file\n")
+    os.chmod(pw, 0o644)
+    cfg = config(tmp_path, host="broker", ssl="true", username="koji", password_file=str(pw))
+    text = "\n".join(cfg.warnings)
+    assert f"{pw} (password_file) holds a password and is readable by other users" in text
+    assert f"chmod 600 {pw}" in text and "S3cret-in-file" not in text
+
+
+def test_gssapi_with_vhost_is_refused(tmp_path):
+    """proton sends `vhost:NAME` as the host name, and Cyrus builds the service principal from it."""
+    with pytest.raises(ConfigError) as info:
+        config(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path), vhost="koji")
+    assert "vhost = 'koji' cannot be used with auth = GSSAPI" in str(info.value)
