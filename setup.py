@@ -28,6 +28,7 @@ setup(
     install_requires=["koji", "python-qpid-proton>=0.37"],
     extras_require={
         "outbox": ["psycopg2-binary"],
+        "cli": ["pika", "psycopg2-binary"],
         "test": ["pytest", "pika", "psycopg2-binary", "ruff"],
     },
     entry_points={"console_scripts": ["koji-messagebus = koji_messagebus.cli:main"]},

@@ -260,14 +260,17 @@ class AmqpConnection:
             self._error = exc
         return self._error is None
 
-    def close(self) -> None:
-        """Close politely if possible, without waiting; always release the socket."""
+    def close(self, wait: float = 1.0) -> None:
+        """Close politely if the connection is healthy, waiting at most `wait` seconds for the
+        broker's close (RabbitMQ 3.x over TLS leaks a channel when a client just drops the
+        socket); always release the socket."""
         if self._sock is None:
             return
         try:
             if not self._error:
                 self._conn.close()
-                self._io()
+                self._pump(lambda: bool(self._conn.state & Endpoint.REMOTE_CLOSED), time.monotonic() + wait,
+                           "closing")
         except Exception:  # noqa: BLE001 - closing must never raise
             pass
         try:

@@ -24,6 +24,7 @@ EXAMPLES = {  # which recorded call shows each event best
 
 
 INCLUDES = {  # README marker -> file whose text goes there
+    "cli": "docs/cli.md",
     "cookbook": "docs/cookbook.md",
     "security": "docs/security.md",
     "reliability": "docs/reliability.md",
@@ -59,6 +60,18 @@ def examples() -> str:
     return "\n".join(out)
 
 
+def demote(markdown: str) -> str:
+    """Make a document that starts with `# Title` fit under README's `#`: one level deeper."""
+    if not markdown.startswith("# "):
+        return markdown
+    out, fenced = [], False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        out.append("#" + line if not fenced and line.startswith("#") else line)
+    return "\n".join(out)
+
+
 def replace(text: str, name: str, content: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -76,7 +89,7 @@ def main() -> None:
         source = os.path.join(ROOT, source)
         if os.path.exists(source):
             with open(source, encoding="utf-8") as fh:
-                text = replace(text, name, fh.read().strip())
+                text = replace(text, name, demote(fh.read().strip()))
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
 

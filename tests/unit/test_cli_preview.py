@@ -1,0 +1,98 @@
+"""`koji-messagebus preview`: the message the plugin would send, without a broker."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from koji.util import encode_datetime_recurse
+
+from koji_messagebus import cli, examples
+from koji_messagebus.messages import MESSAGE_TYPES, format_event
+from tests.conftest import write_config
+from tests.fixtures import first
+
+
+@pytest.fixture(autouse=True)
+def no_config(monkeypatch, tmp_path):
+    monkeypatch.delenv("KOJI_MESSAGEBUS_CONFIG", raising=False)
+    monkeypatch.setattr(cli, "DEFAULT_PATH", str(tmp_path / "absent.conf"))
+
+
+def preview_json(capsys, *args) -> dict:
+    assert cli.main(["preview", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("msg_type", MESSAGE_TYPES)
+def test_builtin_example_of_every_event(msg_type, capsys):
+    got = preview_json(capsys, msg_type)
+    expected = format_event(msg_type, encode_datetime_recurse(examples.example(msg_type)), "koji.event")
+    assert got["routing_key"] == expected.routing_key
+    assert got["headers"] == expected.headers
+    assert got["body"] == json.loads(json.dumps(expected.body))  # as a consumer decodes it
+    assert got["type"] == msg_type and got["address"] == "/exchange/koji.events"
+
+
+def test_readable_form(capsys):
+    assert cli.main(["preview", "postRepoInit"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# RepoInit from the built-in example")
+    assert "routing key / subject: koji.event.RepoInit.f44-build" in text
+    assert '"type": "RepoInit"' in text and '"repo_id": 9021' in text
+
+
+def test_kwargs_from_stdin_with_hostile_values(capsys, monkeypatch):
+    kwargs = {"tag": {"name": "f.44 ünï"}, "repo_id": 2**70, "event": None}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(kwargs)))
+    got = preview_json(capsys, "RepoInit", "-")
+    assert got["routing_key"] == "koji.event.RepoInit.f_44 ünï"
+    assert got["headers"] == {"type": "RepoInit", "tag": "f.44 ünï"}
+    assert got["body"]["repo_id"] == str(2**70)
+    assert any("repo_id" in note and "64 bits" in note for note in got["conversions"])
+
+
+def test_kwargs_from_a_file_as_recorded_from_a_hub(tmp_path, capsys):
+    recorded = encode_datetime_recurse(first("postTag"))
+    path = tmp_path / "tag.json"
+    path.write_text(json.dumps(recorded))
+    got = preview_json(capsys, "Tag", str(path))
+    assert got["routing_key"] == "koji.event.Tag.harness-f1-candidate.harness-hello.kojiadmin"
+    assert got["body"]["build"]["nvr"] == "harness-hello-1.0-1"
+
+
+def test_prefix_and_address_come_from_the_config(tmp_path, capsys):
+    path = write_config(tmp_path / "m.conf", "org.koji", topic={"prefix": "org.example.koji"},
+                        exchange={"address": "/exchanges/{name}/{routing_key}"})
+    got = preview_json(capsys, "--config", path, "Tag")
+    assert got["routing_key"] == "org.example.koji.Tag.f44-updates-candidate.hello.alice"
+    assert got["address"] == f"/exchanges/org.koji/{got['routing_key']}"
+    got = preview_json(capsys, "--config", path, "Tag", "--prefix", "")
+    assert got["routing_key"] == "Tag.f44-updates-candidate.hello.alice"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", "expected a JSON object of the callback's keyword arguments, got list"),
+    ("{nope", "not JSON"),
+])
+def test_bad_kwargs(tmp_path, capsys, content, message):
+    path = tmp_path / "k.json"
+    path.write_text(content)
+    assert cli.main(["preview", "Tag", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unreadable_kwargs_and_unknown_event(tmp_path, capsys):
+    assert cli.main(["preview", "Tag", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["preview", "Bogus"])
+    assert exc.value.code == 2
+    assert "unknown event 'Bogus'; one of: PackageListChange" in capsys.readouterr().err
+
+
+def test_broken_config_is_reported_not_ignored(tmp_path, capsys):
+    path = write_config(tmp_path / "m.conf", "x", topic={"prefix": "a.#"})
+    assert cli.main(["--config", path, "preview", "Tag"]) == 2
+    assert "[topic] prefix" in capsys.readouterr().err
