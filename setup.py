@@ -33,7 +33,6 @@ setup(
     },
     entry_points={"console_scripts": ["koji-messagebus = koji_messagebus.cli:main"]},
     classifiers=[
-        "License :: OSI Approved :: GNU Lesser General Public License v2 or later (LGPLv2+)",
         "Programming Language :: Python :: 3",
         "Topic :: Software Development :: Build Tools",
     ],

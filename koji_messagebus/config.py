@@ -8,7 +8,6 @@ section, key, the value given and what is allowed.  Secrets are never echoed.
 from __future__ import annotations
 
 import configparser
-import ipaddress
 import os
 import re
 import ssl
@@ -17,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from .security import is_ip
 
 DEFAULT_PATH = "/etc/koji-hub/plugins/messagebus.conf"
 ENV_VAR = "KOJI_MESSAGEBUS_CONFIG"
@@ -367,7 +368,7 @@ def security_warnings(path: str, values: dict, endpoints: tuple[Endpoint, ...]) 
                         "NOT verified, anyone on the path can impersonate it; set ssl_verify = true")
     if values[("broker", "ssl_verify")]:
         for ep in endpoints:
-            if ep.tls and _is_ip(ep.host):
+            if ep.tls and is_ip(ep.host):
                 warnings.append(f"{path}: [broker] TLS to {ep.host}: proton checks the broker's certificate "
                                 "against DNS names only, so an IP address fails verification; use the broker's "
                                 "host name as in its certificate")
@@ -398,14 +399,6 @@ def _holds_private_key(path: str) -> bool:
         with open(path, encoding="ascii", errors="replace") as fh:
             return "PRIVATE KEY-----" in fh.read(1 << 20)
     except OSError:
-        return False
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        return True
-    except ValueError:
         return False
 
 
