@@ -2,6 +2,12 @@
 
 SQL only, against any DB-API connection whose cursors take `execute(sql, dict)` with
 `%(name)s` placeholders (koji's `context.cnx` wrapper, or psycopg2 for the command line).
+Some calls send two statements in one `execute` to save a round trip (psycopg2 allows it and
+returns the last statement's rows).
+
+A request stores its messages (`store`) and, after its commit, sends just those rows
+(`send_own`); `drain` (advisory lock, oldest first, in batches) takes whatever else is left: run
+by a request now and then and after failures, and by `koji-messagebus outbox flush`.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from .wire import Outgoing
 log = logging.getLogger("koji.plugin.messagebus")
 
 TABLE = "messagebus_outbox"
-#: pg advisory lock key: only one process drains the backlog at a time ('kojimbus')
+#: pg advisory lock key: only one process drains the backlog at a time ('kojimbus'); combined (XOR)
+#: with the table's oid, so that outbox tables in other schemas of the database are drained independently
 DRAIN_LOCK = 0x6B6F6A696D627573
 SAVEPOINT = "messagebus_outbox"
 UNDEFINED_TABLE = "42P01"
@@ -60,16 +67,16 @@ def store(cnx, messages: list[Outgoing]) -> list[int]:
     a failure rolls back to the savepoint (the hub's own changes stay) and raises
     OutboxUnavailable.  Returns the new row ids."""
     cur = cnx.cursor()
-    cur.execute(f"SAVEPOINT {SAVEPOINT}", {})
+    params: dict[str, object] = {}
+    rows = []
+    for i, msg in enumerate(messages):
+        rows.append(f"(%(i{i})s, %(c{i})s, %(t{i})s, %(k{i})s, %(p{i})s)")
+        params.update({f"i{i}": msg.msg_id, f"c{i}": msg.created, f"t{i}": msg.type,
+                       f"k{i}": msg.routing_key, f"p{i}": msg.payload})
     try:
-        params: dict[str, object] = {}
-        rows = []
-        for i, msg in enumerate(messages):
-            rows.append(f"(%(i{i})s, %(c{i})s, %(t{i})s, %(k{i})s, %(p{i})s)")
-            params.update({f"i{i}": msg.msg_id, f"c{i}": msg.created, f"t{i}": msg.type,
-                           f"k{i}": msg.routing_key, f"p{i}": msg.payload})
-        cur.execute(f"INSERT INTO {TABLE} (msg_id, created, msg_type, routing_key, payload) VALUES "
-                    + ", ".join(rows) + " RETURNING id", params)
+        # one round trip: the savepoint and the insert (psycopg2 returns the last statement's rows)
+        cur.execute(f"SAVEPOINT {SAVEPOINT}; INSERT INTO {TABLE} (msg_id, created, msg_type, routing_key, payload) "
+                    "VALUES " + ", ".join(rows) + " RETURNING id", params)
         ids = [row[0] for row in cur.fetchall()]
     except Exception as exc:
         cur.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}", {})
@@ -119,11 +126,46 @@ def expire(cur, max_age: float) -> int:
 SendFn = Callable[[list[Outgoing]], tuple[list[Outgoing], list[Outgoing]]]
 
 
+#: delete the given rows unless another transaction holds them; returns (id, msg_id) of those deleted
+_TAKE_ROWS = (f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE id IN %(ids)s FOR UPDATE SKIP LOCKED) "
+              "RETURNING id, msg_id")
+
+
+def send_own(cnx, ids: list[int], messages: list[Outgoing], send: SendFn) -> DrainResult:
+    """Send a request's own rows right after its commit (the steady state), in two round trips.
+
+    One statement locks and deletes the rows (FOR UPDATE SKIP LOCKED: a row another drainer holds
+    is left to it); the request's `messages` (still in memory) are sent; COMMIT once the broker has
+    settled them.  If some were not sent, ROLLBACK brings every row back and the settled ones are
+    deleted again, so only the unsent rows stay for a later drain.  The commit does not wait for
+    the WAL flush: a delete lost in a database crash means a resend, which at-least-once allows.
+    """
+    result = DrainResult()
+    cur = cnx.cursor()
+    cur.execute("SET LOCAL synchronous_commit TO off; " + _TAKE_ROWS, {"ids": tuple(ids)})
+    taken = {msg_id: row_id for row_id, msg_id in cur.fetchall()}
+    batch = [m for m in messages if m.msg_id in taken]
+    if not batch:
+        cnx.commit()
+        return result
+    done, failed = send(batch)
+    result.sent = len(done)
+    if not failed:
+        cnx.commit()
+        return result
+    cnx.rollback()
+    result.left = True
+    if done:  # never wait here: a row a drainer took meanwhile is its to send (again, with the same id)
+        cur.execute(_TAKE_ROWS, {"ids": tuple(taken[m.msg_id] for m in done)})
+        cnx.commit()
+    return result
+
+
 def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
           max_age: float | None = None, max_batches: int = 1) -> DrainResult:
     """Send what the outbox holds, oldest first, in its own transaction(s) on `cnx`.
 
-    With the advisory lock (one drainer per database) the oldest rows are sent; without it only
+    With the advisory lock (one drainer per outbox table) the oldest rows are sent; without it only
     `own_ids` (this request's rows).  Rows are locked FOR UPDATE SKIP LOCKED, so two processes
     never send the same row.  `send(batch)` returns (done, failed): done rows (accepted or
     finally refused) are deleted; failed ones stay for later.  Commits after each batch.
@@ -131,7 +173,8 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
     result = DrainResult()
     cur = cnx.cursor()
     for _ in range(max_batches):
-        cur.execute("SELECT pg_try_advisory_xact_lock(%(key)s::bigint)", {"key": DRAIN_LOCK})
+        cur.execute(f"SELECT pg_try_advisory_xact_lock(%(key)s::bigint # '{TABLE}'::regclass::oid::bigint)",
+                    {"key": DRAIN_LOCK})
         locked = bool(cur.fetchone()[0])
         if locked:
             if max_age is not None:

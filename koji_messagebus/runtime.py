@@ -132,8 +132,27 @@ class Runtime:
         direct = batch.messages if batch.outbox_ids is None else []
         if direct or len(self.backlog):
             self._send_direct(direct)
-        if batch.outbox_ids or (cfg.get("outbox", "enabled") and self._outbox_due(cnx)):
+        if cfg.get("outbox", "enabled") and self._outbox_due(cnx):
+            # now and then, and after a failure: everything, oldest first, with the drain lock
             self._drain_outbox(cnx, batch.outbox_ids or [])
+        elif batch.outbox_ids:
+            self._send_own(cnx, batch)  # the steady state: only this request's rows
+
+    def _send_own(self, cnx: Any, batch: RequestBatch) -> None:
+        """Send this request's outbox rows only (older rows wait for the next drain, at most
+        retry_interval away); anything left makes the next request drain, oldest first."""
+        ids = batch.outbox_ids or []
+        if self.publisher_().breaker.seconds_left() > 0:
+            log.debug("messagebus: broker unavailable; %d message(s) kept in the outbox", len(ids))
+            self._outbox_check_at = 0.0
+            return
+        try:
+            result = outbox.send_own(cnx, ids, batch.messages, self._send_for_outbox)
+        except Exception as exc:
+            self._outbox_failed(cnx, exc)
+            return
+        if result.left:
+            self._outbox_check_at = 0.0
 
     def _send_direct(self, messages: list[Outgoing]) -> None:
         """Send older messages kept in memory, then these; at most one batch beyond this request's
@@ -168,10 +187,7 @@ class Runtime:
             result = outbox.drain(cnx, self._send_for_outbox, cfg.get("outbox", "batch_size"), own_ids,
                                   max_age=cfg.get("outbox", "max_age"))
         except Exception as exc:
-            _rollback(cnx)
-            if outbox.is_undefined_table(exc):
-                self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
-            log.error("messagebus: outbox drain failed, messages stay in the outbox: %s", str(exc).strip())
+            self._outbox_failed(cnx, exc)
             return None
         if result.expired:
             log.error("messagebus: dropped %d outbox message(s) older than max_age = %ss (never delivered)",
@@ -179,6 +195,15 @@ class Runtime:
         retry = cfg.get("broker", "retry_interval")
         self._outbox_check_at = time.monotonic() + (0 if result.left else retry)
         return result
+
+    def _outbox_failed(self, cnx: Any, exc: Exception) -> None:
+        """A database error while sending from the outbox (the broker's are in the results)."""
+        _rollback(cnx)
+        if outbox.is_undefined_table(exc):
+            self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
+        # the rows stay: the drain takes them, at the latest after retry_interval (one error line each time)
+        self._outbox_check_at = time.monotonic() + self.config.get("broker", "retry_interval")
+        log.error("messagebus: outbox drain failed, messages stay in the outbox: %s", str(exc).strip())
 
     def _send_for_outbox(self, messages: list[Outgoing]) -> tuple[list[Outgoing], list[Outgoing]]:
         result = self.publisher_().send(messages)

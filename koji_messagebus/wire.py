@@ -9,6 +9,7 @@ from typing import Any
 
 from proton import Message
 
+from . import amqp_codec
 from .messages import Event
 
 
@@ -29,20 +30,24 @@ class Outgoing:
 def encode(event: Event, to: str | None = None, msg_id: str | None = None,
            created: float | None = None) -> Outgoing:
     """Encode an event as a durable AMQP message: subject = routing key, headers = application
-    properties, body = native AMQP map, unique message-id and creation time."""
+    properties, body = native AMQP map, unique message-id and creation time.  The bytes are built
+    by `amqp_codec` (the same bytes proton writes, faster); proton encodes what it does not know."""
     msg_id = msg_id or str(uuid.uuid4())
     created = time.time() if created is None else created
-    msg = Message(
-        id=msg_id,
-        durable=True,
-        subject=event.routing_key,
-        creation_time=created,
-        properties=event.headers,
-        body=event.body,
-    )
+    try:
+        payload = amqp_codec.encode_message(msg_id, created, event.routing_key, to, event.headers, event.body)
+    except amqp_codec.Unsupported:
+        payload = encode_with_proton(msg_id, created, event.routing_key, to, event.headers, event.body)
+    return Outgoing(msg_id, created, event.type, event.routing_key, payload)
+
+
+def encode_with_proton(msg_id: str, created: float, subject: str, to: str | None, headers: dict[str, Any],
+                       body: Any) -> bytes:
+    """The reference encoding: proton's own Message.encode()."""
+    msg = Message(id=msg_id, durable=True, subject=subject, creation_time=created, properties=headers, body=body)
     if to is not None:
         msg.address = to
-    return Outgoing(msg_id, created, event.type, event.routing_key, msg.encode())
+    return msg.encode()
 
 
 def decode(payload: bytes) -> dict[str, Any]:

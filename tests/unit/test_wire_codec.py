@@ -1,0 +1,247 @@
+"""wire.encode builds the message bytes in Python (koji_messagebus/amqp_codec.py): they must be proton's
+own bytes, for every recorded hub event, every example and every hostile value, and proton must decode
+them back into the same message.  Anything the codec does not know is encoded by proton itself."""
+
+from __future__ import annotations
+
+import math
+import struct
+import uuid
+from typing import Any
+
+import koji.util
+import pytest
+from proton import DataException, Described, Message, MessageException, char, symbol, timestamp, ulong
+
+from koji_messagebus import amqp_codec, examples, values, wire
+from koji_messagebus.messages import CALLBACK_TYPES, MESSAGE_TYPES, Event, format_event
+from tests.fixtures import entries
+
+MSG_ID = "5d2c4c1e-4d1b-4b8e-9a57-000000000001"
+CREATED = 1795871677.765892
+LONG_PREFIX = "p" * 240  # routing keys cut at 255 bytes: the properties section no longer fits list8
+LONG_TO = "/exchange/koji.events/" + "k" * 250
+TARGETS = [pytest.param("koji.event", None, id="short-no-to"), pytest.param("koji.event", "/exchange/x/k", id="to"),
+           pytest.param(LONG_PREFIX, LONG_TO, id="long-key-long-to")]
+
+
+def fast_and_proton(msg_id: str, created: float, subject: str, to: str | None, headers: dict, body: Any):
+    fast = amqp_codec.encode_message(msg_id, created, subject, to, headers, body)  # raises if unsupported
+    return fast, wire.encode_with_proton(msg_id, created, subject, to, headers, body)
+
+
+def check_event(event: Event, to: str | None) -> bytes:
+    """The codec's bytes equal proton's, wire.encode uses them, and proton decodes the same message."""
+    fast, ref = fast_and_proton(MSG_ID, CREATED, event.routing_key, to, event.headers, event.body)
+    assert fast == ref, first_difference(fast, ref)
+    assert wire.encode(event, to=to, msg_id=MSG_ID, created=CREATED).payload == fast
+    check_decodes(fast, event.routing_key, to, event.headers, event.body)
+    return fast
+
+
+def check_decodes(payload: bytes, subject: str, to: str | None, headers: dict, body: Any) -> None:
+    msg = Message()
+    msg.decode(payload)
+    got = wire.message_to_dict(msg)
+    assert (got["id"], got["subject"], got["to"], got["durable"]) == (MSG_ID, subject, to, True)
+    assert got["creation_time"] == int(CREATED * 1000) / 1000
+    assert same(got["headers"], headers) and same(got["body"], body)
+    # and proton, encoding what it decoded, writes the very same bytes
+    assert wire.encode_with_proton(MSG_ID, CREATED, subject, to, got["headers"], got["body"]) == payload
+
+
+def same(got: Any, want: Any) -> bool:
+    """Equality as a consumer sees it: tuples arrive as lists, binaries as memoryviews, nan is nan (bit for bit)."""
+    if isinstance(want, dict):
+        return type(got) is dict and list(got) == list(want) and all(same(got[k], want[k]) for k in want)
+    if isinstance(want, (list, tuple)):
+        return type(got) is list and len(got) == len(want) and all(map(same, got, want))
+    if isinstance(want, float):
+        return type(got) is float and struct.pack(">d", got) == struct.pack(">d", want)
+    if isinstance(want, bytes):
+        return type(got) is memoryview and got.tobytes() == want
+    return type(got) is type(want) and got == want
+
+
+def first_difference(a: bytes, b: bytes) -> str:
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return f"differ at byte {at} of {len(a)}/{len(b)}: {a[at - 8:at + 8].hex()} != {b[at - 8:at + 8].hex()}"
+
+
+# ---- what the hub really passes ------------------------------------------------------------------
+@pytest.mark.parametrize("prefix,to", TARGETS)
+@pytest.mark.parametrize("cbtype", sorted(CALLBACK_TYPES))
+def test_recorded_hub_events_encode_like_proton(cbtype, prefix, to):
+    checked = 0
+    for entry in entries(cbtype):
+        for kwargs in (entry["kwargs"], entry["converted"]):  # as the hub passed them, and after @convert_datetime
+            check_event(format_event(CALLBACK_TYPES[cbtype], kwargs, prefix), to)
+            checked += 1
+    assert checked >= 2
+
+
+@pytest.mark.parametrize("prefix,to", TARGETS)
+@pytest.mark.parametrize("msg_type", MESSAGE_TYPES)
+def test_examples_encode_like_proton(msg_type, prefix, to):
+    raw = examples.example(msg_type)
+    check_event(format_event(msg_type, raw, prefix), to)
+    check_event(format_event(msg_type, koji.util.encode_datetime_recurse(raw), prefix), to)
+
+
+def test_build_story_encodes_like_proton():
+    for _method, _what, events in examples.build_story():
+        for cbtype, kwargs in events:
+            check_event(format_event(CALLBACK_TYPES[cbtype], kwargs, "koji.event"), None)
+
+
+# ---- hostile values ------------------------------------------------------------------------------
+INTS = [0, 1, -1, 127, 128, -128, -129, 255, 256, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**32, 2**63 - 1,
+        -(2**63)]
+FLOATS = [0.0, -0.0, 1.5, 0.1, -2.5e-308, 5e-324, 1e300, math.inf, -math.inf, math.nan, -math.nan,
+          struct.unpack(">d", bytes.fromhex("7ff0000000000001"))[0]]  # a signalling nan payload
+STRINGS = ["", "a", "é", "\U0001f600", "x" * 255, "x" * 256, "é" * 127 + "x", "é" * 128, "ü" * 300,
+           "koji\x00nul", "y" * 5_000, "日本語のタグ" * 50]
+BYTES = [b"", b"\x00", b"\xff" * 255, b"\x01" * 256, bytes(range(256)) * 12]
+SCALARS = [None, True, False, uuid.UUID(int=0), uuid.UUID("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), *INTS, *FLOATS,
+           *STRINGS, *BYTES]
+
+
+def map_of_bytes(n: int) -> dict:
+    """A map whose encoded content is exactly `n` bytes (n >= 3): one key, one string value."""
+    return {"k": "v" * (n - 3 - 2)}
+
+
+COMPOUNDS = {
+    "empty map": {},
+    "empty list": [],
+    "empty tuple": (),
+    "list of empty": [[], {}, "", b"", ()],
+    "nested lists of maps": [[{"a": [{"b": [1, [2, [3, {"c": None}]]]}]}], [{}], [[[]]]],
+    "300-char keys": {"n" * 300: 1, "é" * 300: {"m" * 300: ["v" * 300]}},
+    "non-ASCII keys and values": {"назва": "значення", "名前": ["値", {"キー": "🚀"}]},
+    "tuple": (1, "two", (3.0, None)),
+    "map 250 bytes": map_of_bytes(250),
+    "map 255 bytes": map_of_bytes(255),
+    "map 256 bytes": map_of_bytes(256),
+    "map 300 bytes": map_of_bytes(300),
+    "list 255 items": list(range(255)),
+    "list 256 items": list(range(256)),
+    "map of 300 pairs": {f"k{i}": i for i in range(300)},
+    "list of every scalar": SCALARS,
+    "map of every scalar": {f"v{i}": v for i, v in enumerate(SCALARS)},
+    "build map with hostile values": {**values.to_amqp(examples.build_info(1)), "extra": {
+        "typeinfo": {"rpm": None}, "source": {"original_url": "git+https://src.example.org/rpms/hello.git#" + "f" * 40},
+        "big": 2**63 - 1, "neg": -(2**63)}},
+}
+
+
+@pytest.mark.parametrize("value", SCALARS + list(COMPOUNDS.values()),
+                         ids=[f"scalar{i}" for i in range(len(SCALARS))] + list(COMPOUNDS))
+@pytest.mark.parametrize("to", [None, "", LONG_TO], ids=["no-to", "empty-to", "long-to"])
+def test_hostile_value_encodes_like_proton(value, to):
+    body = {"value": value, "in a list": [value, value], "in a map": {"x": value}}
+    headers = {"type": "Tag", "value": value if value is None or type(value) in (str, int, float, bool) else "s"}
+    fast, ref = fast_and_proton(MSG_ID, CREATED, "koji.event.Tag.x", to, headers, body)
+    assert fast == ref, first_difference(fast, ref)
+    check_decodes(fast, "koji.event.Tag.x", to, headers, body)
+
+
+@pytest.mark.parametrize("length", range(180, 300))
+def test_properties_section_list8_list32_boundary(length):
+    """The properties list switches from list8 to list32 at 256 bytes: sweep the subject across it."""
+    subject = "s" * length
+    fast, ref = fast_and_proton(MSG_ID, CREATED, subject, None, {"type": "Tag"}, {})
+    assert fast == ref, first_difference(fast, ref)
+    fast, ref = fast_and_proton(MSG_ID, CREATED, "s", "t" * length, {"type": "Tag"}, {})
+    assert fast == ref, first_difference(fast, ref)
+
+
+@pytest.mark.parametrize("length", list(range(0, 20)) + list(range(240, 270)) + [4_000])
+def test_string_and_binary_lengths(length):
+    body = {"s": "x" * length, "b": b"\x00" * length, "map": map_of_bytes(length + 3), "list": [0] * length}
+    fast, ref = fast_and_proton(MSG_ID, CREATED, "k", None, {"type": "Tag", "s": "é" * length}, body)
+    assert fast == ref, first_difference(fast, ref)
+
+
+@pytest.mark.parametrize("created", [CREATED, 1.0, 0.001, -5.5, 1e-3 * 2**40, 4102444800.999999, 1795871677])
+def test_creation_times(created):
+    fast, ref = fast_and_proton(MSG_ID, created, "k", None, {"type": "Tag"}, {"a": 1})
+    assert fast == ref, first_difference(fast, ref)
+
+
+def test_ids_are_unique_and_uuid_strings_by_default():
+    event = format_event("Tag", {"tag": {"name": "t"}}, "p")
+    a, b = wire.encode(event), wire.encode(event)
+    assert a.msg_id != b.msg_id and str(uuid.UUID(a.msg_id)) == a.msg_id
+    assert wire.decode(a.payload)["id"] == a.msg_id
+
+
+# ---- what the codec leaves to proton -------------------------------------------------------------
+PROTON_TYPES = {
+    "symbol": symbol("s"), "ulong": ulong(3), "char": char("c"), "timestamp": timestamp(1000),
+    "described": Described(symbol("d"), 1), "bytearray": bytearray(b"ab"),
+}
+
+
+@pytest.mark.parametrize("value", list(PROTON_TYPES.values()), ids=list(PROTON_TYPES))
+def test_unknown_value_types_fall_back_to_proton(value):
+    event = format_event("Tag", {"tag": {"name": "t"}}, "p")
+    event.body["odd"] = [value, {"x": value}]
+    with pytest.raises(amqp_codec.Unsupported):
+        amqp_codec.encode_message(MSG_ID, CREATED, event.routing_key, None, event.headers, event.body)
+    msg = wire.encode(event, msg_id=MSG_ID, created=CREATED)
+    assert msg.payload == wire.encode_with_proton(MSG_ID, CREATED, event.routing_key, None, event.headers,
+                                                  event.body)
+    assert len(wire.decode(msg.payload)["body"]["odd"]) == 2
+
+
+@pytest.mark.parametrize("value", ["y" * 70_000, bytes(range(256)) * 300, ["z" * 1000] * 66, list(range(30_000))])
+def test_messages_over_64_kib_are_left_to_proton(value):
+    """Proton holds at most 65535 values per section; beyond 64 KiB the codec cannot rule that out."""
+    headers, body = {"type": "Tag"}, {"value": value}
+    with pytest.raises(amqp_codec.Unsupported):
+        amqp_codec.encode_message(MSG_ID, CREATED, "k", None, headers, body)
+    payload = wire.encode(Event("Tag", "k", headers, body), msg_id=MSG_ID, created=CREATED).payload
+    assert payload == wire.encode_with_proton(MSG_ID, CREATED, "k", None, headers, body)
+    check_decodes(payload, "k", None, headers, body)
+
+
+def test_largest_message_the_codec_writes_is_protons():
+    headers = {"type": "Tag"}
+    base = len(amqp_codec.encode_message(MSG_ID, CREATED, "k", None, headers, {"v": ""}))
+    body = {"v": "x" * (amqp_codec.MAX_BYTES - base - 3)}  # str32 instead of str8: 3 more bytes
+    fast, ref = fast_and_proton(MSG_ID, CREATED, "k", None, headers, body)
+    assert fast == ref and len(fast) == amqp_codec.MAX_BYTES
+
+
+@pytest.mark.parametrize("created,headers,body", [
+    pytest.param(0.0, {"type": "Tag"}, {}, id="zero-creation-time"),  # proton leaves it out
+    pytest.param(CREATED, {"type": "Tag"}, None, id="no-body"),
+    pytest.param(CREATED, {"type": "Tag", type("S", (str,), {})("sub"): 1}, {}, id="str-subclass-key"),
+])
+def test_unusual_messages_fall_back_to_proton(created, headers, body):
+    event = Event("Tag", "k", headers, body)
+    with pytest.raises(amqp_codec.Unsupported):
+        amqp_codec.encode_message(MSG_ID, created, "k", None, headers, body)
+    payload = wire.encode(event, msg_id=MSG_ID, created=created).payload
+    assert payload == wire.encode_with_proton(MSG_ID, created, "k", None, dict(headers), body)
+
+
+@pytest.mark.parametrize("headers,body,error", [
+    pytest.param({"type": "Tag"}, {"n": 2**64}, OverflowError, id="int-beyond-64-bits"),
+    pytest.param({"type": "Tag"}, {"s": "\ud800"}, UnicodeEncodeError, id="lone-surrogate"),
+    pytest.param({"type": "Tag", 1: "x"}, {}, MessageException, id="int-property-key"),
+    pytest.param({"type": "Tag"}, {"s": type("S", (str,), {})("x")}, KeyError, id="str-subclass"),
+    pytest.param({"type": "Tag"}, {"i": type("I", (int,), {})(5)}, KeyError, id="int-subclass"),
+    pytest.param({"type": "Tag"}, {"f": [type("F", (float,), {})(0.5)]}, KeyError, id="float-subclass"),
+    pytest.param({"type": "Tag"}, {"many": [0] * 65_533}, DataException, id="more-values-than-proton-can-hold"),
+])
+def test_values_proton_refuses_fail_the_same_way(headers, body, error):
+    """values.to_amqp never produces these; if one slipped through, the error is proton's own."""
+    event = Event("Tag", "k", headers, body)
+    with pytest.raises(amqp_codec.Unsupported):
+        amqp_codec.encode_message(MSG_ID, CREATED, "k", None, headers, body)
+    with pytest.raises(error):
+        wire.encode_with_proton(MSG_ID, CREATED, "k", None, headers, body)
+    with pytest.raises(error):
+        wire.encode(event, msg_id=MSG_ID, created=CREATED)
