@@ -156,7 +156,12 @@ class AmqpConnection:
         self._sender.open()
 
     def _attached(self) -> bool:
-        return bool(self._sender.state & Endpoint.REMOTE_ACTIVE)
+        """The broker attached the sender.  An attach that names no target when we asked for one
+        means the broker refuses the link (AMQP 1.0 2.6.3); its detach with the reason follows."""
+        sender = self._sender
+        if not sender.state & Endpoint.REMOTE_ACTIVE:
+            return False
+        return self.config.target_address() is None or sender.remote_target.address is not None
 
     def _ssl_domain(self) -> SSLDomain:
         """TLS settings: the broker's certificate and host name verified against cacert (default: the

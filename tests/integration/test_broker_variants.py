@@ -1,0 +1,95 @@
+"""What RabbitMQ 3.10 cannot show, against a real AMQP 1.0 peer (proton's server side, tests/amqp_peer.py):
+settlements other than accepted, a link refused with amqp:not-found (RabbitMQ 4.2+, qpidd), per-message
+addresses through an anonymous-relay link (RabbitMQ 4.x), and the hints that let qpidd create the exchange."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from tests.amqp_peer import Peer
+from tests.fixtures import entries
+from tests.hub import Hub, fire, load_plugin, unload_plugin
+
+pytestmark = pytest.mark.integration
+
+TAG = entries("postTag")[0]["kwargs"]
+
+
+@pytest.fixture
+def hub_for(monkeypatch, conf_file):
+    hubs = []
+
+    def make(peer: Peer, **sections):
+        broker = {"host": "127.0.0.1", "port": str(peer.port), "auth": "ANONYMOUS", "username": None,
+                  "password": None, "connect_timeout": "3", "timeout": "3", **sections.pop("broker", {})}
+        monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf_file(broker=broker, **sections))
+        load_plugin()
+        hubs.append(Hub())
+        return hubs[-1]
+
+    yield make
+    unload_plugin()
+    for h in hubs:
+        h.close()
+
+
+def errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("outcome", ["reject", "release", "modify"])
+def test_refused_messages_are_reported_as_lost_and_not_retried(hub_for, plugin_log, outcome):
+    with Peer(outcome) as peer:
+        hub = hub_for(peer)
+        hub.request(fire("postTag", TAG))
+        peer.outcome = "accept"
+        hub.request(fire("postTag", TAG))
+        time.sleep(0.2)
+        sent = list(peer.seen.messages)
+    word = {"reject": "rejected", "release": "released", "modify": "modified"}[outcome]
+    lost = [e for e in errors(plugin_log) if e.startswith("messagebus: lost 1 message(s) (Tag x1)")]
+    assert len(lost) == 1 and f"the broker answered {word}" in lost[0]
+    assert "koji.event.Tag.harness-f1-candidate.harness-hello.kojiadmin" in lost[0]
+    assert len(sent) == 2 and sent[0][2] != sent[1][2]  # the refused one was not sent again
+
+
+def test_link_refused_with_not_found_is_reported_at_once(hub_for, plugin_log, exchange_name):
+    with Peer(refuse_link="amqp:not-found") as peer:
+        hub = hub_for(peer, exchange={"address": "{name}"})
+        start = time.monotonic()
+        hub.request(fire("postTag", TAG))
+        elapsed = time.monotonic() - start
+        assert peer.seen.messages == []
+    text = " ".join(errors(plugin_log))
+    assert f"exchange '{exchange_name}' (address {exchange_name}) does not exist on broker 127.0.0.1:{peer.port}" \
+        in text
+    assert elapsed < 1.0
+
+
+def test_per_message_addresses_use_an_anonymous_relay_link(hub_for, exchange_name):
+    with Peer() as peer:
+        hub = hub_for(peer, exchange={"address": "/exchanges/{name}/{routing_key}"})
+        hub.request(fire("postTag", TAG))
+        hub.request(fire("postRepoDone", entries("postRepoDone")[0]["kwargs"]))
+        time.sleep(0.2)
+        targets, messages = list(peer.seen.targets), list(peer.seen.messages)
+    assert targets == [None]
+    assert [(subject, to) for subject, to, _ in messages] == [
+        (key, f"/exchanges/{exchange_name}/{key}") for key in (
+            "koji.event.Tag.harness-f1-candidate.harness-hello.kojiadmin",
+            f"koji.event.RepoDone.{entries('postRepoDone')[0]['kwargs']['repo']['tag_name']}")]
+
+
+def test_target_asks_brokers_that_can_to_create_the_exchange(hub_for, exchange_name):
+    with Peer() as peer:
+        hub = hub_for(peer, exchange={"address": "{name}", "type": "headers", "durable": "false"})
+        hub.request(fire("postTag", TAG))
+        time.sleep(0.2)
+        seen = peer.seen
+    assert seen.targets == [exchange_name]
+    assert set(seen.capabilities[0]) == {"topic", "create-on-demand"}
+    assert seen.properties[0] == {"exchange-type": "headers", "durable": False}
+    assert len(seen.messages) == 1
