@@ -46,6 +46,10 @@ OUTCOMES = {
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
+#: seconds to wait for the detach that follows an attach with a null target
+NULL_TARGET_GRACE = 0.5
+
+
 class BrokerError(Exception):
     """A failure talking to the broker.  `kind` is one of: unreachable, tls, auth, not-found,
     refused, timeout, connection-lost, breaker-open, protocol."""
@@ -74,6 +78,7 @@ class AmqpConnection:
         self.opened_at = 0.0
         self.last_used = 0.0
         self._open_deadline = 0.0
+        self._null_target_since = 0.0
         self._sock: socket.socket | None = None
         self._error: BrokerError | None = None
         self._tags = itertools.count(1)
@@ -157,11 +162,18 @@ class AmqpConnection:
 
     def _attached(self) -> bool:
         """The broker attached the sender.  An attach that names no target when we asked for one
-        means the broker refuses the link (AMQP 1.0 2.6.3); its detach with the reason follows."""
+        means the broker refuses the link (AMQP 1.0 2.6.3) and its detach with the reason follows;
+        a peer that never sends that detach (some simple servers) is taken as attached after
+        NULL_TARGET_GRACE seconds."""
         sender = self._sender
         if not sender.state & Endpoint.REMOTE_ACTIVE:
             return False
-        return self.config.target_address() is None or sender.remote_target.address is not None
+        if self.config.target_address() is None or sender.remote_target.address is not None:
+            return True
+        now = time.monotonic()
+        if not self._null_target_since:
+            self._null_target_since = now
+        return now - self._null_target_since >= NULL_TARGET_GRACE
 
     def _ssl_domain(self) -> SSLDomain:
         """TLS settings: the broker's certificate and host name verified against cacert (default: the
@@ -304,6 +316,8 @@ class AmqpConnection:
             tick = self._transport.tick(now)
             if tick:
                 wake = min(wake, tick)
+            if self._null_target_since:
+                wake = min(wake, self._null_target_since + NULL_TARGET_GRACE)
             wants_write = self._transport.pending() > 0
             select.select([self._sock], [self._sock] if wants_write else [], [], max(0.0, wake - now))
 
