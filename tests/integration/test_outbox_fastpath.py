@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 
-import psycopg2
 import pytest
 
 from koji_messagebus import outbox
@@ -22,7 +21,7 @@ from koji_messagebus.wire import Outgoing
 from tests import hub as test_hub
 from tests.faultproxy import FaultProxy
 from tests.fixtures import entries
-from tests.hub import DSN, DBWrapper
+from tests.hub import DBWrapper
 from tests.integration.test_reliability import (
     SCHEMA,
     Bus,
@@ -39,33 +38,6 @@ from tests.integration.test_reliability import (
 pytestmark = pytest.mark.integration
 
 LONG_RETRY = 30.0  # retry_interval for the steady-state tests: only the first request drains
-
-
-@pytest.fixture(scope="module")
-def schema():
-    """test_reliability's per-process schema (its helpers use it), dropped at the end of this module."""
-    yield SCHEMA
-    admin = psycopg2.connect(DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    admin.close()
-
-
-@pytest.fixture
-def db(schema):
-    """The hub's own table and a clean outbox in the private schema."""
-    admin = psycopg2.connect(DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-        cur.execute(f"SET search_path = {SCHEMA}")
-        cur.execute(f"DROP TABLE IF EXISTS {outbox.TABLE}")
-        cur.execute(outbox.SCHEMA)
-        cur.execute("DROP TABLE IF EXISTS hub_rows")
-        cur.execute("CREATE TABLE hub_rows (id SERIAL PRIMARY KEY, note TEXT NOT NULL)")
-    yield admin
-    admin.close()
 
 
 class SettleThenCut(FaultProxy):

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 
 import koji.plugin
-import psycopg2
 import pytest
 
 from koji_messagebus import outbox
@@ -34,10 +33,10 @@ from tests.conftest import write_config
 from tests.faultproxy import FaultProxy
 from tests.fixtures import entries
 from tests.hub import DSN, DBWrapper, Hub, load_plugin, unload_plugin
+from tests.outbox_db import SCHEMA, connect_db, sql
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = f"kmb_reliability_{os.getpid()}"
 ROLE = f"kmb_reliability_hub_{os.getpid()}"
 FIGURES = "/tmp/koji-messagebus-reliability.json"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,57 +49,12 @@ FAST = 0.05  # the most a request may spend in the plugin when it does not touch
 SLACK = 0.3  # scheduling slack on top of a timeout
 
 
-def connect_db():
-    cnx = psycopg2.connect(DSN, options=f"-c search_path={SCHEMA}")
-    cnx.set_client_encoding("UTF8")
-    return cnx
-
-
-def sql(statement: str, params=None):
-    cnx = connect_db()
-    try:
-        with cnx.cursor() as cur:
-            cur.execute(statement, params)
-            rows = cur.fetchall() if cur.description else None
-        cnx.commit()
-        return rows
-    finally:
-        cnx.close()
-
-
 def outbox_ids() -> list[str]:
     return [r[0] for r in sql(f"SELECT msg_id FROM {outbox.TABLE} ORDER BY id")]
 
 
 def hub_rows() -> list[str]:
     return [r[0] for r in sql("SELECT note FROM hub_rows ORDER BY id")]
-
-
-@pytest.fixture(scope="module")
-def schema():
-    """This process's schema, dropped at the end."""
-    yield SCHEMA
-    admin = psycopg2.connect(DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    admin.close()
-
-
-@pytest.fixture
-def db(schema):
-    """The private schema: the hub's own table and a clean outbox."""
-    admin = psycopg2.connect(DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-        cur.execute(f"SET search_path = {SCHEMA}")
-        cur.execute(f"DROP TABLE IF EXISTS {outbox.TABLE}")
-        cur.execute(outbox.SCHEMA)
-        cur.execute("DROP TABLE IF EXISTS hub_rows")
-        cur.execute("CREATE TABLE hub_rows (id SERIAL PRIMARY KEY, note TEXT NOT NULL)")
-    yield admin
-    admin.close()
 
 
 @pytest.fixture
