@@ -14,15 +14,15 @@ from tests.hub import DSN
 SCHEMA = f"kmb_reliability_{os.getpid()}"
 
 
-def connect_db():
-    cnx = psycopg2.connect(DSN, options=f"-c search_path={SCHEMA}")
+def connect_db(schema: str = SCHEMA):
+    cnx = psycopg2.connect(DSN, options=f"-c search_path={schema}")
     cnx.set_client_encoding("UTF8")
     return cnx
 
 
-def sql(statement: str, params=None):
-    """Run one statement in the private schema, committed; return its rows (or None)."""
-    cnx = connect_db()
+def sql(statement: str, params=None, schema: str = SCHEMA):
+    """Run one statement in a schema (default: this process's), committed; return its rows (or None)."""
+    cnx = connect_db(schema)
     try:
         with cnx.cursor() as cur:
             cur.execute(statement, params)

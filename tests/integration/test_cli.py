@@ -28,6 +28,7 @@ from koji_messagebus.config import load_config
 from koji_messagebus.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.publisher import Publisher
 from koji_messagebus.wire import encode
+from tests import outbox_db
 from tests.broker import AMQP_HOST, AMQP_PORT, Consumer
 from tests.conftest import write_config
 from tests.hub import DSN
@@ -508,15 +509,7 @@ class PG:
         self.schema, self.hub_conf = schema, hub_conf
 
     def sql(self, statement: str, params=None):
-        cnx = psycopg2.connect(DSN, options=f"-c search_path={self.schema}")
-        try:
-            with cnx.cursor() as cur:
-                cur.execute(statement, params)
-                rows = cur.fetchall() if cur.description else None
-            cnx.commit()
-            return rows
-        finally:
-            cnx.close()
+        return outbox_db.sql(statement, params, schema=self.schema)
 
     def create_table(self):
         self.sql(outbox.SCHEMA)

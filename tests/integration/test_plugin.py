@@ -142,14 +142,20 @@ def test_headers_exchange(hub, exchange_name):
     assert got[0].headers == {"type": "RepoDone", "tag": kw["repo"]["tag_name"]}
 
 
-def test_wrong_password_sends_nothing_and_says_why(hub, exchange_name, plugin_log):
+def tag_request(hub, exchange_name: str, **sections) -> list:
+    """One hub request firing the recorded postTag, with the plugin set up from `sections`;
+    returns what a consumer bound to the exchange received."""
     consumer = Consumer(exchange_name)
-    h = hub.setup(broker={"password": "Wr0ng-Secret", "connect_timeout": "15"})
+    h = hub.setup(**sections)
     try:
         h.request(fire("postTag", entries("postTag")[0]["kwargs"]))
-        got = consumer.collect(quiet=0.5)
+        return consumer.collect(quiet=0.5)
     finally:
         consumer.close()
+
+
+def test_wrong_password_sends_nothing_and_says_why(hub, exchange_name, plugin_log):
+    got = tag_request(hub, exchange_name, broker={"password": "Wr0ng-Secret", "connect_timeout": "15"})
     assert got == []
     errors = [r.getMessage() for r in plugin_log.records if r.levelno >= logging.ERROR]
     assert any("authentication with PLAIN as user 'guest' failed at broker 127.0.0.1:5672" in e for e in errors)
@@ -177,13 +183,7 @@ def test_unreachable_broker_names_host_and_port(hub, plugin_log):
 
 
 def test_test_mode_logs_instead_of_sending(hub, exchange_name, plugin_log):
-    consumer = Consumer(exchange_name)
-    h = hub.setup(broker={"test_mode": "true"})
-    try:
-        h.request(fire("postTag", entries("postTag")[0]["kwargs"]))
-        got = consumer.collect(quiet=0.5)
-    finally:
-        consumer.close()
+    got = tag_request(hub, exchange_name, broker={"test_mode": "true"})
     assert got == []
     logged = [r.getMessage() for r in plugin_log.records if "test_mode: would send" in r.getMessage()]
     assert len(logged) == 1 and '"routing_key": "koji.event.Tag.' in logged[0]
