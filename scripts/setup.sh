@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 say() { printf '==> %s\n' "$*"; }
 
 # Debian packages: krb5-config for koji's gssapi, Cyrus SASL for proton's GSSAPI, a KDC for tests.
-pkgs=(libkrb5-dev libsasl2-dev libsasl2-modules libsasl2-modules-gssapi-mit krb5-kdc krb5-admin-server
+pkgs=(rabbitmq-server postgresql debootstrap rpm unzip libkrb5-dev libsasl2-dev libsasl2-modules libsasl2-modules-gssapi-mit krb5-kdc krb5-admin-server
       krb5-user openssl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
@@ -16,23 +16,9 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# RabbitMQ: running, with AMQP 1.0.
-if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
-  say "starting RabbitMQ"
-  rabbitmq-server -detached
-  for _ in $(seq 1 60); do rabbitmq-diagnostics -q ping >/dev/null 2>&1 && break; sleep 1; done
-fi
-rabbitmq-plugins -q enable rabbitmq_amqp1_0 >/dev/null
-for _ in $(seq 1 30); do
-  rabbitmq-diagnostics -q listeners 2>/dev/null | grep -q 5672 && break; sleep 1
-done
-
-# PostgreSQL on 127.0.0.1:5432.
-if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-  say "starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
-  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
-fi
+# Services: PostgreSQL and RabbitMQ 3.10 (each script installs, starts and waits, bounded in time).
+bash scripts/services/postgresql.sh
+bash scripts/services/rabbitmq3.sh
 
 # Python venv with the package (editable) and the test tools.
 if [ ! -x .venv/bin/python ]; then

@@ -1,0 +1,39 @@
+# Shared helpers for the service scripts (sourced, not run).
+# Every start is bounded in time; a failed start prints the service's log tail and returns 1.
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# STATE: where the scripts keep what they started (PIDs, logs, trees); kept between runs.
+STATE=${KMB_STATE_DIR:-/var/tmp/koji-messagebus}
+mkdir -p "$STATE"
+
+# wait_for SECONDS LOGFILE DESCRIPTION CMD...: run CMD every 0.5 s until it succeeds or time is up.
+wait_for() {
+  local seconds=$1 logfile=$2 what=$3; shift 3
+  local end=$(( $(date +%s) + seconds ))
+  while (( $(date +%s) < end )); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  printf 'error: %s did not come up within %ss; last lines of %s:\n' "$what" "$seconds" "$logfile" >&2
+  tail -n 40 "$logfile" >&2 2>/dev/null || true
+  return 1
+}
+
+# apt_install PKG...: install what is missing (one apt-get update first).
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  say "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# port_open PORT: something listens on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# record NAME: remember that these scripts started NAME (so stop.sh stops only those).
+record() { touch "$STATE/started.$1"; }
