@@ -16,13 +16,11 @@ links differ (receivers instead of the sender).
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import fnmatch
 import json
 import os
 import select
-import ssl
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -33,10 +31,10 @@ from proton import Delivery, Endpoint, Message
 
 from .amqp import AmqpConnection, BrokerError
 from .config import Config
+from .rabbitmq import QUEUE_EXPIRES_MS, amqp091_connect, temporary_queue  # noqa: F401 - re-exported
 
 DEFAULT_SOURCE = "/exchange/{name}/{key}"
 CREDIT = 100
-QUEUE_EXPIRES_MS = 60000
 DEDUP_WINDOW = 10000
 LEFTOVER_QUEUE_NOTE = (
     "RabbitMQ {version} keeps a listener's queue (amq.gen-...) after the listener leaves (its AMQP 1.0 "
@@ -256,73 +254,6 @@ class Listener(AmqpConnection):
                 wake = min(wake, tick)
             wants_write = self._transport.pending() > 0
             select.select([self._sock], [self._sock] if wants_write else [], [], max(0.0, wake - now))
-
-
-def amqp091_connect(config: Config):
-    """(a pika BlockingConnection to the first endpoint, or None, and why not): AMQP 0-9-1 with
-    the config's TLS settings and PLAIN or EXTERNAL, for what RabbitMQ 3.x cannot do over AMQP
-    1.0 (declare exchanges and temporary queues).  pika is optional (a test dependency)."""
-    try:
-        import pika
-    except ImportError:
-        return None, "pika is not installed"
-    auth = config.get("broker", "auth")
-    if auth == "PLAIN":
-        credentials = pika.PlainCredentials(config.get("broker", "username"), config.get("broker", "password"))
-    elif auth == "EXTERNAL":
-        credentials = pika.credentials.ExternalCredentials()
-    else:
-        return None, f"auth = {auth} is not available over AMQP 0-9-1 here"
-    ep = config.endpoints[0]
-    ssl_options = None
-    if ep.tls:
-        try:
-            context = ssl.create_default_context(cafile=config.get("broker", "cacert") or None)
-            if not config.get("broker", "ssl_verify"):
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            if config.get("broker", "cert"):
-                context.load_cert_chain(config.get("broker", "cert"), config.get("broker", "key") or None)
-        except (OSError, ssl.SSLError) as exc:
-            return None, f"TLS setup for AMQP 0-9-1 failed ({exc})"
-        ssl_options = pika.SSLOptions(context, server_hostname=ep.host)
-    params = pika.ConnectionParameters(
-        ep.host, ep.port, virtual_host=config.get("broker", "vhost") or "/", credentials=credentials,
-        ssl_options=ssl_options, socket_timeout=config.get("broker", "connect_timeout"), connection_attempts=1,
-        blocked_connection_timeout=config.get("broker", "connect_timeout"))
-    try:
-        return pika.BlockingConnection(params), ""
-    except Exception as exc:  # noqa: BLE001 - the AMQP 1.0 path reports the real problem
-        return None, f"AMQP 0-9-1 at {ep.host}:{ep.port} failed ({type(exc).__name__})"
-
-
-def temporary_queue(config: Config, keys: Iterable[str]) -> tuple[str | None, str]:
-    """A real temporary queue on RabbitMQ: declared over AMQP 0-9-1 (pika, if installed) as
-    auto-delete with x-expires and bound with `keys`, then consumed over AMQP 1.0 at
-    `/amq/queue/NAME`; the broker deletes it when the consumer leaves.  Returns (the source
-    address, or None when this is not possible here, and a note saying what happened)."""
-    conn, why = amqp091_connect(config)
-    if conn is None:
-        return None, why
-    import pika
-
-    name = f"koji-messagebus-listen-{uuid.uuid4().hex[:12]}"
-    try:
-        channel = conn.channel()
-        channel.queue_declare(name, durable=False, exclusive=False, auto_delete=True,
-                              arguments={"x-expires": QUEUE_EXPIRES_MS})
-        try:
-            for key in keys:
-                channel.queue_bind(name, config.exchange, key)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            conn.channel().queue_delete(name)
-            return None, f"binding failed: {exc.reply_text}"
-        return f"/amq/queue/{name}", f"queue {name} (auto-delete, bound with {', '.join(keys)} over AMQP 0-9-1)"
-    except Exception as exc:  # noqa: BLE001
-        return None, f"AMQP 0-9-1 queue setup failed ({type(exc).__name__}: {exc})"
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
 
 
 def open_listener(config: Config, sources: list[str]) -> Listener:

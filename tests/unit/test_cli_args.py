@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from koji_messagebus import cli
+from koji_messagebus import cli, rabbitmq
+from koji_messagebus.cli import common, install
 from koji_messagebus.config import load_config
 from koji_messagebus.listener import HeaderMatch, jsonable, render, source_addresses
 from tests.conftest import write_config
@@ -24,7 +25,7 @@ COMMANDS = [["check"], ["preview"], ["listen"], ["outbox"], ["outbox", "status"]
 @pytest.fixture(autouse=True)
 def no_env_config(monkeypatch, tmp_path):
     monkeypatch.delenv("KOJI_MESSAGEBUS_CONFIG", raising=False)
-    monkeypatch.setattr(cli, "DEFAULT_PATH", str(tmp_path / "absent" / "messagebus.conf"))
+    monkeypatch.setattr(common, "DEFAULT_PATH", str(tmp_path / "absent" / "messagebus.conf"))
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -61,13 +62,13 @@ def test_no_command_is_a_usage_error(capsys):
 @pytest.mark.parametrize("text, seconds", [("3600", 3600), ("90s", 90), ("30m", 1800), ("12h", 43200),
                                            ("5d", 432000), ("2w", 1209600), ("1.5h", 5400), (" 7 d ", 604800)])
 def test_parse_age(text, seconds):
-    assert cli.parse_age(text) == seconds
+    assert common.parse_age(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "5x", "-1", "d", "1d2h"])
 def test_parse_age_rejects(text):
     with pytest.raises(argparse.ArgumentTypeError, match="not an age"):
-        cli.parse_age(text)
+        common.parse_age(text)
 
 
 def test_purge_needs_a_valid_age(capsys):
@@ -80,12 +81,12 @@ def test_purge_needs_a_valid_age(capsys):
 @pytest.mark.parametrize("seconds, text", [(None, "-"), (5, "5s"), (75, "1m15s"), (7300, "2h01m"),
                                            (3 * 86400 + 7200, "3d02h")])
 def test_human_age(seconds, text):
-    assert cli.human_age(seconds) == text
+    assert common.human_age(seconds) == text
 
 
 @pytest.mark.parametrize("name", ["Tag", "tag", "postTag", "POSTTAG"])
 def test_event_names(name):
-    assert cli.message_type_arg(name) == "Tag"
+    assert common.message_type_arg(name) == "Tag"
 
 
 def test_header_match():
@@ -161,7 +162,7 @@ def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, capsys):
     def boom(args):
         raise RuntimeError("something broke\nsecond line")
 
-    monkeypatch.setattr(cli, "cmd_install_plugin", boom)
+    monkeypatch.setattr(install, "run", boom)
     assert cli.main(["install-plugin"]) == 1
     err = capsys.readouterr().err
     assert err == "error: RuntimeError: something broke (run with --debug for the traceback)\n"
@@ -181,8 +182,8 @@ def test_main_leaves_logging_and_signals_as_it_found_them(tmp_path):
 
 def test_listen_without_a_config_uses_the_demo_config_but_check_does_not(capsys):
     args = cli.build_parser().parse_args(["listen"])
-    with cli.config_or_demo(args, "listen") as (config, demo):
-        assert demo and config.exchange == cli.DEMO_EXCHANGE
+    with common.config_or_demo(args, "listen") as (config, demo):
+        assert demo and config.exchange == common.DEMO_EXCHANGE
         assert os.stat(config.path).st_mode & 0o077 == 0
         path = config.path
     assert not os.path.exists(path)  # the temporary file is gone
@@ -191,14 +192,14 @@ def test_listen_without_a_config_uses_the_demo_config_but_check_does_not(capsys)
 
 def test_demo_ignores_the_hubs_config_unless_given(tmp_path, monkeypatch):
     hub_conf = write_config(tmp_path / "hub.conf", "production.exchange")
-    monkeypatch.setattr(cli, "DEFAULT_PATH", hub_conf)
+    monkeypatch.setattr(common, "DEFAULT_PATH", hub_conf)
     args = cli.build_parser().parse_args(["demo"])
-    with cli.config_or_demo(args, "demo") as (config, demo):
-        assert demo and config.exchange == cli.DEMO_EXCHANGE
-    with cli.config_or_demo(args, "listen") as (config, demo):  # listen uses the hub's config if present...
+    with common.config_or_demo(args, "demo") as (config, demo):
+        assert demo and config.exchange == common.DEMO_EXCHANGE
+    with common.config_or_demo(args, "listen") as (config, demo):  # listen uses the hub's config if present...
         assert not demo and config.exchange == "production.exchange"
     args = cli.build_parser().parse_args(["demo", "--config", hub_conf])
-    with cli.config_or_demo(args, "demo") as (config, demo):  # ...and demo only when asked to
+    with common.config_or_demo(args, "demo") as (config, demo):  # ...and demo only when asked to
         assert not demo and config.exchange == "production.exchange"
 
 
@@ -251,9 +252,9 @@ def test_without_pika_the_listener_falls_back_to_the_amqp10_source(tmp_path, mon
 
 def test_without_pika_or_rabbitmqadmin_the_demo_says_how_to_declare(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pika", None)
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    monkeypatch.setattr(rabbitmq.shutil, "which", lambda name: None)
     config = load_config(write_config(tmp_path / "m.conf", "ex.demo"))
-    assert cli.declare_exchange(config) == (
+    assert rabbitmq.declare_exchange(config) == (
         "did not declare exchange 'ex.demo' (neither pika nor rabbitmqadmin here); if it is missing: "
         "rabbitmqadmin declare exchange name=ex.demo type=topic durable=true")
 

@@ -9,6 +9,7 @@ import pytest
 from koji.util import encode_datetime_recurse
 
 from koji_messagebus import cli, examples
+from koji_messagebus.cli import common
 from koji_messagebus.messages import MESSAGE_TYPES, format_event
 from tests.conftest import write_config
 from tests.fixtures import first
@@ -17,7 +18,7 @@ from tests.fixtures import first
 @pytest.fixture(autouse=True)
 def no_config(monkeypatch, tmp_path):
     monkeypatch.delenv("KOJI_MESSAGEBUS_CONFIG", raising=False)
-    monkeypatch.setattr(cli, "DEFAULT_PATH", str(tmp_path / "absent.conf"))
+    monkeypatch.setattr(common, "DEFAULT_PATH", str(tmp_path / "absent.conf"))
 
 
 def preview_json(capsys, *args) -> dict:

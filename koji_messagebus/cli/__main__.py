@@ -1,0 +1,7 @@
+"""`python -m koji_messagebus.cli`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

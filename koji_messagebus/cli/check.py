@@ -1,0 +1,86 @@
+"""`koji-messagebus check`: validate the config, then connect and attach exactly as the plugin
+does, sending nothing; with [outbox] enabled also reach the outbox table."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..amqp import BrokerError
+from ..config import Config, ConfigError, load_config
+from ..hubconf import HubConfigError, read_database_settings
+from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, config_path, describe_connection, human_age, out
+
+HELP = "validate the config, connect and attach as the plugin would"
+DESCRIPTION = ("Validate the config (every problem at once), connect, authenticate and attach to the exchange "
+               "exactly as the plugin does, sending nothing; report TLS and auth weaknesses; with [outbox] "
+               "enabled also check the hub database and the outbox table. One line per finding; exit 0 when the "
+               "setup works, 1 if the broker or database fails, 2 for an invalid config.")
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("check", parents=[parent], help=HELP, description=DESCRIPTION)
+    p.add_argument("--hub-config", metavar="FILE", help="hub.conf for the outbox check (default: [outbox] hub_config)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = config_path(args)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            out(f"error: {problem}")
+        out(f"config {exc.path}: {len(exc.problems)} problem(s); nothing was tried")
+        return EXIT_USAGE
+    out(f"ok: config {path} is valid")
+    for warning in config.warnings:
+        out(f"warning: {warning}")
+    if config.get("broker", "test_mode"):
+        out(f"note: {path}: [broker] test_mode = true: the plugin logs messages instead of sending them; "
+            "checking the broker anyway")
+    from ..publisher import Publisher
+
+    publisher = Publisher(config)
+    start = time.monotonic()
+    try:
+        endpoint = publisher.check()
+    except BrokerError as exc:
+        out(f"error: {exc}")
+        return EXIT_FAIL
+    finally:
+        publisher.close()
+    target = config.target_address() or "per-message addresses ({routing_key} in [exchange] address)"
+    out(f"ok: broker {describe_connection(config, endpoint)} accepted the login and the sender attached to "
+        f"exchange '{config.exchange}' (address {target}) in {(time.monotonic() - start) * 1000:.0f} ms; "
+        "nothing was sent")
+    code = EXIT_OK
+    if config.get("outbox", "enabled"):
+        code = check_outbox(config, getattr(args, "hub_config", None))
+    return code
+
+
+def check_outbox(config: Config, hub_config: str | None) -> int:
+    from .. import outbox
+
+    path = hub_config or config.get("outbox", "hub_config")
+    try:
+        settings = read_database_settings(path)
+        cnx = settings.connect()
+    except HubConfigError as exc:
+        out(f"error: outbox: {exc}")
+        return EXIT_FAIL
+    try:
+        rows, age = outbox.status(cnx)
+    except Exception as exc:  # noqa: BLE001 - reported as one line
+        if outbox.is_undefined_table(exc):
+            out(f"error: outbox: table {outbox.TABLE} does not exist in {settings.describe()}: create it with "
+                "`koji-messagebus outbox init` (or psql -f conf/messagebus-schema.sql)")
+        else:
+            out(f"error: outbox: {settings.describe()}: {str(exc).strip().splitlines()[0]}")
+        return EXIT_FAIL
+    finally:
+        cnx.close()
+    out(f"ok: outbox table {outbox.TABLE} in {settings.describe()}: {rows} row(s) waiting"
+        + (f", the oldest stored {human_age(age)} ago" if rows else ""))
+    return EXIT_OK

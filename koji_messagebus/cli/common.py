@@ -1,0 +1,185 @@
+"""What every command shares: exit codes, the one-line error, output, config loading (with the
+built-in demo config as fallback for listen and demo) and argument types."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+
+from ..config import DEFAULT_PATH, ENV_VAR, Config, ConfigError, load_config
+from ..messages import CALLBACK_TYPES, MESSAGE_TYPES
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEMO_EXCHANGE = "koji.demo"
+DEMO_CONFIG = f"""\
+# koji-messagebus demo: the local RabbitMQ (AMQP 1.0 plugin), its default guest account
+[broker]
+host = 127.0.0.1
+port = 5672
+auth = PLAIN
+username = guest
+password = guest
+timeout = 10
+connect_timeout = 5
+
+[exchange]
+name = {DEMO_EXCHANGE}
+type = topic
+durable = true
+
+[topic]
+prefix = koji.event
+"""
+BUILTIN = "the built-in demo config"
+
+class CliError(Exception):
+    """An expected failure: printed as one line (or several, for config problems), then exit."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL, lines: Sequence[str] = ()):
+        self.code = code
+        self.lines = list(lines)
+        super().__init__(message)
+
+
+def out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def parent_parser() -> argparse.ArgumentParser:
+    """--config and --debug, accepted before and after every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                        help=f"messagebus.conf to use (default: ${ENV_VAR} or {DEFAULT_PATH})")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and the plugin's debug log")
+    return common
+
+
+def default_path() -> str:
+    """The hub's config path (a module global, so that tests can point it elsewhere)."""
+    return DEFAULT_PATH
+
+
+def explicit_config(args: argparse.Namespace) -> str | None:
+    """The config named by --config or $KOJI_MESSAGEBUS_CONFIG, if any."""
+    return getattr(args, "config", None) or os.environ.get(ENV_VAR) or None
+
+
+def config_path(args: argparse.Namespace) -> str:
+    return explicit_config(args) or default_path()
+
+
+def get_config(args: argparse.Namespace) -> Config:
+    """Load and validate the config; CliError listing every problem."""
+    try:
+        return load_config(config_path(args))
+    except ConfigError as exc:
+        raise CliError(f"invalid config {exc.path}", EXIT_USAGE, [f"error: {p}" for p in exc.problems]) from None
+
+
+def config_if_any(args: argparse.Namespace) -> Config | None:
+    """The config if one is given or exists at the default path; None otherwise."""
+    if explicit_config(args) is None and not os.path.exists(default_path()):
+        return None
+    return get_config(args)
+
+
+@contextlib.contextmanager
+def demo_config_file() -> Iterator[str]:
+    """The built-in demo config as a temporary file (mode 600), removed afterwards."""
+    fd, path = tempfile.mkstemp(prefix="koji-messagebus-demo-", suffix=".conf")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(DEMO_CONFIG)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def config_or_demo(args: argparse.Namespace, purpose: str) -> Iterator[tuple[Config, bool]]:
+    """The given config; without one (no --config, no $KOJI_MESSAGEBUS_CONFIG) the built-in demo
+    config, even when the hub's config exists: a demo must not publish into a real exchange."""
+    use_demo = explicit_config(args) is None and (purpose == "demo" or not os.path.exists(default_path()))
+    if not use_demo:
+        yield get_config(args), False
+        return
+    with demo_config_file() as path:
+        yield load_config(path), True
+
+
+def with_exchange(config: Config, name: str | None) -> Config:
+    if not name:
+        return config
+    return dataclasses.replace(config, values={**config.values, ("exchange", "name"): name})
+
+
+def describe_connection(config: Config, endpoint: str) -> str:
+    auth = config.get("broker", "auth")
+    who = f" as '{config.get('broker', 'username')}'" if auth == "PLAIN" else ""
+    vhost = config.get("broker", "vhost")
+    return f"{endpoint} ({auth}{who}{', vhost ' + vhost if vhost else ''})"
+
+
+# ---- argument types ----------------------------------------------------------------------------
+def parse_age(text: str) -> float:
+    """'3600', '90s', '30m', '12h', '5d', '2w' -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text or "")
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age: use SECONDS or a number with s, m, h, d or w "
+                                         "(e.g. 12h, 5d)")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number of seconds > 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 1")
+    return int(text)
+
+
+def message_type_arg(text: str) -> str:
+    """'Tag', 'tag' or 'postTag' -> 'Tag'."""
+    by_lower = {t.lower(): t for t in MESSAGE_TYPES}
+    by_lower.update({cb.lower(): t for cb, t in CALLBACK_TYPES.items()})
+    try:
+        return by_lower[text.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"unknown event {text!r}; one of: {', '.join(MESSAGE_TYPES)}") from None

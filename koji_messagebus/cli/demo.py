@@ -1,0 +1,153 @@
+"""`koji-messagebus demo`: a build's hub events through the plugin, loaded as the hub loads it,
+into the broker, and what a consumer attached beforehand received."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from ..config import ENV_VAR, Config
+from ..hubconf import HubConfigError, read_database_settings
+from ..messages import CALLBACK_TYPES
+from .common import BUILTIN, DEMO_EXCHANGE, EXIT_FAIL, EXIT_OK, CliError, config_or_demo, describe_connection, out
+
+DEMO_ARRIVAL_WAIT = 3.0
+HELP = "run a build's hub events through the plugin into the broker"
+DESCRIPTION = ("Load the plugin as the hub does (koji's PluginTracker), fire a build's events from task to tag to "
+               "repo as hub requests (callbacks, preCommit, COMMIT, postCommit) into the broker, and print what a "
+               "consumer attached beforehand received. Without --config or "
+               f"${ENV_VAR}: the built-in config for the local RabbitMQ (guest/guest, exchange {DEMO_EXCHANGE}). "
+               "The exchange is declared first over AMQP 0-9-1 (pika or rabbitmqadmin), since RabbitMQ 3.x "
+               "cannot create it over AMQP 1.0.")
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("demo", parents=[parent], help=HELP, description=DESCRIPTION)
+    p.add_argument("--pretty", action="store_true", help="print each received message in full")
+    p.add_argument("--json", action="store_true", help="print each received message as one JSON line")
+    p.add_argument("--no-declare", action="store_true", help="do not declare the exchange first")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with config_or_demo(args, "demo") as (config, builtin):
+        source = BUILTIN if builtin else config.path
+        env_before = os.environ.get(ENV_VAR)
+        os.environ[ENV_VAR] = config.path  # the plugin reads its config as in the hub
+        try:
+            return _demo(args, config, source)
+        finally:
+            if env_before is None:
+                os.environ.pop(ENV_VAR, None)
+            else:
+                os.environ[ENV_VAR] = env_before
+
+
+def declare(config: Config) -> str:
+    from ..rabbitmq import DeclareError, declare_exchange
+
+    try:
+        return declare_exchange(config)
+    except DeclareError as exc:
+        raise CliError(str(exc)) from None
+
+
+def hub_connection(config: Config) -> Any:
+    """The hub's database connection when the plugin will use the outbox; None otherwise."""
+    if not config.get("outbox", "enabled") or config.get("broker", "test_mode"):
+        return None
+    try:
+        return read_database_settings(config.get("outbox", "hub_config")).connect()
+    except HubConfigError as exc:
+        raise CliError(f"[outbox] enabled = true needs the hub database: {exc}") from None
+
+
+def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
+    from .. import examples
+    from ..listener import open_listener, source_addresses, temporary_queue
+    from ..testing import HubSimulator
+
+    story = examples.build_story()
+    total = sum(len(events) for _, _, events in story)
+    out(f"koji-messagebus demo: a build from task to tag to repo — {len(story)} hub requests, {total} events")
+    out(f"  config: {source}; broker {describe_connection(config, str(config.endpoints[0]))}, exchange "
+        f"'{config.exchange}' ({config.get('exchange', 'type')})")
+    if not args.no_declare:
+        out(f"  {declare(config)}")
+    keys = ["#"] if config.get("exchange", "type") == "topic" else [""]
+    queue_source, how = temporary_queue(config, keys)
+    queue_made = queue_source is not None
+    sources = [queue_source] if queue_source else source_addresses(config, keys)
+    listener = open_listener(config, sources)
+    try:
+        what = f"{how}, removed when it leaves" if queue_made else f"{', '.join(sources)} (the broker binds a queue)"
+        out(f"  a consumer is listening over AMQP 1.0 on {what}")
+        cnx = hub_connection(config)
+        hub = HubSimulator(cnx, echo_log=bool(getattr(args, "debug", False)))
+        try:
+            out(f"  plugin loaded as the hub loads it: {hub.describe()}")
+            received = _demo_requests(args, config, story, hub, listener)
+        finally:
+            hub.close()
+            if cnx is not None:
+                cnx.close()
+        note = None if queue_made else listener.leftover_queue_note()
+    finally:
+        listener.close()
+    if config.get("broker", "test_mode"):
+        out(f"test_mode = true in {source}: the plugin logged each message instead of sending it; nothing to "
+            "receive")
+        return EXIT_OK
+    out(f"done: the consumer received {received} of {total} message(s)")
+    if note:
+        out(f"note: {note}")
+    if received == total:
+        given = "" if source == BUILTIN else f" --config {config.path}"
+        out(f"next: `koji-messagebus{given} listen --pretty` in another terminal while you run the demo again; "
+            "`koji-messagebus preview Tag` shows any event without a broker")
+        return EXIT_OK
+    return EXIT_FAIL
+
+
+def _headers_line(headers: dict[str, Any]) -> str:
+    return " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in headers.items() if k != "type")
+
+
+def _demo_requests(args: argparse.Namespace, config: Config, story: list[Any], hub: Any, listener: Any) -> int:
+    from ..listener import message_record, render
+
+    received = fired = 0
+    test_mode = config.get("broker", "test_mode")
+    for i, (method, what, events) in enumerate(story, 1):
+        out(f"[{i}/{len(story)}] {method}: {what}")
+        seconds, logged = hub.request(method, events)
+        for level, line in logged:
+            out(f"      plugin {logging.getLevelName(level).lower()}: {line}")
+        kinds = ", ".join(CALLBACK_TYPES[cb] for cb, _ in events)
+        out(f"      hub: {kinds} -> preCommit, COMMIT, postCommit ({seconds * 1000:.1f} ms in postCommit)")
+        fired += len(events)
+        if test_mode or any(level >= logging.ERROR for level, _ in logged):
+            continue  # nothing was sent (the plugin said why)
+        expected = fired
+
+        def handle(msg: Any, expected: int = expected) -> bool:
+            nonlocal received
+            record = message_record(msg)
+            received += 1
+            if args.pretty:
+                out(render(record, True))
+            elif args.json:
+                out(render(record, False))
+            else:
+                out(f"      consumer got {record['type']:<17} {record['routing_key']}  "
+                    f"{_headers_line(record['headers'])}")
+            return received < expected
+
+        listener.listen(handle, time.monotonic() + DEMO_ARRIVAL_WAIT)
+        if received < expected:
+            out(f"      consumer: {expected - received} message(s) did not arrive within {DEMO_ARRIVAL_WAIT:g}s")
+    return received

@@ -1,0 +1,58 @@
+"""`koji-messagebus install-plugin`: put the shim the hub loads by name into its PluginPath."""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import shutil
+
+from .common import EXIT_OK, CliError, default_path, out
+
+DEFAULT_PLUGIN_PATH = "/usr/lib/koji-hub-plugins"
+HELP = "copy the hub plugin file into the hub's PluginPath"
+DESCRIPTION = ("Copy the file the hub loads by name (messagebus.py, a shim importing the koji_messagebus package) "
+               "into the hub's PluginPath and say what to add to hub.conf.")
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("install-plugin", parents=[parent], help=HELP, description=DESCRIPTION)
+    p.add_argument("--plugin-path", default=DEFAULT_PLUGIN_PATH, metavar="DIR",
+                   help="the hub's PluginPath (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing, different messagebus.py")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import hub
+
+    source = os.path.join(os.path.dirname(hub.__file__), "messagebus.py")
+    directory = args.plugin_path
+    target = os.path.join(directory, "messagebus.py")
+    if not os.path.isdir(directory):
+        raise CliError(f"plugin directory {directory} does not exist (is koji-hub installed here? its hub.conf "
+                       "names it as PluginPath): pass --plugin-path DIR")
+    if os.path.exists(target):
+        if filecmp.cmp(source, target, shallow=False):
+            out(f"{target} is already installed and up to date")
+            print_enable_hint(directory)
+            return EXIT_OK
+        if not args.force:
+            raise CliError(f"{target} exists and is not this plugin's shim (Koji's legacy messagebus plugin?); "
+                           "move it away or pass --force to replace it")
+    try:
+        shutil.copyfile(source, target)
+        os.chmod(target, 0o644)
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror} (run as root?)") from None
+    out(f"installed {target} (imports the plugin from the koji_messagebus package)")
+    print_enable_hint(directory)
+    return EXIT_OK
+
+
+def print_enable_hint(directory: str) -> None:
+    out("To enable it, in /etc/koji-hub/hub.conf, section [hub]:")
+    out(f"    PluginPath = {directory}")
+    out("    Plugins = messagebus        (add it to the space-separated list if there is one)")
+    out(f"then write {default_path()} (every key: conf/messagebus.conf), run `koji-messagebus check`, "
+        "and restart the hub (httpd).")

@@ -1,0 +1,123 @@
+"""`koji-messagebus listen`: attach to the exchange and print each message as it arrives."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from ..config import Config
+from .common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    config_or_demo,
+    default_path,
+    err,
+    out,
+    positive_float,
+    positive_int,
+    with_exchange,
+)
+
+HELP = "print messages as they arrive"
+DESCRIPTION = """\
+Attach to the exchange with a temporary queue and print each message as it arrives: one JSON
+object per line (routing_key, type, id, created, durable, headers, body), or --pretty.
+
+Topic exchange: --key takes binding patterns ('*' one word, '#' any number), e.g.
+  --key 'koji.event.Tag.f44-updates-candidate.#' --key 'koji.event.BuildStateChange.state.hello'
+Several --key each get their own binding; a message matching several is printed once.
+
+--header NAME=GLOB matches the message's headers ON THE CLIENT SIDE, for both exchange types:
+RabbitMQ 3.x cannot bind on AMQP 1.0 application properties (a headers exchange does not see
+them), so every message of the binding is received and only the matching ones are printed.
+Values compare as text (null, true/false for None and booleans); GLOB may use * and ?.
+
+The queue: RabbitMQ 3.x cannot declare a temporary queue over AMQP 1.0 (its plugin makes the
+queue of the source /exchange/NAME/KEY neither exclusive nor auto-delete, so it would stay and
+keep collecting messages). With pika installed, the listener declares an auto-delete queue over
+AMQP 0-9-1, binds it with the keys and consumes it over AMQP 1.0 (/amq/queue/NAME); the broker
+deletes it when the listener leaves. Without pika (or with --source) it uses /exchange/NAME/KEY;
+then a queue policy removes the leftovers once unused:
+  rabbitmqctl set_policy --apply-to queues koji-messagebus-listeners '^amq\\.gen-' '{"expires":600000}'
+
+Exit: 0 after --count messages, at --timeout, or on Ctrl-C; 1 if the broker fails, or if
+--timeout ends before --count messages arrived."""
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("listen", parents=[parent], help=HELP, description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--key", action="append", metavar="PATTERN",
+                   help="topic binding pattern (repeatable; default '#': everything)")
+    p.add_argument("--header", action="append", metavar="NAME=GLOB",
+                   help="print only messages whose header matches (repeatable: all must match; client-side)")
+    p.add_argument("--count", type=positive_int, metavar="N", help="stop after N printed messages")
+    p.add_argument("--timeout", type=positive_float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--pretty", action="store_true", help="readable blocks instead of one JSON object per line")
+    p.add_argument("--exchange", metavar="NAME", help="listen to this exchange instead of [exchange] name")
+    p.add_argument("--source", metavar="TEMPLATE",
+                   help="AMQP 1.0 only: receiver source address with {name} and {key}, e.g. /exchange/{name}/{key} "
+                   "(RabbitMQ 3.x); default: a temporary queue prepared with pika when installed, else that")
+    p.add_argument("--quiet", action="store_true", help="no note about RabbitMQ 3.x leaving a queue behind")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..listener import DEFAULT_SOURCE, HeaderMatch, open_listener, source_addresses, temporary_queue
+
+    try:
+        matches = [HeaderMatch(spec) for spec in args.header or []]
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    with config_or_demo(args, "listen") as (config, demo):
+        config = with_exchange(config, args.exchange)
+        if demo:
+            err(f"note: no config at {default_path()}: using the built-in demo config (local RabbitMQ, exchange "
+                f"'{config.exchange}'); pass --config for another")
+        if args.key and config.get("exchange", "type") != "topic":
+            raise CliError(f"--key needs a topic exchange; '{config.exchange}' is configured as "
+                           f"{config.get('exchange', 'type')}: use --header", EXIT_USAGE)
+        keys = (args.key or ["#"]) if config.get("exchange", "type") == "topic" else [""]
+        source, how = (None, "--source given") if args.source else temporary_queue(config, keys)
+        sources = [source] if source else source_addresses(config, keys, args.source or DEFAULT_SOURCE)
+        listener = open_listener(config, sources)
+    try:
+        return _listen(args, config, listener, matches, how if source else None)
+    finally:
+        listener.close()
+
+
+def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: list[Any], queue: str | None) -> int:
+    from ..listener import message_record, render
+
+    binding = ", ".join(args.key or ["#"]) if config.get("exchange", "type") == "topic" else "(all)"
+    filters = f"; header match (client-side): {' '.join(map(str, matches))}" if matches else ""
+    err(f"listening on {listener.endpoint} exchange '{config.exchange}' ({config.get('exchange', 'type')}), "
+        f"binding {binding}{filters}, via {queue or ', '.join(listener.sources)}; Ctrl-C to stop")
+    note = None if queue else listener.leftover_queue_note()
+    if note and not args.quiet:
+        err(f"note: {note}")
+    shown = 0
+
+    def handle(msg: Any) -> bool:
+        nonlocal shown
+        record = message_record(msg)
+        if not all(m.matches(record["headers"]) for m in matches):
+            return True
+        out(render(record, args.pretty))
+        shown += 1
+        return not (args.count and shown >= args.count)
+
+    until = time.monotonic() + args.timeout if args.timeout else None
+    try:
+        listener.listen(handle, until)
+    except KeyboardInterrupt:
+        err(f"stopped after {shown} message(s)")
+        return EXIT_OK
+    if args.count and shown < args.count:
+        err(f"timeout: {shown} of {args.count} message(s) within {args.timeout:g}s")
+        return EXIT_FAIL
+    return EXIT_OK

@@ -1,0 +1,169 @@
+"""`koji-messagebus outbox status|flush|purge|init`: the outbox table in the hub's database."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ..amqp import BrokerError
+from ..config import Config
+from ..hubconf import DatabaseSettings, HubConfigError, read_database_settings
+from .common import EXIT_FAIL, EXIT_OK, CliError, err, get_config, human_age, out, parse_age
+from .progress import Progress
+
+LOCK_WAIT = 10.0
+HELP = "status, flush, purge or create the outbox table"
+DESCRIPTION = ("Manage the outbox table in the hub's database; the database settings are read from hub.conf "
+               "([hub] DBName, DBUser, DBHost, DBPort, DBPass or DBConnectionString, plus hub.conf.d/*.conf), "
+               "its path from [outbox] hub_config or --hub-config.")
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("outbox", parents=[parent], help=HELP, description=DESCRIPTION)
+    osub = p.add_subparsers(dest="outbox_command", metavar="ACTION")
+    osub.required = True
+    hub_config = argparse.ArgumentParser(add_help=False)
+    hub_config.add_argument("--hub-config", metavar="FILE",
+                            help="the hub's hub.conf (default: [outbox] hub_config of the config)")
+    parents = [parent, hub_config]
+    o = osub.add_parser("status", parents=parents, help="rows waiting and the age of the oldest")
+    o.set_defaults(func=run_status)
+    o = osub.add_parser("flush", parents=parents,
+                        help="send what the outbox holds now, until it is empty or the broker fails",
+                        description="Send the outbox's messages now, oldest first, in batches of [outbox] "
+                        "batch_size, with a progress line; stops when empty (exit 0) or when the broker fails "
+                        "(exit 1; the rest stays). Rows older than [outbox] max_age are dropped, as the plugin "
+                        "does.")
+    o.set_defaults(func=run_flush)
+    o = osub.add_parser("purge", parents=parents, help="delete rows older than an age")
+    o.add_argument("--older-than", type=parse_age, required=True, metavar="AGE",
+                   help="SECONDS, or a number with s, m, h, d or w: 3600, 90m, 12h, 5d")
+    o.set_defaults(func=run_purge)
+    o = osub.add_parser("init", parents=parents, help="create the outbox table (idempotent)")
+    o.set_defaults(func=run_init)
+
+
+def missing_table(settings: DatabaseSettings) -> str:
+    from .. import outbox
+
+    return f"table {outbox.TABLE} does not exist in {settings.describe()}: create it with `koji-messagebus outbox init`"
+
+
+def connect(args: argparse.Namespace, config: Config | None) -> tuple[DatabaseSettings, Any]:
+    """The hub database named by --hub-config or [outbox] hub_config, connected."""
+    path = args.hub_config or (config.get("outbox", "hub_config") if config else None)
+    if path is None:
+        path = get_config(args).get("outbox", "hub_config")
+    try:
+        settings = read_database_settings(path)
+        return settings, settings.connect()
+    except HubConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def database(args: argparse.Namespace, config: Config | None = None) -> Iterator[tuple[DatabaseSettings, Any]]:
+    """The connection for one command: any database failure becomes one line, and the connection
+    is closed whatever happens."""
+    from .. import outbox
+
+    settings, cnx = connect(args, config)
+    try:
+        yield settings, cnx
+    except CliError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line, as every error
+        if outbox.is_undefined_table(exc):
+            raise CliError(missing_table(settings)) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise CliError(f"{settings.describe()}: {first}") from None
+    finally:
+        cnx.close()
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from .. import outbox
+
+    with database(args) as (settings, cnx):
+        rows, age = outbox.status(cnx)
+    out(f"{outbox.TABLE} in {settings.describe()}: {rows} row(s)"
+        + (f", the oldest stored {human_age(age)} ago" if rows else ", empty"))
+    return EXIT_OK
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from .. import outbox
+
+    with database(args) as (settings, cnx):
+        cnx.cursor().execute(outbox.SCHEMA)
+        cnx.commit()
+    out(f"{outbox.TABLE} is ready in {settings.describe()} (created if it was missing)")
+    return EXIT_OK
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    from .. import outbox
+
+    with database(args) as (settings, cnx):
+        removed = outbox.purge(cnx, args.older_than)
+    out(f"purged {removed} row(s) older than {human_age(args.older_than)} from {outbox.TABLE} in "
+        f"{settings.describe()}")
+    return EXIT_OK
+
+
+def run_flush(args: argparse.Namespace) -> int:
+    from .. import outbox
+    from ..publisher import Publisher
+
+    config = get_config(args)
+    counts = {"sent": 0, "refused": 0}
+    failure: list[BrokerError] = []
+    expired = 0
+    with database(args, config) as (settings, cnx):
+        publisher = Publisher(config)
+
+        def send(batch: list[Any]) -> tuple[list[Any], list[Any]]:
+            result = publisher.send(batch)
+            counts["refused"] += len(result.lost)
+            if result.error and result.unsent:
+                failure.append(result.error)
+            return result.accepted + [m for m, _ in result.lost], result.unsent
+
+        try:
+            total, _age = outbox.status(cnx)
+            progress = Progress(f"flushing {outbox.TABLE} ({settings.describe()})", total)
+            lock_wait_until = time.monotonic() + LOCK_WAIT
+            while True:
+                result = outbox.drain(cnx, send, config.get("outbox", "batch_size"),
+                                      max_age=config.get("outbox", "max_age"), max_batches=1)
+                expired += result.expired
+                if result.locked_out:
+                    if time.monotonic() < lock_wait_until:
+                        time.sleep(0.2)  # a hub process holds the drain lock for one batch at a time
+                        continue
+                    progress.done()
+                    raise CliError(f"another process held the outbox drain lock for {LOCK_WAIT:g}s (a hub "
+                                   "process is draining it); try again later")
+                lock_wait_until = time.monotonic() + LOCK_WAIT
+                counts["sent"] += result.sent
+                progress.update(counts["sent"])
+                if failure or not result.left:
+                    break
+        finally:
+            publisher.close()
+    progress.done()
+    left = total - counts["sent"] - expired
+    summary = f"sent {counts['sent'] - counts['refused']} message(s)"
+    if counts["refused"]:
+        summary += f", {counts['refused']} refused by the broker (dropped)"
+    if expired:
+        summary += f", {expired} older than max_age dropped"
+    if failure:
+        err(f"error: {failure[0]}")
+        out(f"{summary}; stopped: the broker failed, {max(left, 0)} row(s) stay in the outbox")
+        return EXIT_FAIL
+    out(f"{summary}; the outbox is empty")
+    return EXIT_OK

@@ -1,0 +1,94 @@
+"""`koji-messagebus preview`: the message the plugin would send for an event, from the callback's
+keyword arguments or a built-in example.  Pure: no broker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from ..messages import MESSAGE_TYPES, format_event
+from .common import EXIT_OK, EXIT_USAGE, CliError, config_if_any, message_type_arg, out
+
+HELP = "print the message the plugin would send for an event"
+DESCRIPTION = ("Print the routing key, headers and body the plugin would send for an event, from the callback's "
+               "keyword arguments as JSON (a file, or - for stdin) or from a built-in realistic example. Pure: no "
+               "broker. The prefix and address come from the config if one is given or exists.")
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("preview", parents=[parent], help=HELP, description=DESCRIPTION)
+    p.add_argument("event", type=message_type_arg, metavar="EVENT",
+                   help=f"event type: {', '.join(MESSAGE_TYPES)} (or the callback name, e.g. postTag)")
+    p.add_argument("kwargs", nargs="?", metavar="KWARGS_JSON",
+                   help="file with the callback's keyword arguments as a JSON object, or - for stdin")
+    p.add_argument("--prefix", help="routing key prefix (default: [topic] prefix, or koji.event)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the readable form")
+    p.set_defaults(func=run)
+
+
+def read_kwargs(source: str) -> dict[str, Any]:
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as fh:
+                text = fh.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {source}: {exc.strerror}", EXIT_USAGE) from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{'stdin' if source == '-' else source}: not JSON: {exc}", EXIT_USAGE) from None
+    if not isinstance(data, dict):
+        raise CliError(f"{'stdin' if source == '-' else source}: expected a JSON object of the callback's keyword "
+                       f"arguments, got {type(data).__name__}", EXIT_USAGE)
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from koji.util import encode_datetime_recurse
+
+    from .. import examples
+    from ..listener import message_record
+    from ..wire import encode
+
+    config = config_if_any(args)
+    prefix = args.prefix if args.prefix is not None else (config.get("topic", "prefix") if config else "koji.event")
+    if args.kwargs:
+        kwargs, origin = read_kwargs(args.kwargs), ("stdin" if args.kwargs == "-" else args.kwargs)
+    else:
+        kwargs, origin = examples.example(args.event), "the built-in example"
+    kwargs = encode_datetime_recurse(kwargs)  # what a @convert_datetime callback receives
+    event = format_event(args.event, kwargs, prefix)
+    to = config.message_to(event.routing_key) if config else None
+    sent = encode(event, to=to, msg_id="(a new UUID per message)", created=time.time())
+    received = message_record(_message(sent.payload))
+    address = to or (config.target_address() if config else "/exchange/koji.events")
+    notes = event.conversions.lossy + event.conversions.lossless
+    if args.json:
+        out(json.dumps({"type": event.type, "routing_key": event.routing_key, "address": address,
+                        "headers": received["headers"], "body": received["body"], "conversions": notes},
+                       sort_keys=True, ensure_ascii=False))
+        return EXIT_OK
+    out(f"# {event.type} from {origin} (prefix '{prefix}'; nothing is sent)")
+    out(f"routing key / subject: {event.routing_key}")
+    out(f"address:               {address}")
+    out("durable:               true; message-id: a new UUID; creation-time: the time of the event")
+    out("headers (application-properties):")
+    out(json.dumps(received["headers"], indent=2, ensure_ascii=False))
+    out("body (AMQP map):")
+    out(json.dumps(received["body"], indent=2, sort_keys=True, ensure_ascii=False))
+    for note in notes:
+        out(f"converted: {note}")
+    return EXIT_OK
+
+
+def _message(payload: bytes) -> Any:
+    from proton import Message
+
+    msg = Message()
+    msg.decode(payload)
+    return msg

@@ -1,0 +1,135 @@
+"""RabbitMQ over AMQP 0-9-1 (pika): what RabbitMQ 3.x cannot do over AMQP 1.0.
+
+Its AMQP 1.0 plugin can neither declare an exchange nor a temporary (auto-delete) queue, so the
+demo declares its exchange and the listener its queue here.  pika is optional (the `cli` extra):
+without it every function says so and the callers fall back or print the command to run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import ssl
+import subprocess
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from .config import Config
+
+QUEUE_EXPIRES_MS = 60000
+
+
+class DeclareError(Exception):
+    """The exchange exists with other settings than the config's."""
+
+
+def amqp091_connect(config: Config) -> tuple[Any, str]:
+    """(a pika BlockingConnection to the first endpoint, or None, and why not): AMQP 0-9-1 with
+    the config's TLS settings and PLAIN or EXTERNAL, for what RabbitMQ 3.x cannot do over AMQP
+    1.0 (declare exchanges and temporary queues).  pika is optional (a test dependency)."""
+    try:
+        import pika
+    except ImportError:
+        return None, "pika is not installed"
+    auth = config.get("broker", "auth")
+    if auth == "PLAIN":
+        credentials = pika.PlainCredentials(config.get("broker", "username"), config.get("broker", "password"))
+    elif auth == "EXTERNAL":
+        credentials = pika.credentials.ExternalCredentials()
+    else:
+        return None, f"auth = {auth} is not available over AMQP 0-9-1 here"
+    ep = config.endpoints[0]
+    ssl_options = None
+    if ep.tls:
+        try:
+            context = ssl.create_default_context(cafile=config.get("broker", "cacert") or None)
+            if not config.get("broker", "ssl_verify"):
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if config.get("broker", "cert"):
+                context.load_cert_chain(config.get("broker", "cert"), config.get("broker", "key") or None)
+        except (OSError, ssl.SSLError) as exc:
+            return None, f"TLS setup for AMQP 0-9-1 failed ({exc})"
+        ssl_options = pika.SSLOptions(context, server_hostname=ep.host)
+    params = pika.ConnectionParameters(
+        ep.host, ep.port, virtual_host=config.get("broker", "vhost") or "/", credentials=credentials,
+        ssl_options=ssl_options, socket_timeout=config.get("broker", "connect_timeout"), connection_attempts=1,
+        blocked_connection_timeout=config.get("broker", "connect_timeout"))
+    try:
+        return pika.BlockingConnection(params), ""
+    except Exception as exc:  # noqa: BLE001 - the AMQP 1.0 path reports the real problem
+        return None, f"AMQP 0-9-1 at {ep.host}:{ep.port} failed ({type(exc).__name__})"
+
+
+def temporary_queue(config: Config, keys: Iterable[str]) -> tuple[str | None, str]:
+    """A real temporary queue on RabbitMQ: declared over AMQP 0-9-1 (pika, if installed) as
+    auto-delete with x-expires and bound with `keys`, then consumed over AMQP 1.0 at
+    `/amq/queue/NAME`; the broker deletes it when the consumer leaves.  Returns (the source
+    address, or None when this is not possible here, and a note saying what happened)."""
+    conn, why = amqp091_connect(config)
+    if conn is None:
+        return None, why
+    import pika
+
+    name = f"koji-messagebus-listen-{uuid.uuid4().hex[:12]}"
+    try:
+        channel = conn.channel()
+        channel.queue_declare(name, durable=False, exclusive=False, auto_delete=True,
+                              arguments={"x-expires": QUEUE_EXPIRES_MS})
+        try:
+            for key in keys:
+                channel.queue_bind(name, config.exchange, key)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            conn.channel().queue_delete(name)
+            return None, f"binding failed: {exc.reply_text}"
+        return f"/amq/queue/{name}", f"queue {name} (auto-delete, bound with {', '.join(keys)} over AMQP 0-9-1)"
+    except Exception as exc:  # noqa: BLE001
+        return None, f"AMQP 0-9-1 queue setup failed ({type(exc).__name__}: {exc})"
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def declare_hint(config: Config) -> str:
+    """A command that declares the configured exchange on RabbitMQ 3.x without any plugin."""
+    name, ex_type, durable = config.exchange, config.get("exchange", "type"), config.get("exchange", "durable")
+    return f"rabbitmqadmin declare exchange name={name} type={ex_type} durable={str(durable).lower()}"
+
+
+def declare_exchange(config: Config) -> str:
+    """Declare the exchange over AMQP 0-9-1 with pika if installed, else rabbitmqadmin.  Returns
+    what was done; DeclareError if it exists with other settings."""
+    name, ex_type, durable = config.exchange, config.get("exchange", "type"), config.get("exchange", "durable")
+    hint = declare_hint(config)
+    conn, why = amqp091_connect(config)
+    if conn is None:
+        if why == "pika is not installed":
+            return _declare_with_rabbitmqadmin(config, hint)
+        return f"could not declare exchange '{name}': {why}; if it is missing: {hint}"
+    import pika
+
+    try:
+        conn.channel().exchange_declare(name, ex_type, durable=durable)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        raise DeclareError(f"exchange '{name}' exists with other settings than [exchange] type = {ex_type}, "
+                           f"durable = {str(durable).lower()}: {exc.reply_text}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
+    return f"exchange '{name}' ({ex_type}, {'durable' if durable else 'transient'}) declared over AMQP 0-9-1"
+
+
+def _declare_with_rabbitmqadmin(config: Config, hint: str) -> str:
+    admin = shutil.which("rabbitmqadmin")
+    name = config.exchange
+    if not admin:
+        return f"did not declare exchange '{name}' (neither pika nor rabbitmqadmin here); if it is missing: {hint}"
+    cmd = [admin, "-H", config.endpoints[0].host, *hint.split()[1:]]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"could not run rabbitmqadmin ({exc}); if the exchange is missing: {hint}"
+    if res.returncode == 0:
+        return f"exchange '{name}' declared with rabbitmqadmin"
+    return f"rabbitmqadmin could not declare exchange '{name}': {(res.stderr or res.stdout).strip()[:200]}"
