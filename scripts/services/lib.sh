@@ -35,5 +35,10 @@ apt_install() {
 # port_open PORT: something listens on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# record NAME: remember that these scripts started NAME (so stop.sh stops only those).
-record() { touch "$STATE/started.$1"; }
+# record NAME [PID]: remember that these scripts started NAME (so stop.sh stops only those), with
+# the service's main PID when known: stop.sh leaves alone a service whose PID is no longer that one
+# (it was restarted by someone else since).
+record() { echo "${2:-}" >"$STATE/started.$1"; }
+
+# recorded NAME: the PID recorded for NAME (empty when none); fails when NAME was not recorded.
+recorded() { [ -f "$STATE/started.$1" ] && cat "$STATE/started.$1"; }

@@ -22,7 +22,7 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   say "starting PostgreSQL $ver"
   pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
   wait_for 60 "$log" "PostgreSQL" pg_isready -q -h 127.0.0.1 -p 5432
-  record postgresql
+  record postgresql "$(head -n1 "/var/run/postgresql/$ver-main.pid" 2>/dev/null || true)"
 fi
 for db in test kmb_bench; do
   psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \

@@ -11,6 +11,7 @@ if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   rabbitmq-server -detached
   record rabbitmq3
   wait_for 90 "$log" "RabbitMQ 3" rabbitmq-diagnostics -q ping
+  record rabbitmq3 "$(rabbitmqctl -q eval 'os:getpid().' 2>/dev/null | tr -dc 0-9)"
 fi
 rabbitmq-plugins -q enable rabbitmq_amqp1_0 >/dev/null
 wait_for 60 "$log" "RabbitMQ 3 AMQP 1.0 listener on 5672" port_open 5672

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Stop what scripts/services/*.sh started (their record marks), and nothing else: a service that
+# was already running (a developer's own) has no mark and is left alone, and so is one whose PID
+# is no longer the recorded one.  `stop.sh NAME...` stops only those (names as recorded:
+# postgresql rabbitmq3 rabbit4 rabbitc1 rabbitc2 rabbitc3 artemis brokerj).  Never fails the run.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/rabbitmq4-lib.sh"
+
+if (($#)); then names=("$@"); else
+  names=()
+  for mark in "$STATE"/started.*; do [ -e "$mark" ] && names+=("${mark##*/started.}"); done
+fi
+
+# stop_pid NAME PID SECONDS: TERM, wait (bounded), then KILL.
+stop_pid() {
+  local name=$1 pid=$2 seconds=$3
+  kill -0 "$pid" 2>/dev/null || return 0
+  say "stopping $name (PID $pid)"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  local end=$((SECONDS + seconds))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < end)); do sleep 0.25; done
+  if kill -0 "$pid" 2>/dev/null; then say "$name did not stop within ${seconds}s: KILL"; kill -KILL "$pid" 2>/dev/null; fi
+}
+
+# same NAME CURRENT_PID: the running service is the one the scripts recorded (no PID recorded: yes)
+same() {
+  local want
+  want=$(recorded "$1") || return 1
+  [ -z "$want" ] || [ "$want" = "$2" ]
+}
+
+for name in "${names[@]}"; do
+  [ -e "$STATE/started.$name" ] || { say "$name: not started by these scripts, left alone"; continue; }
+  case $name in
+    postgresql)
+      ver=$(ls /etc/postgresql 2>/dev/null | sort -n | tail -n1)
+      pid=$(head -n1 "/var/run/postgresql/$ver-main.pid" 2>/dev/null || true)
+      if [ -n "$pid" ] && same postgresql "$pid"; then
+        say "stopping PostgreSQL $ver"
+        timeout 60 pg_ctlcluster --skip-systemctl-redirect "$ver" main stop || true
+      fi ;;
+    rabbitmq3)
+      pid=$(timeout 20 rabbitmqctl -q eval 'os:getpid().' 2>/dev/null | tr -dc 0-9)
+      if [ -n "$pid" ] && same rabbitmq3 "$pid"; then
+        say "stopping RabbitMQ 3"
+        timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || true
+      fi ;;
+    rabbit4 | rabbitc[0-9]*)
+      pid=$(cat "$STATE/$name.pid" 2>/dev/null || true)
+      if [ -n "$pid" ] && same "$name" "$pid"; then rabbit4_stop "$name"; fi ;;
+    artemis | brokerj)
+      pid=$(cat "$STATE/$name.pid" 2>/dev/null || true)
+      if [ -n "$pid" ] && same "$name" "$pid"; then stop_pid "$name" "$pid" 30; fi
+      rm -f "$STATE/$name.pid" ;;
+    *) say "$name: unknown service mark, left alone"; continue ;;
+  esac
+  rm -f "$STATE/started.$name"
+done
+
+# the trees' /proc, once no node of the tree runs
+if [ -d "$TREE/proc" ] && mountpoint -q "$TREE/proc"; then
+  alive=0
+  for pidfile in "$STATE"/rabbit4.pid "$STATE"/rabbitc*.pid; do
+    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && alive=1
+  done
+  ((alive)) || tree_umount "$TREE"
+fi
+exit 0
