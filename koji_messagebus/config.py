@@ -238,8 +238,8 @@ def load_config(path: str | None = None) -> Config:
         with open(path, encoding="utf-8") as fh:
             parser.read_file(fh)
     except FileNotFoundError:
-        raise ConfigError(path, [f"{path}: file not found (set {ENV_VAR} or create it from "
-                                 "conf/messagebus.conf)"]) from None
+        raise ConfigError(path, [f"{path}: file not found (set {ENV_VAR} or create it with "
+                                 "`koji-messagebus sample-config`)"]) from None
     except (OSError, UnicodeDecodeError, configparser.Error) as exc:
         raise ConfigError(path, [f"{path}: cannot be read: {exc}"]) from None
     return parse_config(parser, path)
@@ -418,7 +418,7 @@ def default_cafile() -> str:
 
 
 def render_sample() -> str:
-    """The documented sample config: every key with its default (conf/messagebus.conf is this)."""
+    """The documented sample config: every key with its default (data/messagebus.conf is built on it)."""
     lines = []
     section = None
     for opt in OPTIONS:

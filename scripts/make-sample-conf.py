@@ -1,27 +1,26 @@
-"""Regenerate conf/messagebus.conf and conf/messagebus-schema.sql from the code (config.OPTIONS,
-outbox.SCHEMA).  Run after adding an option: .venv/bin/python scripts/make-sample-conf.py"""
+"""Regenerate the shipped koji_messagebus/data/messagebus.conf and messagebus-schema.sql from the
+code (config.OPTIONS, outbox.SCHEMA, outbox.GRANTS).  Run after adding an option:
+.venv/bin/python scripts/make-sample-conf.py  (tests/unit/test_packaging.py checks they are current)"""
 
-import os
-
+from koji_messagebus import resources
 from koji_messagebus.config import render_sample
-from koji_messagebus.outbox import SCHEMA
+from koji_messagebus.outbox import GRANTS, SCHEMA
 
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 HEADER = """\
 # /etc/koji-hub/plugins/messagebus.conf — configuration of the koji-messagebus hub plugin.
 # Enable the plugin with `Plugins = messagebus` in /etc/koji-hub/hub.conf.
 # Every key is listed with its default (commented out); uncomment to change it.
 # `koji-messagebus check` validates this file and tests the connection.
-# This file may hold a password: chmod 600 it, owned by the user the hub runs as (apache).
+# It may hold a password: the hub (apache) must read it and nobody else:
+#   chown root:apache messagebus.conf && chmod 640 messagebus.conf
 
 """
 OUTBOX_NOTE = """\
 # The outbox keeps messages in the hub's database until the broker has them, so that a broker
 # outage or a hub crash loses nothing. Create its table once (idempotent):
-#   psql -f messagebus-schema.sql koji        (or: koji-messagebus outbox init)
-# and grant the hub's database user SELECT, INSERT, DELETE on messagebus_outbox and USAGE on
-# its sequence messagebus_outbox_id_seq.
-"""
+#   koji-messagebus outbox init        (or: koji-messagebus outbox schema | psql koji)
+# If another role owns the table, grant the hub's database user (here: koji) exactly:
+""" + "".join(f"#   {line}\n" for line in GRANTS.format(role="koji").splitlines())
 SET = {  # the sample's own choices, written below the documented default
     ("broker", "host"): "amqp.example.com",
     ("broker", "ssl"): "true",
@@ -31,7 +30,8 @@ SET = {  # the sample's own choices, written below the documented default
 }
 
 
-def main() -> None:
+def sample() -> str:
+    """The documented sample config: the header, then every key with its default."""
     lines, section = [], None
     for line in render_sample().splitlines():
         if line.startswith("["):
@@ -45,9 +45,13 @@ def main() -> None:
             key = line[1:].split(" = ")[0]
             if (section, key) in SET:
                 lines.append(f"{key} = {SET[(section, key)]}")
-    with open(os.path.join(HERE, "messagebus.conf"), "w") as fh:
-        fh.write(HEADER + "\n".join(lines) + "\n")
-    with open(os.path.join(HERE, "messagebus-schema.sql"), "w") as fh:
+    return HEADER + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    with open(resources.path(resources.SAMPLE_CONFIG), "w") as fh:
+        fh.write(sample())
+    with open(resources.path(resources.SCHEMA), "w") as fh:
         fh.write(SCHEMA)
 
 

@@ -9,13 +9,15 @@ import time
 from ..amqp import BrokerError
 from ..config import Config, ConfigError, load_config
 from ..hubconf import HubConfigError, read_database_settings
-from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, config_path, describe_connection, human_age, out
+from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, config_path, describe_connection, err, human_age, out
+from .outbox import missing_table
 
 HELP = "validate the config, connect and attach as the plugin would"
 DESCRIPTION = ("Validate the config (every problem at once), connect, authenticate and attach to the exchange "
                "exactly as the plugin does, sending nothing; report TLS and auth weaknesses; with [outbox] "
-               "enabled also check the hub database and the outbox table. One line per finding; exit 0 when the "
-               "setup works, 1 if the broker or database fails, 2 for an invalid config.")
+               "enabled also check the hub database and the outbox table. One line per finding: ok on stdout; "
+               "errors, warnings and notes on stderr. Exit 0 when the setup works, 1 if the broker or database "
+               "fails, 2 for an invalid config.")
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -30,14 +32,14 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
-            out(f"error: {problem}")
-        out(f"config {exc.path}: {len(exc.problems)} problem(s); nothing was tried")
+            err(f"error: {problem}")
+        err(f"config {exc.path}: {len(exc.problems)} problem(s); nothing was tried")
         return EXIT_USAGE
     out(f"ok: config {path} is valid")
     for warning in config.warnings:
-        out(f"warning: {warning}")
+        err(f"warning: {warning}")
     if config.get("broker", "test_mode"):
-        out(f"note: {path}: [broker] test_mode = true: the plugin logs messages instead of sending them; "
+        err(f"note: {path}: [broker] test_mode = true: the plugin logs messages instead of sending them; "
             "checking the broker anyway")
     from ..publisher import Publisher
 
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         endpoint = publisher.check()
     except BrokerError as exc:
-        out(f"error: {exc}")
+        err(f"error: {exc}")
         return EXIT_FAIL
     finally:
         publisher.close()
@@ -68,16 +70,15 @@ def check_outbox(config: Config, hub_config: str | None) -> int:
         settings = read_database_settings(path)
         cnx = settings.connect()
     except HubConfigError as exc:
-        out(f"error: outbox: {exc}")
+        err(f"error: outbox: {exc}")
         return EXIT_FAIL
     try:
         rows, age = outbox.status(cnx)
     except Exception as exc:  # noqa: BLE001 - reported as one line
         if outbox.is_undefined_table(exc):
-            out(f"error: outbox: table {outbox.TABLE} does not exist in {settings.describe()}: create it with "
-                "`koji-messagebus outbox init` (or psql -f conf/messagebus-schema.sql)")
+            err(f"error: outbox: {missing_table(settings)}")
         else:
-            out(f"error: outbox: {settings.describe()}: {str(exc).strip().splitlines()[0]}")
+            err(f"error: outbox: {settings.describe()}: {str(exc).strip().splitlines()[0]}")
         return EXIT_FAIL
     finally:
         cnx.close()

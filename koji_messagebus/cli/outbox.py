@@ -11,7 +11,7 @@ from typing import Any
 from ..amqp import BrokerError
 from ..config import Config
 from ..hubconf import DatabaseSettings, HubConfigError, read_database_settings
-from .common import EXIT_FAIL, EXIT_OK, CliError, err, get_config, human_age, out, parse_age
+from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, err, get_config, human_age, out, parse_age
 from .progress import Progress
 
 LOCK_WAIT = 10.0
@@ -29,21 +29,38 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     hub_config.add_argument("--hub-config", metavar="FILE",
                             help="the hub's hub.conf (default: [outbox] hub_config of the config)")
     parents = [parent, hub_config]
-    o = osub.add_parser("status", parents=parents, help="rows waiting and the age of the oldest")
+    o = osub.add_parser("status", parents=parents, help="rows waiting and the age of the oldest",
+                        description="Print how many messages the outbox holds and how long ago the oldest was "
+                        "stored. Read-only.")
     o.set_defaults(func=run_status)
     o = osub.add_parser("flush", parents=parents,
                         help="send what the outbox holds now, until it is empty or the broker fails",
                         description="Send the outbox's messages now, oldest first, in batches of [outbox] "
                         "batch_size, with a progress line; stops when empty (exit 0) or when the broker fails "
                         "(exit 1; the rest stays). Rows older than [outbox] max_age are dropped, as the plugin "
-                        "does.")
+                        "does. koji-messagebus-flush.timer runs this periodically.")
     o.set_defaults(func=run_flush)
-    o = osub.add_parser("purge", parents=parents, help="delete rows older than an age")
+    o = osub.add_parser("purge", parents=parents, help="delete rows older than an age",
+                        description="Delete the outbox rows stored longer ago than AGE, without sending them "
+                        "(messages nobody will receive). --older-than 0 would delete every row, including "
+                        "messages stored a moment ago: it needs --yes.")
     o.add_argument("--older-than", type=parse_age, required=True, metavar="AGE",
                    help="SECONDS, or a number with s, m, h, d or w: 3600, 90m, 12h, 5d")
+    o.add_argument("--yes", action="store_true", help="confirm --older-than 0 (delete every row)")
     o.set_defaults(func=run_purge)
-    o = osub.add_parser("init", parents=parents, help="create the outbox table (idempotent)")
+    o = osub.add_parser("init", parents=parents, help="create the outbox table (idempotent)",
+                        description="Create the outbox table and its index in the hub's database if they are "
+                        "missing (the SQL of `koji-messagebus outbox schema`); run it as a user that may create "
+                        "tables, then grant the hub's user what `outbox schema` lists.")
     o.set_defaults(func=run_init)
+    o = osub.add_parser("schema", parents=[parent], help="print the outbox table's SQL and the grants it needs",
+                        description="Print the SQL that creates the outbox table (what `outbox init` runs), for "
+                        "psql or a migration tool (koji-messagebus outbox schema | psql koji), followed by the "
+                        "GRANT statements that give the hub's database user exactly what the plugin needs, for "
+                        "when another role owns the table.")
+    o.add_argument("--role", default="koji", metavar="USER",
+                   help="the hub's database user (hub.conf DBUser) for the GRANT statements (default: %(default)s)")
+    o.set_defaults(func=run_schema)
 
 
 def missing_table(settings: DatabaseSettings) -> str:
@@ -107,10 +124,22 @@ def run_init(args: argparse.Namespace) -> int:
 def run_purge(args: argparse.Namespace) -> int:
     from .. import outbox
 
+    if args.older_than <= 0 and not args.yes:
+        raise CliError("--older-than 0 deletes every row of the outbox, also messages not yet sent; add --yes if "
+                       "that is what you want", EXIT_USAGE)
     with database(args) as (settings, cnx):
         removed = outbox.purge(cnx, args.older_than)
     out(f"purged {removed} row(s) older than {human_age(args.older_than)} from {outbox.TABLE} in "
         f"{settings.describe()}")
+    return EXIT_OK
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    from .. import outbox, resources
+
+    out(resources.read(resources.SCHEMA).rstrip("\n"))
+    out(f"-- When another role owns the table, the hub's user ({args.role}) needs exactly:")
+    out(outbox.grants(args.role).rstrip("\n"))
     return EXIT_OK
 
 

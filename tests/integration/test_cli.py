@@ -187,7 +187,7 @@ def test_check_works_and_sends_nothing(exchanges, conf):
         assert res.returncode == 0, res.stdout + res.stderr
         lines = res.stdout.splitlines()
         assert lines[0].startswith("ok: config ")
-        assert any(line.startswith("warning: ") and "PLAIN without TLS" in line for line in lines)
+        assert any(line.startswith("warning: ") and "PLAIN without TLS" in line for line in res.stderr.splitlines())
         assert lines[-1].startswith("ok: broker amqp://127.0.0.1:5672 (PLAIN as 'guest') accepted the login")
         assert f"exchange '{exchange}' (address /exchange/{exchange})" in lines[-1]
         assert consumer.collect(timeout=0.5) == []
@@ -200,14 +200,14 @@ def test_check_unreachable_broker(exchanges, conf):
     start = time.monotonic()
     res = run("--config", conf(exchanges(), broker={"port": port}), "check")
     assert res.returncode == 1
-    assert res.stdout.splitlines()[-1] == f"error: broker 127.0.0.1:{port} unreachable: Connection refused"
+    assert res.stderr.splitlines()[-1] == f"error: broker 127.0.0.1:{port} unreachable: Connection refused"
     assert time.monotonic() - start < 5
 
 
 def test_check_wrong_password(exchanges, conf):
     res = run("--config", conf(exchanges(), broker={"password": "not-the-password"}), "check")
     assert res.returncode == 1
-    last = res.stdout.splitlines()[-1]
+    last = res.stderr.splitlines()[-1]
     assert last.startswith("error: authentication with PLAIN as user 'guest' failed at broker 127.0.0.1:5672")
     assert "not-the-password" not in res.stdout + res.stderr
 
@@ -216,7 +216,7 @@ def test_check_missing_exchange(exchanges, conf):
     exchange = exchanges(declare=False)
     res = run("--config", conf(exchange), "check")
     assert res.returncode == 1
-    last = res.stdout.splitlines()[-1]
+    last = res.stderr.splitlines()[-1]
     assert last.startswith(f"error: exchange '{exchange}' (address /exchange/{exchange}) does not exist")
     assert "rabbitmqadmin declare exchange" in last
 
@@ -226,8 +226,8 @@ def test_check_broken_config_lists_every_problem(tmp_path):
                         outbox={"enabled": "sometimes"})
     res = run("--config", path, "check")
     assert res.returncode == 2
-    errors = [line for line in res.stdout.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 4, res.stdout
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 4, res.stderr
     for key in ("[broker] port", "[broker] ssl_verify", "[outbox] enabled", "[broker] username is empty"):
         assert any(key in line for line in errors), key
 
@@ -238,15 +238,15 @@ def test_check_reports_a_readable_password_file(exchanges, conf, tmp_path):
     os.chmod(secret, 0o644)
     res = run("--config", conf(exchanges(), broker={"password": "", "password_file": secret}), "check")
     assert res.returncode == 0
-    assert any(f"chmod 600 {secret}" in line and line.startswith("warning:") for line in res.stdout.splitlines())
+    assert any(f"chmod 600 {secret}" in line and line.startswith("warning:") for line in res.stderr.splitlines())
 
 
 def test_check_with_the_outbox(exchanges, conf, pg):
     path = conf(exchanges(), outbox={"enabled": "true", "hub_config": pg.hub_conf})
     res = run("--config", path, "check")
     assert res.returncode == 1
-    assert f"error: outbox: table {outbox.TABLE} does not exist" in res.stdout
-    assert "koji-messagebus outbox init" in res.stdout
+    assert f"error: outbox: table {outbox.TABLE} does not exist" in res.stderr
+    assert "koji-messagebus outbox init" in res.stderr
     pg.create_table()
     res = run("--config", path, "check")
     assert res.returncode == 0, res.stdout
@@ -391,7 +391,7 @@ def test_check_and_listen_over_tls(exchanges, conf, tls_conf, auth):
     path = tls_conf(exchange, **extra)
     res = run("--config", path, "check")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "warning" not in res.stdout
+    assert "warning" not in res.stdout + res.stderr
     assert f"ok: broker amqps://localhost:{tls.PORT} ({auth}" in res.stdout
     listener = Listen("--config", path, "--count", "1", "--timeout", "20")
     assert listener.queue  # a temporary queue prepared over AMQP 0-9-1 with the same TLS settings
@@ -407,7 +407,7 @@ def test_check_over_tls_with_an_untrusted_ca_fails_clearly(exchanges, tls_conf):
 
     res = run("--config", tls_conf(exchanges(), cacert=tls.UNTRUSTED_CA), "check")
     assert res.returncode == 1
-    assert res.stdout.splitlines()[-1].startswith("error: TLS")
+    assert res.stderr.splitlines()[-1].startswith("error: TLS")
 
 
 # ---- demo --------------------------------------------------------------------------------------

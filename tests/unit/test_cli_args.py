@@ -135,7 +135,9 @@ def test_check_lists_every_config_problem_and_tries_nothing(tmp_path, capsys):
     path = write_config(tmp_path / "bad.conf", "x", broker={"port": "0", "auth": "NOPE", "bogus": "1"},
                         exchange={"type": "fanout"})
     assert cli.main(["--config", path, "check"]) == 2
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    assert captured.out == ""  # errors go to stderr, as for every command
+    lines = captured.err.splitlines()
     problems = [line for line in lines if line.startswith("error: ")]
     assert len(problems) == 4, lines
     assert any("[broker] port = '0' is invalid" in p for p in problems)
@@ -148,7 +150,7 @@ def test_check_lists_every_config_problem_and_tries_nothing(tmp_path, capsys):
 def test_missing_config_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", str(tmp_path / "none.conf"))
     assert cli.main(["check"]) == 2
-    assert "none.conf: file not found" in capsys.readouterr().out
+    assert "none.conf: file not found" in capsys.readouterr().err
 
 
 def test_other_commands_print_config_problems_on_stderr(tmp_path, capsys):

@@ -113,15 +113,15 @@ def test_warnings_plain_without_tls_and_readable_password(tmp_path):
 
 def test_sample_conf_documents_every_key_with_its_default():
     parser = configparser.RawConfigParser()
-    sample = os.path.join(ROOT, "conf", "messagebus.conf")
+    sample = os.path.join(ROOT, "koji_messagebus", "data", "messagebus.conf")
     text = open(sample).read()
     parser.read_string(text)
     for opt in OPTIONS:
         assert parser.has_section(opt.section), opt.section
-        assert f"\n#{opt.key} = " in text, f"[{opt.section}] {opt.key} not documented in conf/messagebus.conf"
+        assert f"\n#{opt.key} = " in text, f"[{opt.section}] {opt.key} not documented in the sample config"
     assert parser.get("outbox", "enabled") == "true"
 
 
 def test_schema_file_matches_code():
-    with open(os.path.join(ROOT, "conf", "messagebus-schema.sql")) as fh:
+    with open(os.path.join(ROOT, "koji_messagebus", "data", "messagebus-schema.sql")) as fh:
         assert fh.read() == SCHEMA
