@@ -387,9 +387,10 @@ def security_warnings(path: str, values: dict, endpoints: tuple[Endpoint, ...]) 
             mode = os.stat(file).st_mode
         except OSError:
             continue
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
+        if mode & stat.S_IROTH:  # group-readable is how the hub reads it: 0640 root:apache
             warnings.append(f"{file} ({key}) {what} and is readable by other users "
-                            f"(mode {stat.S_IMODE(mode):o}); fix: chmod 600 {file}")
+                            f"(mode {stat.S_IMODE(mode):o}); fix: chown root:apache {file} && chmod 640 {file} "
+                            f"(or chmod 600 {file} if apache owns it)")
     return warnings
 
 
