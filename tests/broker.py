@@ -1,5 +1,9 @@
 """What actually arrived: a pika (AMQP 0-9-1) consumer bound to the exchange, and a decoder of
-the AMQP 1.0 sections RabbitMQ 3.x keeps in the 0-9-1 message."""
+the AMQP 1.0 sections RabbitMQ 3.x keeps in the 0-9-1 message (4.x gives native headers).
+
+The broker is the run's target (tests/brokers.py, from KMB_BROKER*); the AMQP 1.0 receiver for
+every broker is in tests/receiver.py; `bound_consumer` picks pika where the broker speaks 0-9-1.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,17 @@ from typing import Any
 import pika
 from proton import Data
 
-AMQP_HOST = "127.0.0.1"
-AMQP_PORT = 5672
+from tests.brokers import need, target
+
+AMQP_HOST = target().host
+AMQP_PORT = target().amqp091_port or target().port  # pika's port; only used where the broker has 0-9-1
+
+
+def pika_parameters() -> pika.ConnectionParameters:
+    """pika to the run's broker (skips the test where the broker has no AMQP 0-9-1)."""
+    t = need("pika")
+    return pika.ConnectionParameters(t.host, t.amqp091_port or t.port,
+                                     credentials=pika.PlainCredentials(t.user, t.password))
 
 
 def _decode_section(raw: bytes) -> Any:
@@ -34,9 +47,14 @@ class Received:
 
 
 def decode_091(method, props, body: bytes) -> Received:
-    """Rebuild the AMQP 1.0 message from what RabbitMQ's AMQP 1.0 plugin stored."""
+    """Rebuild the AMQP 1.0 message from what RabbitMQ stored: 3.x keeps the application-properties
+    and properties sections as blobs in x-amqp-1.0-* headers; 4.x gives the application-properties
+    as native headers and keeps no subject (None then)."""
     hdrs = props.headers or {}
-    app = _decode_section(hdrs["x-amqp-1.0-app-properties"]) if "x-amqp-1.0-app-properties" in hdrs else {}
+    if "x-amqp-1.0-app-properties" in hdrs:
+        app = _decode_section(hdrs["x-amqp-1.0-app-properties"])
+    else:  # RabbitMQ 4.x: native headers (only the x-amqp-1.0-* blobs are not application-properties)
+        app = {k: v for k, v in hdrs.items() if not k.startswith("x-amqp-1.0-")}
     section = _decode_section(body)  # the amqp-value section (described type 0x77)
     value = section.value if hasattr(section, "value") else section
     subject = None
@@ -54,8 +72,9 @@ class Consumer:
 
     def __init__(self, exchange: str, ex_type: str = "topic", bindings: list | None = None,
                  declare: bool = True):
-        self.conn = pika.BlockingConnection(pika.ConnectionParameters(AMQP_HOST, AMQP_PORT))
+        self.conn = pika.BlockingConnection(pika_parameters())
         self.ch = self.conn.channel()
+        self.hides_subject = target().flavour != "rabbitmq3"  # 4.x gives 0-9-1 consumers no subject
         if declare:
             self.ch.exchange_declare(exchange, ex_type, durable=False, auto_delete=False)
         self.exchange = exchange
@@ -97,8 +116,25 @@ class Consumer:
 
 
 def delete_exchange(name: str) -> None:
-    conn = pika.BlockingConnection(pika.ConnectionParameters(AMQP_HOST, AMQP_PORT))
+    """Make sure the exchange does not exist (on Artemis, which has no exchanges: nothing to do)."""
+    t = target()
+    if t.flavour == "brokerj":
+        from tests.receiver import brokerj_manage
+        brokerj_manage("DELETE", "org.apache.qpid.TopicExchange", name)
+        return
+    if not t.has("exchanges"):
+        return
+    conn = pika.BlockingConnection(pika_parameters())
     try:
         conn.channel().exchange_delete(name)
     finally:
         conn.close()
+
+
+def bound_consumer(exchange: str, ex_type: str = "topic", bindings: list | None = None, declare: bool = True):
+    """A consumer of what the plugin sent to `exchange`: pika where the broker speaks 0-9-1, the
+    AMQP 1.0 receiver (tests/receiver.py) elsewhere; both give collect() and close()."""
+    if target().has("pika"):
+        return Consumer(exchange, ex_type, bindings, declare)
+    from tests.receiver import Receiver
+    return Receiver(exchange, ex_type, bindings, declare)

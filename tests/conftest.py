@@ -9,14 +9,20 @@ import uuid
 import pytest
 
 from koji_messagebus import plugin as mb_plugin
+from tests.brokers import broker, target  # noqa: F401 - pytest finds fixtures by name here
 
 
 def write_config(path, exchange_name: str = "koji.events", **sections) -> str:
-    """Write a messagebus.conf for the local RabbitMQ; keyword args are {section: {key: value}}."""
+    """Write a messagebus.conf for the run's broker (tests/brokers.py: KMB_BROKER*); keyword args
+    are {section: {key: value}}."""
+    t = target()
+    exchange = {"name": exchange_name, "type": "topic"}
+    if t.address:
+        exchange["address"] = t.address
     values = {
-        "broker": {"host": "127.0.0.1", "port": "5672", "auth": "PLAIN", "username": "guest",
-                   "password": "guest", "timeout": "5", "connect_timeout": "5", "retry_interval": "30"},
-        "exchange": {"name": exchange_name, "type": "topic"},
+        "broker": {"host": t.host, "port": str(t.port), "auth": "PLAIN", "username": t.user,
+                   "password": t.password, "timeout": "5", "connect_timeout": "5", "retry_interval": "30"},
+        "exchange": exchange,
         "topic": {"prefix": "koji.event"},
     }
     for section, keys in sections.items():
@@ -58,3 +64,18 @@ def _fresh_runtime(monkeypatch):
     mb_plugin.reset(None)
     yield
     mb_plugin.reset(None)
+
+
+def pytest_runtest_setup(item):
+    """@pytest.mark.requires("feature", ...): skip, with the reason, on a broker without them."""
+    for mark in item.iter_markers(name="requires"):
+        t = target()
+        for feature in mark.args:
+            reason = t.why_not(feature)
+            if reason:
+                pytest.skip(f"{t.flavour}: needs {feature}: {reason}")
+
+
+def pytest_report_header(config):
+    t = target()
+    return f"broker: {t.flavour} {t.product} {t.version} at {t.endpoint} (KMB_BROKER*)"

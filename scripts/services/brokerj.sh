@@ -2,7 +2,8 @@
 # Qpid Broker-J 9.2.0 (bin tarball from Maven Central: org.apache.qpid:apache-qpid-broker-j) with
 # AMQP 1.0 on 127.0.0.1:5690 and AMQP 1.0 over TLS on :5691 (the test CA of .ci/rabbitmq-tls.sh,
 # when it made one); users guest/guest and admin/admin (Plain provider: PLAIN also without TLS,
-# SCRAM-SHA-1/256, CRAM-MD5); one in-memory virtual host `default` (the default alias: any AMQP hostname lands there);
+# SCRAM-SHA-1/256, CRAM-MD5); one virtual host `default` on a Derby store (a memory store refuses durable messages; any AMQP
+# hostname lands there);
 # no HTTP management.  Its work directory is made afresh at each start from the initial config.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -70,18 +71,20 @@ cat >"$WORK/initial-config.json" <<JSON
              "virtualhostaliases": [{"name": "nameAlias", "type": "nameAlias"},
                                     {"name": "defaultAlias", "type": "defaultAlias"},
                                     {"name": "hostnameAlias", "type": "hostnameAlias"}]}$tls_port],
-  "virtualhostnodes": [{"name": "default", "type": "Memory", "defaultVirtualHostNode": "true",
-                        "virtualHostInitialConfiguration": "{\"type\": \"Memory\"}"}]
+  "virtualhostnodes": [{"name": "default", "type": "JSON", "defaultVirtualHostNode": "true",
+                        "virtualHostInitialConfiguration": "{\"type\": \"DERBY\"}"}]
 }
 JSON
 
 say "starting Qpid Broker-J $VERSION (work dir $WORK)"
+cd "$WORK"  # Derby writes derby.log into the current directory
 QPID_WORK=$WORK QPID_PID_FILENAME=qpid-server.pid QPID_JAVA_MEM="-Xmx384m -XX:MaxDirectMemorySize=256m" \
   setsid "$HOMEDIR/bin/qpid-server" -icp "$WORK/initial-config.json" >"$STATE/brokerj.out" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 record brokerj "$(cat "$PIDFILE")"
 end=$((SECONDS + 90))
-until port_open "$PORT" && { [ -z "$tls_port" ] || port_open "$TLS_PORT"; }; do
+ready() { port_open "$PORT" && { [ -z "$tls_port" ] || port_open "$TLS_PORT"; } && grep -q 'BRK-1004' "$LOG" 2>/dev/null; }
+until ready; do
   if ! running || ((SECONDS >= end)); then
     printf 'error: Broker-J did not come up on %s within 90 s; last lines of %s and %s:\n' "$PORT" "$LOG" \
       "$STATE/brokerj.out" >&2
