@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from types import FrameType
 
@@ -76,15 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.func(args))
         except CliError as exc:
+            if debug:
+                traceback.print_exc()
             for line in exc.lines or [f"error: {exc}"]:
                 err(line)
-            if debug:
-                raise
-            return exc.code
+            return exc.code  # the same exit code with --debug
         except BrokerError as exc:
-            err(f"error: {exc}")
             if debug:
-                raise
+                traceback.print_exc()
+            err(f"error: {exc}")
             return EXIT_FAIL
         except KeyboardInterrupt:
             err("interrupted")

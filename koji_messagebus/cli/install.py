@@ -6,6 +6,7 @@ import argparse
 import filecmp
 import os
 import shutil
+import time
 
 from .common import EXIT_OK, CliError, default_path, out
 
@@ -17,9 +18,9 @@ DESCRIPTION = ("Copy the file the hub loads by name (messagebus.py, a shim impor
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser("install-plugin", parents=[parent], help=HELP, description=DESCRIPTION)
-    p.add_argument("--plugin-path", default=DEFAULT_PLUGIN_PATH, metavar="DIR",
-                   help="the hub's PluginPath (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="replace an existing, different messagebus.py")
+    p.add_argument("--plugin-path", metavar="DIR", help=f"the hub's PluginPath (default: {DEFAULT_PLUGIN_PATH})")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing, different messagebus.py (kept as messagebus.py.bak-TIME)")
     p.set_defaults(func=run)
 
 
@@ -27,11 +28,13 @@ def run(args: argparse.Namespace) -> int:
     from .. import hub
 
     source = os.path.join(os.path.dirname(hub.__file__), "messagebus.py")
-    directory = args.plugin_path
+    directory = os.path.abspath(args.plugin_path or DEFAULT_PLUGIN_PATH)  # hub.conf needs an absolute path
     target = os.path.join(directory, "messagebus.py")
     if not os.path.isdir(directory):
+        how = "check the path" if args.plugin_path else "pass --plugin-path DIR"
         raise CliError(f"plugin directory {directory} does not exist (is koji-hub installed here? its hub.conf "
-                       "names it as PluginPath): pass --plugin-path DIR")
+                       f"names it as PluginPath): {how}")
+    backup = None
     if os.path.exists(target):
         if filecmp.cmp(source, target, shallow=False):
             out(f"{target} is already installed and up to date")
@@ -39,20 +42,34 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not args.force:
             raise CliError(f"{target} exists and is not this plugin's shim (Koji's legacy messagebus plugin?); "
-                           "move it away or pass --force to replace it")
+                           "move it away or pass --force to replace it (the old file is kept as a backup)")
+        backup = backup_path(target)
     try:
+        if backup:
+            shutil.copy2(target, backup)
         shutil.copyfile(source, target)
         os.chmod(target, 0o644)
     except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror} (run as root?)") from None
+        raise CliError(f"cannot write {exc.filename or target}: {exc.strerror} (run as root?)") from None
+    if backup:
+        out(f"kept the previous {target} as {backup}")
     out(f"installed {target} (imports the plugin from the koji_messagebus package)")
     print_enable_hint(directory)
     return EXIT_OK
+
+
+def backup_path(target: str) -> str:
+    """target.bak-YYYYmmdd-HHMMSS, never an existing file (the hub loads only NAME.py)."""
+    base = f"{target}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = base, 1
+    while os.path.exists(candidate):
+        candidate, n = f"{base}.{n}", n + 1
+    return candidate
 
 
 def print_enable_hint(directory: str) -> None:
     out("To enable it, in /etc/koji-hub/hub.conf, section [hub]:")
     out(f"    PluginPath = {directory}")
     out("    Plugins = messagebus        (add it to the space-separated list if there is one)")
-    out(f"then write {default_path()} (every key: conf/messagebus.conf), run `koji-messagebus check`, "
-        "and restart the hub (httpd).")
+    out(f"then write {default_path()} (`koji-messagebus sample-config` prints every key; chown root:apache, "
+        "chmod 640), run `koji-messagebus check`, and restart the hub (httpd).")

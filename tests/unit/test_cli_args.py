@@ -266,3 +266,70 @@ def test_amqp091_needs_plain_or_external(tmp_path):
 
     config = load_config(write_config(tmp_path / "m.conf", "ex", broker={"auth": "ANONYMOUS"}))
     assert amqp091_connect(config) == (None, "auth = ANONYMOUS is not available over AMQP 0-9-1 here")
+
+
+# ---- papercuts (issue 11) ------------------------------------------------------------------------
+def _subparsers(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _subparsers(sub, (*prefix, name))
+
+
+def test_every_command_has_a_description():
+    commands = dict(_subparsers(cli.build_parser()))
+    assert ("outbox", "status") in commands and ("outbox", "schema") in commands and ("sample-config",) in commands
+    for name, parser in commands.items():
+        assert parser.description and len(parser.description) > 40, " ".join(name)
+
+
+def test_install_plugin_force_keeps_a_backup(tmp_path, capsys):
+    legacy = "# Koji's legacy messagebus plugin\n"
+    (tmp_path / "messagebus.py").write_text(legacy)
+    assert cli.main(["install-plugin", "--plugin-path", str(tmp_path), "--force"]) == 0
+    backups = sorted(tmp_path.glob("messagebus.py.bak-*"))
+    assert len(backups) == 1 and backups[0].read_text() == legacy
+    assert f"kept the previous {tmp_path / 'messagebus.py'} as {backups[0]}" in capsys.readouterr().out
+    (tmp_path / "messagebus.py").write_text(legacy)  # a second --force keeps both old files
+    assert cli.main(["install-plugin", "--plugin-path", str(tmp_path), "--force"]) == 0
+    assert len(list(tmp_path.glob("messagebus.py.bak-*"))) == 2
+
+
+def test_install_plugin_prints_an_absolute_plugin_path(tmp_path, monkeypatch, capsys):
+    (tmp_path / "plugins").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["install-plugin", "--plugin-path", "plugins"]) == 0
+    out = capsys.readouterr().out
+    assert f"    PluginPath = {tmp_path / 'plugins'}\n" in out
+    assert "sample-config" in out and "conf/" not in out
+
+
+def test_install_plugin_suggests_the_flag_only_when_it_was_not_given(tmp_path, monkeypatch, capsys):
+    assert cli.main(["install-plugin", "--plugin-path", str(tmp_path / "nope")]) == 1
+    assert "pass --plugin-path" not in capsys.readouterr().err
+    monkeypatch.setattr(install, "DEFAULT_PLUGIN_PATH", str(tmp_path / "absent"))
+    assert cli.main(["install-plugin"]) == 1
+    assert "pass --plugin-path DIR" in capsys.readouterr().err
+
+
+def test_purge_everything_needs_yes(tmp_path, capsys):
+    hub_conf = str(tmp_path / "no-hub.conf")  # never read: the refusal comes first
+    assert cli.main(["outbox", "purge", "--older-than", "0", "--hub-config", hub_conf]) == 2
+    assert "add --yes" in capsys.readouterr().err
+    assert cli.main(["outbox", "purge", "--older-than", "0", "--yes", "--hub-config", hub_conf]) == 1
+    assert "no-hub.conf" in capsys.readouterr().err  # it went on to the database
+
+
+@pytest.mark.parametrize("argv, code", [(["outbox", "purge", "--older-than", "0"], 2),
+                                        (["install-plugin", "--plugin-path", "/nonexistent/dir"], 1)])
+def test_debug_keeps_the_exit_code_and_adds_the_traceback(argv, code, capsys):
+    assert cli.main([*argv, "--debug"]) == code
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.rstrip().splitlines()[-1].startswith("error: ")
+
+
+def test_debug_keeps_the_exit_code_for_an_invalid_config(tmp_path, capsys):
+    path = write_config(tmp_path / "bad.conf", "x", broker={"timeout": "-1"})
+    assert cli.main(["--config", path, "--debug", "listen"]) == 2
+    assert cli.main(["--config", path, "--debug", "check"]) == 2
