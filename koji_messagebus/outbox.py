@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from .subcalls import ABORTED, MARKS_NOW, execute_quietly, parse_marks
 from .wire import Outgoing
 
 log = logging.getLogger("koji.plugin.messagebus")
@@ -24,8 +26,17 @@ TABLE = "messagebus_outbox"
 #: pg advisory lock key: only one process drains the backlog at a time ('kojimbus'); combined (XOR)
 #: with the table's oid, so that outbox tables in other schemas of the database are drained independently
 DRAIN_LOCK = 0x6B6F6A696D627573
-SAVEPOINT = "messagebus_outbox"
+#: our savepoint in the hub's transaction; a name the hub never uses (a ROLLBACK TO it must never
+#: reach a savepoint of the hub's)
+SAVEPOINT = "koji_messagebus_store"
 UNDEFINED_TABLE = "42P01"
+INSUFFICIENT_PRIVILEGE = "42501"
+IN_FAILED_TRANSACTION = "25P02"
+#: lock_not_available (lock_timeout), query_canceled (statement_timeout): this request only
+TIMEOUT_CODES = ("55P03", "57014")
+#: the plugin's own statements in the hub's transaction wait at most this long for a lock or in total
+#: (a migration or backup holding the table delays a hub request by this, never more)
+STORE_TIMEOUT_MS = 300
 
 SCHEMA = f"""\
 -- koji-messagebus outbox: messages committed with the hub's transaction, sent after commit.
@@ -42,10 +53,23 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 CREATE INDEX IF NOT EXISTS {TABLE}_stored ON {TABLE} (stored);
 """
 
+#: exactly the privileges the plugin and `koji-messagebus outbox` need, for the hub's database user
+#: (`{role}`) when another role owns the table: INSERT (store), SELECT + UPDATE (the row locks of
+#: SELECT/DELETE ... FOR UPDATE SKIP LOCKED), DELETE (sent rows), USAGE on the id sequence (nextval).
+#: The advisory lock function is executable by PUBLIC in every PostgreSQL.  Outside the `public`
+#: schema the role also needs USAGE on that schema.
+GRANTS = (f"GRANT SELECT, INSERT, UPDATE, DELETE ON {TABLE} TO {{role}};\n"
+          f"GRANT USAGE ON SEQUENCE {TABLE}_id_seq TO {{role}};\n")
+
+
+def grants(role: str = "koji") -> str:
+    """The GRANT statements for the hub's database user `role`."""
+    return GRANTS.format(role=role)
+
 
 class OutboxUnavailable(Exception):
     """The outbox table is missing or cannot be written; the message says which.  `table_broken`
-    is False when only this batch was refused (a data or constraint error), True otherwise."""
+    is False when only this batch was refused (a data or constraint error, a time-out), True otherwise."""
 
     def __init__(self, message: str, table_broken: bool = True):
         super().__init__(message)
@@ -57,38 +81,134 @@ def is_undefined_table(exc: BaseException) -> bool:
 
 
 def _batch_specific(exc: BaseException) -> bool:
-    """SQLSTATE class 22 (data exception) or 23 (integrity constraint): this batch, not the table."""
+    """SQLSTATE class 22 (data exception), 23 (integrity constraint) or a time-out: this batch, not the table."""
     code = getattr(exc, "pgcode", None) or ""
-    return code[:2] in ("22", "23")
+    return code[:2] in ("22", "23") or code in TIMEOUT_CODES
 
 
-def store(cnx, messages: list[Outgoing]) -> list[int]:
-    """Insert the request's messages inside the hub's open transaction, under a SAVEPOINT:
-    a failure rolls back to the savepoint (the hub's own changes stay) and raises
-    OutboxUnavailable.  Returns the new row ids."""
-    cur = cnx.cursor()
-    params: dict[str, object] = {}
-    rows = []
-    for i, msg in enumerate(messages):
-        rows.append(f"(%(i{i})s, %(c{i})s, %(t{i})s, %(k{i})s, %(p{i})s)")
-        params.update({f"i{i}": msg.msg_id, f"c{i}": msg.created, f"t{i}": msg.type,
-                       f"k{i}": msg.routing_key, f"p{i}": msg.payload})
+def _text(value: object) -> str:
+    """A text column's value that PostgreSQL always takes (no NUL, no lone surrogate): the text
+    columns are informational, the payload is what is sent."""
     try:
-        # one round trip: the savepoint and the insert (psycopg2 returns the last statement's rows)
-        cur.execute(f"SAVEPOINT {SAVEPOINT}; INSERT INTO {TABLE} (msg_id, created, msg_type, routing_key, payload) "
-                    "VALUES " + ", ".join(rows) + " RETURNING id", params)
-        ids = [row[0] for row in cur.fetchall()]
-    except Exception as exc:
-        cur.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}", {})
-        cur.execute(f"RELEASE SAVEPOINT {SAVEPOINT}", {})
-        if is_undefined_table(exc):
-            raise OutboxUnavailable(f"outbox table {TABLE} does not exist; create it with "
-                                    "psql -f conf/messagebus-schema.sql (sending directly meanwhile)") from None
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # not DETAIL: the row's bytes
-        raise OutboxUnavailable(f"cannot write to outbox table {TABLE}: {first_line}",
-                                table_broken=not _batch_specific(exc)) from None
-    cur.execute(f"RELEASE SAVEPOINT {SAVEPOINT}", {})
-    return ids
+        text = value if isinstance(value, str) else str(value)
+    except Exception:  # noqa: BLE001 - a hostile __str__: the column only informs
+        text = "?"
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _float(value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return number if number == number and abs(number) != float("inf") else 0.0
+
+
+@dataclass
+class Stored:
+    """What `store_request` did.  `ids`: the new rows (None: nothing stored, send directly);
+    `survivors`: the sub-call marks still set in the hub's transaction (None: the transaction is
+    aborted, the hub's COMMIT will roll back); `problem`: why nothing was stored; `back_off`: the
+    table is missing or not writable (stop trying for a while)."""
+
+    ids: list[int] | None
+    survivors: frozenset[str] | None
+    problem: str | None = None
+    back_off: bool = False
+
+
+def _store_sql(count: int) -> str:
+    rows = ", ".join(f"(%(m{i})s, %(i{i})s, %(c{i})s, %(t{i})s, %(k{i})s, %(p{i})s::bytea)" for i in range(count))
+    restore = "current_setting('koji_messagebus.restore')"
+    # One round trip, all inside our savepoint: save the hub's time-outs and set short ones, insert
+    # the rows whose sub-call survived (their mark is still set, see subcalls.py), restore the
+    # time-outs, release, and return the new ids and the surviving marks.
+    return (
+        f"SAVEPOINT {SAVEPOINT}; "
+        "SELECT set_config('koji_messagebus.restore', "
+        "current_setting('lock_timeout') || '|' || current_setting('statement_timeout'), true); "
+        "SELECT set_config('lock_timeout', %(timeout)s, true), set_config('statement_timeout', %(timeout)s, true); "
+        f"WITH ins AS (INSERT INTO {TABLE} (msg_id, created, msg_type, routing_key, payload) "
+        "SELECT v.i, v.c, v.t, v.k, v.p FROM (VALUES " + rows + ") AS v(m, i, c, t, k, p) "
+        f"WHERE v.m IS NULL OR v.m = ANY(string_to_array({MARKS_NOW}, ',')) RETURNING id) "
+        "SELECT set_config('koji_messagebus.ids', coalesce(string_agg(id::text, ','), ''), true) FROM ins; "
+        f"SELECT set_config('lock_timeout', split_part({restore}, '|', 1), true), "
+        f"set_config('statement_timeout', split_part({restore}, '|', 2), true); "
+        f"RELEASE SAVEPOINT {SAVEPOINT}; "
+        f"SELECT current_setting('koji_messagebus.ids'), {MARKS_NOW}"
+    )
+
+
+def store_request(cnx: Any, messages: list[Outgoing], marks: list[str | None] | None = None,
+                  timeout_ms: int = STORE_TIMEOUT_MS) -> Stored:
+    """Insert a request's messages inside the hub's open transaction; never raises, never leaves the
+    hub's transaction aborted or changed (on any failure our savepoint is rolled back, which also
+    restores the time-outs).  `marks[i]` is message i's sub-call mark (None: no check); a message
+    whose mark the hub rolled back is not stored."""
+    marks = list(marks or []) + [None] * (len(messages) - len(marks or []))
+    params: dict[str, Any] = {"timeout": f"{int(timeout_ms)}ms"}
+    rows = [(mark, msg) for mark, msg in zip(marks, messages) if mark != ABORTED]
+    for i, (mark, msg) in enumerate(rows):
+        params.update({f"m{i}": mark, f"i{i}": _text(msg.msg_id), f"c{i}": _float(msg.created),
+                       f"t{i}": _text(msg.type), f"k{i}": _text(msg.routing_key), f"p{i}": bytes(msg.payload)})
+    cur = cnx.cursor()
+    if not rows:
+        return Stored([], survivors(cur))
+    try:
+        execute_quietly(cur, _store_sql(len(rows)), params)
+        ids_text, marks_text = cur.fetchone()
+    except Exception as exc:  # noqa: BLE001 - every failure is classified below
+        return _store_failed(cur, exc)
+    ids = [int(x) for x in ids_text.split(",") if x] if ids_text else []
+    return Stored(ids, parse_marks(marks_text))
+
+
+def _store_failed(cur: Any, exc: Exception) -> Stored:
+    code = getattr(exc, "pgcode", None)
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # not DETAIL: the row's bytes
+    if code == IN_FAILED_TRANSACTION:
+        # our SAVEPOINT was refused: the hub's transaction was aborted before we came; its COMMIT rolls back
+        return Stored(None, None, "the hub's transaction is already aborted")
+    if code is None:
+        # a client-side error (nothing was sent) or a lost connection (the hub's COMMIT fails too)
+        return Stored(None, survivors(cur), f"cannot write to outbox table {TABLE}: {first_line}")
+    try:  # the savepoint exists (only an aborted transaction refuses it, see above): back to it
+        execute_quietly(cur, f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}; "
+                        f"SELECT {MARKS_NOW}", {})
+        alive = parse_marks(cur.fetchone()[0])
+    except Exception:  # noqa: BLE001 - the connection is gone: the hub's COMMIT fails as well
+        log.debug("messagebus: rollback to savepoint failed", exc_info=True)
+        return Stored(None, None, f"cannot write to outbox table {TABLE}: {first_line}")
+    if code == UNDEFINED_TABLE:
+        return Stored(None, alive, f"outbox table {TABLE} does not exist; create it with `koji-messagebus outbox "
+                      "init`", back_off=True)
+    if code == INSUFFICIENT_PRIVILEGE:
+        return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first_line}; the hub's database "
+                      f"user needs: {' '.join(grants('<hub db user>').split())}", back_off=True)
+    if code in TIMEOUT_CODES:
+        return Stored(None, alive, f"outbox table {TABLE} busy (waited {STORE_TIMEOUT_MS} ms: {first_line})")
+    return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first_line}",
+                  back_off=not _batch_specific(exc))
+
+
+def survivors(cur: Any) -> frozenset[str] | None:
+    """The sub-call marks still set in the hub's transaction; None when it is aborted (or gone)."""
+    try:
+        execute_quietly(cur, f"SELECT {MARKS_NOW}", {})
+        return parse_marks(cur.fetchone()[0])
+    except Exception:  # noqa: BLE001 - a plain SELECT fails only in an aborted transaction
+        return None
+
+
+def store(cnx: Any, messages: list[Outgoing]) -> list[int]:
+    """Insert messages (no sub-call check) inside the open transaction; returns the new row ids or
+    raises OutboxUnavailable (the transaction is left as it was)."""
+    result = store_request(cnx, messages)
+    if result.ids is None:
+        raise OutboxUnavailable(result.problem or "not stored", table_broken=result.back_off)
+    return result.ids
 
 
 @dataclass

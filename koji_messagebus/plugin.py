@@ -60,7 +60,8 @@ def _batch(create: bool = True) -> RequestBatch | None:
 def messagebus_collect(cbtype, *args, **kws):
     """post* event: format the message and keep it with the request."""
     try:
-        runtime().collect(_batch(), CALLBACK_TYPES[cbtype], kws)
+        runtime().collect(_batch(), CALLBACK_TYPES[cbtype], kws, getattr(context, "cnx", None),
+                          getattr(context, "method", None), getattr(context, "params", None))
     except Exception:
         log.exception("messagebus: could not build the %s message; it is lost", cbtype)
 
@@ -68,7 +69,7 @@ def messagebus_collect(cbtype, *args, **kws):
 @callback("preCommit")
 @ignore_error
 def messagebus_store(cbtype, *args, **kws):
-    """Before COMMIT: write the request's messages to the outbox (when enabled)."""
+    """Before COMMIT: drop what the hub rolled back (multicall), store the rest in the outbox (when enabled)."""
     batch = _batch(create=False)
     if batch is None or not batch.messages:
         return

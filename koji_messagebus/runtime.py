@@ -21,6 +21,7 @@ from .backlog import MemoryBacklog
 from .config import Config, ConfigError, load_config
 from .messages import format_event
 from .publisher import Publisher, SendResult
+from .subcalls import SubcallMarks, split
 from .wire import Outgoing, encode
 
 log = logging.getLogger("koji.plugin.messagebus")
@@ -35,6 +36,8 @@ class RequestBatch:
     messages: list[Outgoing] = field(default_factory=list)
     outbox_ids: list[int] | None = None
     seconds: float = 0.0
+    #: which sub-call each message came from, marked in the hub's transaction (subcalls.py)
+    marks: SubcallMarks = field(default_factory=SubcallMarks)
 
 
 def describe(messages: list[Outgoing], limit: int = 10) -> str:
@@ -68,8 +71,11 @@ class Runtime:
                 log.warning("messagebus: %s", warning)
 
     # ---- the request cycle -----------------------------------------------------------------
-    def collect(self, batch: RequestBatch, msg_type: str, kwargs: Mapping[str, Any]) -> None:
-        """Format and encode one event into the request's batch."""
+    def collect(self, batch: RequestBatch, msg_type: str, kwargs: Mapping[str, Any], cnx: Any = None,
+                method: Any = None, params: Any = None) -> None:
+        """Format and encode one event into the request's batch.  With the hub's `cnx`, the event's
+        sub-call (`method`, `params`: koji's context.method/params) is marked in the hub's
+        transaction, so that preCommit can tell whether the hub kept it (subcalls.py)."""
         start = time.perf_counter()
         cfg = self.config
         prefix = cfg.get("topic", "prefix") if cfg else "koji.event"
@@ -81,31 +87,57 @@ class Runtime:
             log.debug("messagebus: %s: values converted: %s", msg_type, "; ".join(event.conversions.lossless))
         to = cfg.message_to(event.routing_key) if cfg else None
         batch.messages.append(encode(event, to=to))
+        batch.marks.add(cnx if cfg is not None else None, method, params)
         batch.seconds += time.perf_counter() - start
 
     def pre_commit(self, batch: RequestBatch, cnx: Any) -> None:
-        """Store the batch in the outbox inside the hub's transaction (when enabled).  Any failure
-        is rolled back to a savepoint (the hub's own changes stay) and the batch is sent directly."""
-        cfg = self.config
-        if not batch.messages or cfg is None or not cfg.get("outbox", "enabled") or cfg.get("broker", "test_mode"):
-            return
-        if cnx is None or time.monotonic() < self._outbox_broken_until:
+        """Before the hub's COMMIT: drop the messages of sub-calls the hub rolled back, and store the
+        rest in the outbox inside the hub's transaction (when enabled), in one round trip.  Nothing
+        here can abort, roll back or hold up the hub's transaction for long (outbox.store_request);
+        if the outbox cannot take the messages, they are sent directly after the COMMIT."""
+        if not batch.messages:
             return
         start = time.perf_counter()
         try:
-            batch.outbox_ids = outbox.store(cnx, batch.messages)
-        except outbox.OutboxUnavailable as exc:
-            if exc.table_broken:
-                self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
-                log.error("messagebus: %s; sending directly for the next %ds; the hub's transaction is unaffected",
-                          exc, OUTBOX_RETRY_SECONDS)
-            else:
-                log.error("messagebus: %s; sending these %d message(s) directly; the hub's transaction is "
-                          "unaffected", exc, len(batch.messages))
-        except Exception:
+            self._pre_commit(batch, cnx)
+        finally:
+            batch.seconds += time.perf_counter() - start
+
+    def _pre_commit(self, batch: RequestBatch, cnx: Any) -> None:
+        cfg = self.config
+        use_outbox = (cfg is not None and cfg.get("outbox", "enabled") and not cfg.get("broker", "test_mode")
+                      and cnx is not None and time.monotonic() >= self._outbox_broken_until)
+        if not use_outbox:
+            if cnx is not None and batch.marks.checked():
+                self._keep_survivors(batch, outbox.survivors(cnx.cursor()))
+            return
+        stored = outbox.store_request(cnx, batch.messages, batch.marks.of)
+        self._keep_survivors(batch, stored.survivors)
+        if stored.ids is not None:
+            batch.outbox_ids = stored.ids
+            return
+        if stored.survivors is None or not batch.messages:
+            return
+        if stored.back_off:
             self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
-            log.exception("messagebus: outbox write failed (sending directly)")
-        batch.seconds += time.perf_counter() - start
+            log.error("messagebus: %s; sending directly for the next %ds; the hub's transaction is unaffected",
+                      stored.problem, OUTBOX_RETRY_SECONDS)
+        else:
+            log.warning("messagebus: %s; sending these %d message(s) directly; the hub's transaction is "
+                        "unaffected", stored.problem, len(batch.messages))
+
+    @staticmethod
+    def _keep_survivors(batch: RequestBatch, alive: frozenset[str] | None) -> None:
+        """Keep only the messages whose change the hub's COMMIT will commit."""
+        if alive is not None and not batch.marks.checked():
+            return
+        kept, dropped = split(batch.messages, batch.marks.of, alive)
+        if dropped:
+            why = ("its transaction is aborted, so its COMMIT rolls back" if alive is None
+                   else "a multicall sub-call failed and was rolled back to its savepoint")
+            log.info("messagebus: not published: the hub rolled back the change (%s): %s", why, describe(dropped))
+        batch.messages = kept
+        batch.marks = SubcallMarks(of=[None] * len(kept))
 
     def post_commit(self, batch: RequestBatch, cnx: Any) -> None:
         """Send the batch (and any backlog) after the hub committed; wait for settlement."""

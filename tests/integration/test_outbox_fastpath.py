@@ -167,7 +167,7 @@ def test_steady_state_leaves_no_row_and_delivers_each_message_once(bus, monkeypa
 
 
 def test_steady_state_round_trips_and_commit_setting(bus, monkeypatch):
-    """preCommit: SAVEPOINT+INSERT, RELEASE; postCommit: one lock-and-delete statement and the COMMIT.
+    """collect: one sub-call mark; preCommit: one round trip (savepoint, insert, release); postCommit: one lock-and-delete statement and the COMMIT.
     The relaxed synchronous_commit is local to that last transaction."""
     b, paths = steady_bus(bus, monkeypatch)
     log: list[str] = []
@@ -186,8 +186,8 @@ def test_steady_state_round_trips_and_commit_setting(bus, monkeypatch):
     r = b.request(events=3, note="counted")
     assert log == [
         "INSERT INTO hub_rows (note)",  # the hub's own work
-        f"SAVEPOINT {outbox.SAVEPOINT}; INSERT INTO",  # preCommit
-        f"RELEASE SAVEPOINT {outbox.SAVEPOINT}",
+        "SAVEPOINT koji_messagebus_mark; SELECT set_config('koji_messagebus.marks',",  # its sub-call, once
+        f"SAVEPOINT {outbox.SAVEPOINT}; SELECT set_config('koji_messagebus.restore',",  # preCommit: one trip
         "COMMIT",  # the hub's commit
         "SET LOCAL synchronous_commit TO",  # postCommit: lock and delete the request's rows ...
         "COMMIT",  # ... and commit once the broker settled them
