@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .security import is_ip
+from .security import has_cyrus_sasl, is_ip
 
 DEFAULT_PATH = "/etc/koji-hub/plugins/messagebus.conf"
 ENV_VAR = "KOJI_MESSAGEBUS_CONFIG"
@@ -334,7 +334,7 @@ def _cross_checks(values: dict, path: str) -> list[str]:
         if values[("broker", "service")] != "amqp":
             problems.append(f"{path}: [broker] service = {values[('broker', 'service')]!r}: proton's Cyrus SASL "
                             "always asks for the service principal amqp/HOST@REALM; only service = amqp works")
-        if not _proton_has_cyrus_sasl():
+        if not has_cyrus_sasl():
             problems.append(f"{path}: [broker] auth = GSSAPI: this python-qpid-proton has no Cyrus SASL "
                             "(proton.SASL.extended() is False); reinstall it with libsasl2-dev present")
     for key in ("cacert", "cert", "key", "keytab"):
@@ -346,14 +346,6 @@ def _cross_checks(values: dict, path: str) -> list[str]:
     if values[("exchange", "type")] == "topic" and not re.fullmatch(r"[^#*]*", values[("topic", "prefix")]):
         problems.append(f"{path}: [topic] prefix = {values[('topic', 'prefix')]!r}: must not contain * or #")
     return problems
-
-
-def _proton_has_cyrus_sasl() -> bool:
-    try:
-        from proton import SASL
-    except ImportError:  # pragma: no cover - proton is a dependency
-        return False
-    return bool(SASL.extended())
 
 
 def security_warnings(path: str, values: dict, endpoints: tuple[Endpoint, ...]) -> list[str]:

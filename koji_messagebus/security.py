@@ -38,6 +38,12 @@ def is_ip(host: str) -> bool:
         return False
 
 
+def has_cyrus_sasl() -> bool:
+    """proton was built with Cyrus SASL: needed for GSSAPI, SCRAM-* and every mechanism beyond
+    proton's built-in PLAIN, EXTERNAL and ANONYMOUS."""
+    return bool(SASL.extended())
+
+
 def warn_unverified(endpoint) -> None:
     """Logged at every connect made with ssl_verify = false."""
     log.warning("messagebus: INSECURE: TLS to %s WITHOUT verifying the broker's certificate or host name "

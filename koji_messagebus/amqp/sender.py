@@ -1,0 +1,228 @@
+"""The sender link to the exchange: pipelined sends, settlements as they arrive.
+
+Two ways to use it:
+- `send(batch, deadline) -> BatchOutcome`: send every message, then wait for all settlements
+  together (what the publisher does per request);
+- non-blocking: `start(msg) -> tag` queues a message (frames go out at the next `flush()` or
+  I/O loop run), `Connection.process(until, done)` runs the loop, and each settlement is in
+  `settlements[tag]` (and given to `on_settled(tag, settlement)`) as soon as the broker sends it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from proton import Data, Delivery, Endpoint, symbol
+
+from ..config import Config
+from ..config import Endpoint as BrokerEndpoint
+from ..wire import Outgoing
+from .connection import BrokerInfo, Connection
+from .errors import BrokerError
+
+OUTCOMES = {
+    Delivery.ACCEPTED: "accepted",
+    Delivery.REJECTED: "rejected",
+    Delivery.RELEASED: "released",
+    Delivery.MODIFIED: "modified",
+}
+
+#: seconds to wait for the detach that follows an attach with a null target
+NULL_TARGET_GRACE = 0.5
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How the broker settled one message: `outcome` is accepted, rejected, released or modified;
+    a rejection may carry the broker's error condition and description."""
+
+    outcome: str
+    condition: str = ""
+    description: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == "accepted"
+
+    def __str__(self) -> str:
+        why = ": ".join(p for p in (self.condition, self.description) if p)
+        return f"{self.outcome} ({why})" if why else self.outcome
+
+
+@dataclass
+class BatchOutcome:
+    """What became of each message of a batch on one connection."""
+
+    accepted: list[Outgoing] = field(default_factory=list)
+    lost: list[tuple[Outgoing, str]] = field(default_factory=list)
+    unsettled: list[Outgoing] = field(default_factory=list)
+    error: BrokerError | None = None
+
+
+def settlement_of(dlv: Delivery) -> Settlement:
+    state = dlv.remote_state
+    outcome = OUTCOMES.get(state, f"outcome {state}")
+    cond = dlv.remote.condition if state == Delivery.REJECTED else None
+    if cond is None:
+        return Settlement(outcome)
+    return Settlement(outcome, str(cond.name or ""), str(cond.description or ""))
+
+
+class Sender:
+    """One sender link on a connection.  `address` is the link's target; None attaches an
+    anonymous-relay link (each message carries its own `to`)."""
+
+    def __init__(self, conn: Connection, address: str | None, hints: bool = True, name: str | None = None):
+        self.conn = conn
+        self.address = address
+        self.hints = hints
+        self.name = name or f"koji-messagebus-{os.getpid()}"
+        self.settlements: dict[str, Settlement] = {}
+        #: called with (tag, settlement) as each settlement arrives (inside the I/O loop)
+        self.on_settled: Callable[[str, Settlement], None] | None = None
+        self._tags = itertools.count(1)
+        self._link = None
+        self._null_target_since = 0.0
+        self._unsettled = 0
+
+    def attach(self) -> None:
+        """Queue the attach (sent with the next I/O)."""
+        link = self.conn.session.sender(self.name)
+        target = link.target
+        target.address = self.address
+        if self.address is not None and self.hints:
+            _declare_exchange_hints(target, self.conn.config)
+        link.source.address = link.name
+        self.conn.register(link, self)
+        link.open()
+        self._link = link
+
+    def attached(self) -> bool:
+        """The broker attached the link.  An attach that names no target when we asked for one
+        means the broker refuses the link (AMQP 1.0 2.6.3) and its detach with the reason follows;
+        a peer that never sends that detach (some simple servers) is taken as attached after
+        NULL_TARGET_GRACE seconds."""
+        link = self._link
+        if link is None or not link.state & Endpoint.REMOTE_ACTIVE:
+            return False
+        if self.address is None or link.remote_target.address is not None:
+            return True
+        now = time.monotonic()
+        if not self._null_target_since:
+            self._null_target_since = now
+        self.conn.wake_by(self._null_target_since + NULL_TARGET_GRACE)
+        return now - self._null_target_since >= NULL_TARGET_GRACE
+
+    def open(self, deadline: float) -> None:
+        self.attach()
+        self.conn.wait(self.attached, deadline, "attaching to the exchange")
+
+    # ---- pipelined ----------------------------------------------------------------------------
+    def start(self, payload: bytes) -> str:
+        """Queue one encoded message without waiting; returns its delivery tag."""
+        link = self._link
+        assert link is not None, "attach() first"
+        tag = str(next(self._tags))
+        link.delivery(tag)
+        link.send(payload)
+        link.advance()
+        self._unsettled += 1
+        return tag
+
+    @property
+    def in_flight(self) -> int:
+        """Messages started and not yet settled."""
+        return self._unsettled
+
+    @property
+    def credit(self) -> int:
+        return self._link.credit if self._link is not None else 0
+
+    def on_delivery(self, dlv: Delivery) -> None:
+        """A settlement of a sent message."""
+        if dlv.remote_state or dlv.settled:
+            settlement = settlement_of(dlv)
+            self.settlements[dlv.tag] = settlement
+            self._unsettled -= 1
+            dlv.settle()
+            if self.on_settled is not None:
+                self.on_settled(dlv.tag, settlement)
+
+    # ---- one batch --------------------------------------------------------------------------
+    def send(self, batch: list[Outgoing], deadline: float) -> BatchOutcome:
+        """Send every message, then wait for all settlements together (pipelined)."""
+        tags = [self.start(msg.payload) for msg in batch]
+        outcome = BatchOutcome()
+        settled = self.settlements
+        try:
+            self.conn.wait(lambda: all(t in settled for t in tags), deadline, "waiting for settlement")
+        except BrokerError as exc:
+            outcome.error = exc
+        for tag, msg in zip(tags, batch):
+            state = settled.pop(tag, None)
+            if state is None:
+                outcome.unsettled.append(msg)
+            elif state.accepted:
+                outcome.accepted.append(msg)
+            else:
+                outcome.lost.append((msg, state.outcome))
+        return outcome
+
+
+class AmqpConnection:
+    """A connection with one sender link to the configured exchange: what the publisher keeps
+    warm.  `connection` and `sender` are the parts, for callers that drive them directly."""
+
+    def __init__(self, config: Config, endpoint: BrokerEndpoint):
+        self.config = config
+        self.endpoint = endpoint
+        self.connection = Connection(config, endpoint)
+        self.sender = Sender(self.connection, config.target_address())
+        self.last_used = 0.0
+
+    def open(self, deadline: float) -> None:
+        """Connect, authenticate, attach the sender; raise BrokerError on any failure."""
+        self.connection.start(deadline)
+        self.sender.attach()  # in the same round trip as the open
+        self.connection.wait(self.sender.attached, deadline, "attaching to the exchange")
+        self.last_used = time.monotonic()
+
+    def send(self, batch: list[Outgoing], deadline: float) -> BatchOutcome:
+        outcome = self.sender.send(batch, deadline)
+        self.last_used = time.monotonic()
+        return outcome
+
+    @property
+    def opened_at(self) -> float:
+        return self.connection.opened_at
+
+    @property
+    def error(self) -> BrokerError | None:
+        return self.connection.error
+
+    @property
+    def broker(self) -> BrokerInfo:
+        return self.connection.broker
+
+    def healthy(self) -> bool:
+        return self.connection.healthy()
+
+    def close(self, wait: float = 1.0) -> None:
+        self.connection.close(wait)
+
+
+def _declare_exchange_hints(target, cfg: Config) -> None:
+    """Ask brokers that can (Qpid C++) to create the exchange on demand; others ignore it."""
+    caps: Data = target.capabilities
+    caps.put_array(False, Data.SYMBOL)
+    caps.enter()
+    caps.put_symbol(symbol("topic"))
+    caps.put_symbol(symbol("create-on-demand"))
+    caps.exit()
+    props: Data = target.properties
+    props.put_dict({symbol("exchange-type"): cfg.get("exchange", "type"),
+                    symbol("durable"): bool(cfg.get("exchange", "durable"))})
