@@ -1,0 +1,275 @@
+"""Nothing the plugin does may abort, roll back or hold up the hub's transaction.
+
+Every statement the plugin runs inside the hub's transaction (the sub-call mark at an event, the
+outbox store at preCommit) is tried against what breaks such statements: values psycopg2 refuses
+before sending (NUL), a lock held on the outbox table, a role's statement_timeout, a hub
+savepoint of the same name, a transaction the hub already aborted, a missing table.  In each
+case the hub's own row must be committed (read back from PostgreSQL) and the message sent once.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import koji.plugin
+import psycopg2
+import pytest
+
+from koji_messagebus import outbox
+from koji_messagebus import plugin as mb_plugin
+from tests.broker import Consumer
+from tests.fixtures import entries
+from tests.hub import DBWrapper, Hub, dml, load_plugin, unload_plugin
+from tests.outbox_db import SCHEMA, connect_db, sql
+
+pytestmark = pytest.mark.integration
+
+MARGIN = 0.7  # scheduling slack on top of the plugin's own time-out
+
+
+@pytest.fixture
+def hub(monkeypatch, conf_file, db, exchange_name):
+    """hub(**connect_options) -> (Hub, Consumer, stores): the plugin with the outbox on; `stores`
+    records what each outbox.store_request returned."""
+    made: list[Hub] = []
+    consumers: list[Consumer] = []
+    stores: list[outbox.Stored] = []
+    real = outbox.store_request
+
+    def spy(*args, **kws):
+        stores.append(real(*args, **kws))
+        return stores[-1]
+
+    monkeypatch.setattr(outbox, "store_request", spy)
+
+    def make(options: str = ""):
+        monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf_file(outbox={"enabled": True}))
+        consumers.append(Consumer(exchange_name))
+        load_plugin()
+        raw = psycopg2.connect("dbname=test host=127.0.0.1 user=postgres",
+                               options=f"-c search_path={SCHEMA} {options}")
+        raw.set_client_encoding("UTF8")
+        made.append(Hub(raw))
+        return made[-1], consumers[-1], stores
+
+    yield make
+    unload_plugin()
+    for h in made:
+        h.close()
+    for c in consumers:
+        c.close()
+
+
+def tag_kwargs(tag: str = "f44", build: str = "bash") -> dict:
+    kw = copy.deepcopy(entries("postTag")[0]["kwargs"])
+    kw["tag"]["name"], kw["build"]["name"] = tag, build
+    return kw
+
+
+def tag_request(note: str, tag: str = "f44", before=None):
+    """A hub call: its own row, then one Tag event (optionally `before(cur)` first)."""
+    def handler(cur):
+        if before:
+            before(cur)
+        dml("INSERT INTO hub_rows (note) VALUES (%(n)s)", {"n": note})
+        koji.plugin.run_callbacks("postTag", **tag_kwargs(tag))
+    return handler
+
+
+def hub_rows() -> list[str]:
+    return [r[0] for r in sql("SELECT note FROM hub_rows ORDER BY id")]
+
+
+def outbox_rows() -> int:
+    return sql(f"SELECT count(*) FROM {outbox.TABLE}")[0][0]
+
+
+def warm(h: Hub, consumer: Consumer) -> None:
+    """A process's first request also drains the outbox (postCommit, after the hub's COMMIT); the
+    next drain is retry_interval (30 s) away, so the requests under test only store and send."""
+    h.request(tag_request("warm"))
+    assert len(consumer.collect(expect=1)) == 1
+    sql("DELETE FROM hub_rows")
+
+
+def timed(h: Hub, handler) -> float:
+    start = time.monotonic()
+    h.request(handler)
+    return time.monotonic() - start
+
+
+def test_nul_in_a_tag_name_the_hub_commits_and_the_message_is_sent_once(hub, plugin_log):
+    h, consumer, stores = hub()
+    h.request(tag_request("nul", tag="f44\x00x"))
+    assert hub_rows() == ["nul"]  # the hub's own row committed
+    assert stores[-1].ids is not None and len(stores[-1].ids) == 1  # the row was storable
+    got = consumer.collect(expect=1, quiet=0.5)
+    assert len(got) == 1 and got[0].body["tag"]["name"] == "f44\x00x"
+    assert outbox_rows() == 0
+    assert "Traceback" not in plugin_log.text
+
+
+def test_a_lock_on_the_outbox_delays_a_request_by_the_timeout_only(hub, plugin_log):
+    """LOCK TABLE ... IN SHARE MODE held 3 s (a migration, a backup): the request waits the plugin's
+    short lock_timeout, commits, sends its message directly; the outbox stays on."""
+    h, consumer, stores = hub()
+    warm(h, consumer)
+    locker = connect_db()
+    locker.cursor().execute(f"LOCK TABLE {outbox.TABLE} IN SHARE MODE")
+    release = threading.Timer(3.0, locker.rollback)
+    release.start()
+    try:
+        seconds = timed(h, tag_request("while-locked"))
+        assert seconds < outbox.STORE_TIMEOUT_MS / 1000 + MARGIN
+        assert hub_rows() == ["while-locked"]
+        assert stores[-1].ids is None and "busy" in (stores[-1].problem or "")
+        assert len(consumer.collect(expect=1)) == 1  # sent directly
+    finally:
+        release.join(5)
+        locker.close()
+    assert mb_plugin.runtime()._outbox_broken_until == 0.0  # not switched off
+    h.request(tag_request("after"))
+    assert stores[-1].ids is not None and len(stores[-1].ids) == 1  # the next request used the outbox
+    assert len(consumer.collect(expect=1)) == 1
+    assert hub_rows() == ["while-locked", "after"]
+    assert "Traceback" not in plugin_log.text
+
+
+def test_a_role_statement_timeout_is_not_waited_for_and_is_restored(hub):
+    """statement_timeout = 2s for the hub's role (here: its session) and the table locked: the
+    plugin's own 300 ms apply; the hub's setting is back for whatever follows in its transaction."""
+    h, consumer, stores = hub("-c statement_timeout=2s -c lock_timeout=0")
+    seen: list[tuple[str, str]] = []
+    after_store = lambda: None  # noqa: E731
+
+    def settings_after_precommit(cbtype, *args, **kws):
+        cur = koji.context.context.cnx.cursor()
+        cur.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')", {})
+        seen.append(cur.fetchone())
+
+    warm(h, consumer)
+    settings_after_precommit.callbacks = ["preCommit"]
+    koji.plugin.register_callback("preCommit", settings_after_precommit)
+    locker = connect_db()
+    locker.cursor().execute(f"LOCK TABLE {outbox.TABLE} IN SHARE MODE")
+    try:
+        seconds = timed(h, tag_request("slow-role"))
+    finally:
+        locker.rollback()
+        locker.close()
+    assert seconds < outbox.STORE_TIMEOUT_MS / 1000 + MARGIN
+    h.request(tag_request("fine"))
+    assert stores[-1].ids is not None
+    assert seen == [("2s", "0"), ("2s", "0")]  # restored after a time-out and after a success
+    assert hub_rows() == ["slow-role", "fine"]
+    assert len(consumer.collect(expect=2)) == 2
+    del after_store
+
+
+def test_a_hub_savepoint_of_the_same_name_is_left_alone(hub):
+    """The hub holds a savepoint named like the plugin's; the store fails (table gone): the plugin's
+    ROLLBACK TO reaches its own savepoint only, the hub's work after its savepoint stays."""
+    h, consumer, _ = hub()
+    sql(f"DROP TABLE {outbox.TABLE}")
+    h.request(tag_request("after-hub-savepoint", before=lambda cur: dml(f"SAVEPOINT {outbox.SAVEPOINT}")))
+    assert hub_rows() == ["after-hub-savepoint"]
+    assert len(consumer.collect(expect=1)) == 1
+
+
+def test_a_hub_savepoint_of_the_same_name_success_path(hub):
+    h, consumer, stores = hub()
+
+    def handler(cur):
+        dml(f"SAVEPOINT {outbox.SAVEPOINT}")
+        tag_request("a")(cur)
+
+    h.request(handler)
+    assert hub_rows() == ["a"] and stores[-1].ids is not None
+    assert len(consumer.collect(expect=1)) == 1
+
+
+def test_an_aborted_hub_transaction_raises_nothing_and_publishes_nothing(hub, plugin_log):
+    """The hub swallowed a failed statement and returned: its COMMIT rolls back (psycopg2 reports
+    nothing), so nothing may be published; the plugin's statements must not raise into it."""
+    h, consumer, stores = hub()
+
+    def handler(cur):
+        tag_request("lost")(cur)
+        try:
+            cur.execute("SELECT 1/0")
+        except psycopg2.Error:
+            pass
+        koji.plugin.run_callbacks("postTag", **tag_kwargs(build="in-aborted"))
+
+    h.request(handler)
+    assert hub_rows() == []  # the hub's COMMIT was a rollback
+    assert consumer.collect(quiet=0.8) == []
+    assert stores[-1].survivors is None
+    assert "not published: the hub rolled back the change" in plugin_log.text
+    assert "Traceback" not in plugin_log.text
+    h.request(tag_request("next"))  # the next request is unaffected
+    assert hub_rows() == ["next"] and len(consumer.collect(expect=1)) == 1
+
+
+def test_an_aborted_hub_transaction_without_the_outbox(hub, monkeypatch, conf_file, plugin_log):
+    h, consumer, _ = hub()
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf_file(outbox={"enabled": False}))
+    mb_plugin.reset(None)
+
+    def handler(cur):
+        tag_request("lost")(cur)
+        try:
+            cur.execute("SELECT 1/0")
+        except psycopg2.Error:
+            pass
+
+    h.request(handler)
+    assert hub_rows() == [] and consumer.collect(quiet=0.8) == []
+    assert "Traceback" not in plugin_log.text
+
+
+def test_a_client_side_error_sends_nothing_and_touches_nothing(hub, monkeypatch, plugin_log):
+    """psycopg2 refuses a parameter before sending (here: NUL forced into a text column): no
+    statement reached the server, so there is nothing to roll back; the message goes directly."""
+    h, consumer, stores = hub()
+    monkeypatch.setattr(outbox, "_text", lambda value: "x\x00y")
+    h.request(tag_request("client-side"))
+    assert hub_rows() == ["client-side"]
+    assert stores[-1].ids is None and stores[-1].survivors is not None
+    assert len(consumer.collect(expect=1)) == 1
+    assert "Traceback" not in plugin_log.text
+
+
+def test_missing_table_backs_off_with_one_clear_line(hub, plugin_log):
+    h, consumer, stores = hub()
+    sql(f"DROP TABLE {outbox.TABLE}")
+    h.request(tag_request("one"))
+    h.request(tag_request("two"))
+    assert hub_rows() == ["one", "two"]
+    assert len(consumer.collect(expect=2)) == 2
+    assert len(stores) == 1  # backed off after the first
+    errors = [r.getMessage() for r in plugin_log.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "outbox init" in errors[0], errors
+
+
+def test_store_restores_the_hubs_timeouts_and_leaves_no_savepoint(db):
+    cnx = connect_db()
+    try:
+        cur = cnx.cursor()
+        cur.execute("SET lock_timeout = '5s'; SET statement_timeout = '7s'")
+        cnx.commit()
+        ids = outbox.store(DBWrapper(cnx), [])
+        assert ids == []
+        from koji_messagebus.wire import Outgoing
+        msg = Outgoing("id-1", time.time(), "Tag\x00", "k\udcff\x00", b"\x00payload")
+        stored = outbox.store_request(DBWrapper(cnx), [msg])
+        assert stored.ids and len(stored.ids) == 1
+        cur.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
+        assert cur.fetchone() == ("5s", "7s")
+        with pytest.raises(psycopg2.errors.InvalidSavepointSpecification):
+            cur.execute(f"RELEASE SAVEPOINT {outbox.SAVEPOINT}")  # released already
+        cnx.rollback()
+    finally:
+        cnx.close()
