@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .values import Conversions, header_value, to_amqp
+from .values import Conversions, header_value, to_amqp, utf8_text
 
 MAX_KEY_BYTES = 255
 
@@ -124,41 +124,74 @@ _TABLE: dict[str, Callable[[Mapping], tuple[list, dict]]] = {
 }
 
 
+#: the token for a missing name (None): Koji's name policy (hub.conf RegexNameInternal
+#: `^[A-Za-z0-9/_.+-]+$`, RegexUserName `^[A-Za-z0-9/_.@-]+$`) never allows `~`, so no real tag,
+#: package, user or method can be called this; `~` needs no escaping in AMQP addresses either
+MISSING_TOKEN = "~none~"
+
+
 def key_token(value: Any) -> str:
-    """One routing-key token: str(value) with '.' replaced by '_' (so the token count is fixed)."""
-    return str(value).replace(".", "_")
+    """One routing-key token: the name as text, '.' replaced by '_' (so the token count is fixed),
+    MISSING_TOKEN for None, lone surrogates as \\u escapes (a routing key must be UTF-8)."""
+    if value is None:
+        return MISSING_TOKEN
+    if type(value) is not str:
+        value = header_value(value)
+        value = MISSING_TOKEN if value is None else value if type(value) is str else str(value)
+    return utf8_text(value)[0].replace(".", "_")
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def _cut(text: str, size: int) -> str:
+    """`text` cut to at most `size` bytes of UTF-8, on a character boundary."""
+    return text.encode("utf-8")[:max(size, 0)].decode("utf-8", "ignore")
+
+
+def fit_tokens(tokens: list[str], budget: int) -> list[str]:
+    """Shorten the longest tokens until their UTF-8 sizes add up to at most `budget` bytes; every
+    token stays (perhaps empty), so the key keeps its token count."""
+    sizes = [_utf8_len(t) for t in tokens]
+    while sum(sizes) > budget and max(sizes) > 0:
+        top = max(sizes)
+        longest = [i for i, n in enumerate(sizes) if n == top]
+        below = max((n for n in sizes if n < top), default=0)
+        excess = sum(sizes) - budget
+        target = max(below, top - -(-excess // len(longest)))  # ceil: cut the longest ones evenly
+        for i in longest:
+            tokens[i] = _cut(tokens[i], target)
+            sizes[i] = _utf8_len(tokens[i])
+    return tokens
 
 
 def routing_key(prefix: str, msg_type: str, tokens: list) -> str:
-    """`prefix.Type.token...`, cut to at most 255 bytes of UTF-8 on a character boundary."""
-    parts = [msg_type, *(key_token(t) for t in tokens)]
-    if prefix:
-        parts.insert(0, prefix)
-    key = ".".join(parts)
-    raw = key.encode("utf-8", "surrogatepass")
-    if len(raw) <= MAX_KEY_BYTES:
+    """`prefix.Type.token...`, at most 255 bytes of UTF-8: when longer, the tokens after the type
+    are shortened, the longest first, on character boundaries; none is ever dropped."""
+    head = f"{prefix}.{msg_type}" if prefix else msg_type
+    texts = [key_token(t) for t in tokens]
+    key = ".".join([head, *texts])
+    if _utf8_len(key) <= MAX_KEY_BYTES:
         return key
-    return raw[:MAX_KEY_BYTES].decode("utf-8", "ignore")
+    budget = MAX_KEY_BYTES - _utf8_len(head) - len(texts)  # the dots
+    if budget < 0:  # only with a prefix longer than config allows: keep the type and the dots
+        head = _cut(head, MAX_KEY_BYTES - len(texts))
+        budget = 0
+    return ".".join([head, *fit_tokens(texts, budget)])
 
 
-def message_type(cbtype: str) -> str | None:
-    """The message type for a hub callback type, or None if it is not a published one."""
-    return CALLBACK_TYPES.get(cbtype)
-
-
-def format_event(msg_type: str, kwargs: Mapping[str, Any], prefix: str) -> Event:
-    """Build the message for one event: routing key, headers (with `type`) and body."""
+def format_event(msg_type: str, kwargs: Mapping[str, Any], prefix: str, convert: bool = True) -> Event:
+    """Build the message for one event: routing key, headers (with `type`) and body.  With
+    convert=False the body is the kwargs as they are: wire.encode converts while it encodes (the
+    hub's path, one pass); with True the body holds the converted values (previews, docs, tests)."""
     tokens, table_headers = _TABLE[msg_type](kwargs)
     conv = Conversions()
     headers = {"type": msg_type}
     for name, value in table_headers.items():
         headers[name] = header_value(value, conv, f"headers.{name}")
-    body = {_body_key(k, conv): to_amqp(v, conv, k) for k, v in kwargs.items()}
+    if convert:
+        body = to_amqp(dict(kwargs), conv)
+    else:
+        body = kwargs if type(kwargs) is dict else dict(kwargs)
     return Event(msg_type, routing_key(prefix, msg_type, tokens), headers, body, conv)
-
-
-def _body_key(key: Any, conv: Conversions) -> str:
-    if type(key) is str:
-        return key
-    conv.note(repr(key), "keyword name -> str")
-    return str(key)

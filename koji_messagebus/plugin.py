@@ -12,11 +12,12 @@ import logging
 import threading
 
 from koji.context import context
-from koji.plugin import callback, convert_datetime, ignore_error
+from koji.plugin import callback, ignore_error
 from koji.plugin import callbacks as HUB_CALLBACKS
 
 from .messages import CALLBACK_TYPES
 from .runtime import RequestBatch, Runtime
+from .wire import Unsendable
 
 log = logging.getLogger("koji.plugin.messagebus")
 
@@ -55,13 +56,16 @@ def _batch(create: bool = True) -> RequestBatch | None:
 
 
 @callback(*EVENT_CALLBACKS)
-@convert_datetime
 @ignore_error
 def messagebus_collect(cbtype, *args, **kws):
-    """post* event: format the message and keep it with the request."""
+    """post* event: format the message and keep it with the request.  Not @convert_datetime: koji
+    would deep-copy the kwargs outside any guard (a cycle, deep nesting or a datetime map key
+    then raises into the hub); the encoder converts datetimes the same way, in its one pass."""
     try:
         runtime().collect(_batch(), CALLBACK_TYPES[cbtype], kws, getattr(context, "cnx", None),
                           getattr(context, "method", None), getattr(context, "params", None))
+    except Unsendable as exc:
+        log.error("messagebus: lost: %s", exc)
     except Exception:
         log.exception("messagebus: could not build the %s message; it is lost", cbtype)
 

@@ -79,14 +79,14 @@ class Runtime:
         start = time.perf_counter()
         cfg = self.config
         prefix = cfg.get("topic", "prefix") if cfg else "koji.event"
-        event = format_event(msg_type, kwargs, prefix)
+        event = format_event(msg_type, kwargs, prefix, convert=False)  # encode converts, in one pass
+        to = cfg.message_to(event.routing_key) if cfg else None
+        batch.messages.append(encode(event, to=to))
         if event.conversions.lossy:
             log.warning("messagebus: %s %s: values converted: %s", msg_type, event.routing_key,
                         "; ".join(event.conversions.lossy))
-        if event.conversions.lossless:
+        if event.conversions.lossless and log.isEnabledFor(logging.DEBUG):
             log.debug("messagebus: %s: values converted: %s", msg_type, "; ".join(event.conversions.lossless))
-        to = cfg.message_to(event.routing_key) if cfg else None
-        batch.messages.append(encode(event, to=to))
         batch.marks.add(cnx if cfg is not None else None, method, params)
         batch.seconds += time.perf_counter() - start
 

@@ -11,6 +11,11 @@ from proton import Message
 
 from . import amqp_codec
 from .messages import Event
+from .values import safe_repr
+
+#: every value takes at least one byte, so a message shorter than this holds fewer values than
+#: proton's decoder can keep
+PROTON_SAFE_BYTES = 65535
 
 
 @dataclass(frozen=True)
@@ -23,21 +28,32 @@ class Outgoing:
     routing_key: str
     payload: bytes
 
-    def describe(self) -> str:
-        return f"{self.type} {self.routing_key} (id {self.msg_id})"
+
+class Unsendable(Exception):
+    """A message that cannot be sent at all (too large, or a failure while encoding): the log line
+    names its type, routing key, size and reason."""
+
+    def __init__(self, msg_type: str, routing_key: str, size: int, reason: str):
+        self.msg_type, self.routing_key, self.size, self.reason = msg_type, routing_key, size, reason
+        super().__init__(f"{msg_type} message {routing_key} ({size} bytes) cannot be sent: {reason}")
 
 
 def encode(event: Event, to: str | None = None, msg_id: str | None = None,
-           created: float | None = None) -> Outgoing:
+           created: float | None = None, limit: int | None = None) -> Outgoing:
     """Encode an event as a durable AMQP message: subject = routing key, headers = application
-    properties, body = native AMQP map, unique message-id and creation time.  The bytes are built
-    by `amqp_codec` (the same bytes proton writes, faster); proton encodes what it does not know."""
+    properties, body = native AMQP map, unique message-id and creation time.  The body may hold
+    any Python values: they are converted while encoding (`amqp_codec`, one pass) and every
+    conversion is added to `event.conversions`.  Unsendable when the message cannot be sent."""
     msg_id = msg_id or str(uuid.uuid4())
     created = time.time() if created is None else created
+    limit = amqp_codec.MAX_MESSAGE_BYTES if limit is None else limit
     try:
-        payload = amqp_codec.encode_message(msg_id, created, event.routing_key, to, event.headers, event.body)
-    except amqp_codec.Unsupported:
-        payload = encode_with_proton(msg_id, created, event.routing_key, to, event.headers, event.body)
+        payload = amqp_codec.encode_message(msg_id, created, event.routing_key, to, event.headers, event.body,
+                                            event.conversions, limit)
+    except amqp_codec.TooLarge as exc:
+        raise Unsendable(event.type, event.routing_key, exc.size, f"larger than {exc.limit} bytes") from None
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the log line must say which message
+        raise Unsendable(event.type, event.routing_key, 0, safe_repr(exc)) from exc
     return Outgoing(msg_id, created, event.type, event.routing_key, payload)
 
 
@@ -51,7 +67,11 @@ def encode_with_proton(msg_id: str, created: float, subject: str, to: str | None
 
 
 def decode(payload: bytes) -> dict[str, Any]:
-    """Decode a message into a plain dict (for the listener, tests and logs)."""
+    """Decode a message into a plain dict (for the listener, tests and logs).  Proton keeps at most
+    65,535 values and silently drops the rest, so a message that may hold more (one of 64 KiB or
+    more) is decoded by amqp_codec instead (binaries then come as bytes, not memoryviews)."""
+    if len(payload) >= PROTON_SAFE_BYTES:
+        return amqp_codec.decode_message(payload)
     msg = Message()
     msg.decode(payload)
     return message_to_dict(msg)
