@@ -339,3 +339,43 @@ def purge(cnx, older_than: float) -> int:
     n = expire(cur, older_than)
     cnx.commit()
     return n
+
+
+#: (what, SQL returning one boolean) for each privilege the plugin uses, tested as the connected user
+_PRIVILEGES = (
+    ("INSERT on the table (store)", f"has_table_privilege('{TABLE}', 'INSERT')"),
+    ("SELECT on the table (send, drain, status)", f"has_table_privilege('{TABLE}', 'SELECT')"),
+    ("UPDATE on the table (the row locks of FOR UPDATE SKIP LOCKED)", f"has_table_privilege('{TABLE}', 'UPDATE')"),
+    ("DELETE on the table (sent and expired rows)", f"has_table_privilege('{TABLE}', 'DELETE')"),
+    (f"USAGE on the sequence {TABLE}_id_seq (new row ids)",
+     f"has_sequence_privilege(pg_get_serial_sequence('{TABLE}', 'id'), 'USAGE')"),
+    ("EXECUTE on pg_try_advisory_xact_lock(bigint) (one drainer at a time)",
+     "has_function_privilege('pg_try_advisory_xact_lock(bigint)', 'EXECUTE')"),
+)
+
+
+def check_privileges(cnx: Any) -> list[str]:
+    """The privileges the plugin needs on the outbox that the connected user lacks (empty: all
+    there), without changing any data: the has_*_privilege functions, then the statements that
+    need them, with nothing to act on (LIMIT 0, no row), in a transaction rolled back at the end.
+    A missing table raises (pgcode 42P01) as every other outbox call does."""
+    cur = cnx.cursor()
+    missing: list[str] = []
+    try:
+        cur.execute("SELECT " + ", ".join(sql for _, sql in _PRIVILEGES), {})
+        flags = cur.fetchone()
+        missing = [what for (what, _), ok in zip(_PRIVILEGES, flags) if not ok]
+        if not missing:  # what the checks above cannot see (a row-level policy, a column grant)
+            for statement in (f"SELECT id FROM {TABLE} LIMIT 0 FOR UPDATE SKIP LOCKED",
+                              f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE FALSE "
+                              "FOR UPDATE SKIP LOCKED)",
+                              f"SELECT pg_try_advisory_xact_lock(%(key)s::bigint # '{TABLE}'::regclass::oid::bigint)"):
+                cur.execute("SAVEPOINT koji_messagebus_check", {})
+                try:
+                    cur.execute(statement, {"key": DRAIN_LOCK})
+                except Exception as exc:  # noqa: BLE001 - reported
+                    cur.execute("ROLLBACK TO SAVEPOINT koji_messagebus_check", {})
+                    missing.append(f"{statement.split()[0]} refused: {str(exc).strip().splitlines()[0]}")
+    finally:
+        cnx.rollback()
+    return missing

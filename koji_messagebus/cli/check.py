@@ -73,7 +73,8 @@ def check_outbox(config: Config, hub_config: str | None) -> int:
         err(f"error: outbox: {exc}")
         return EXIT_FAIL
     try:
-        rows, age = outbox.status(cnx)
+        missing, user = outbox.check_privileges(cnx), cnx.info.user
+        rows, age = outbox.status(cnx) if not missing else (0, None)
     except Exception as exc:  # noqa: BLE001 - reported as one line
         if outbox.is_undefined_table(exc):
             err(f"error: outbox: {missing_table(settings)}")
@@ -82,6 +83,11 @@ def check_outbox(config: Config, hub_config: str | None) -> int:
         return EXIT_FAIL
     finally:
         cnx.close()
+    if missing:  # as the hub's database user: what the plugin will really be refused
+        for what in missing:
+            err(f"error: outbox: user '{user}' lacks {what}")
+        err(f"error: outbox: as the table's owner, run: {' '.join(outbox.grants(user).split())}")
+        return EXIT_FAIL
     out(f"ok: outbox table {outbox.TABLE} in {settings.describe()}: {rows} row(s) waiting"
         + (f", the oldest stored {human_age(age)} ago" if rows else ""))
     return EXIT_OK
