@@ -25,11 +25,14 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["koji_messagebus", "koji_messagebus.*"]),
     package_data={"koji_messagebus": ["data/*"]},
-    install_requires=["koji", "python-qpid-proton>=0.37"],
+    # koji is NOT a hard dependency: on a hub it comes from the python3-koji RPM (or the hub's own
+    # install), and pip must never replace or shadow it.  `[koji]` is for machines without it.
+    install_requires=["python-qpid-proton>=0.37"],
     extras_require={
+        "koji": ["koji"],
         "outbox": ["psycopg2-binary"],
         "cli": ["pika", "psycopg2-binary"],
-        "test": ["pytest", "pika", "psycopg2-binary", "ruff"],
+        "test": ["koji", "pytest", "pika", "psycopg2-binary", "ruff", "wheel"],
     },
     entry_points={"console_scripts": ["koji-messagebus = koji_messagebus.cli:main"]},
     classifiers=[

@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import koji
-
 DEFAULT_HUB_CONFIG = "/etc/koji-hub/hub.conf"
 
 
@@ -69,6 +67,8 @@ def read_database_settings(hub_config: str = DEFAULT_HUB_CONFIG) -> DatabaseSett
     if not os.path.isfile(hub_config):
         raise HubConfigError(f"hub config {hub_config} not found: pass --hub-config or set [outbox] hub_config "
                              "in messagebus.conf")
+    import koji  # the hub's own reader; imported here so that commands without a database need no koji
+
     try:
         parser = koji.read_config_files([config_dir(hub_config), (hub_config, True)], raw=True)
     except (OSError, configparser.Error, koji.GenericError) as exc:
