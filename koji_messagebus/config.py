@@ -8,19 +8,23 @@ section, key, the value given and what is allowed.  Secrets are never echoed.
 from __future__ import annotations
 
 import configparser
+import io
 import os
 import re
 import ssl
 import stat
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .security import has_cyrus_sasl, is_ip
 
 DEFAULT_PATH = "/etc/koji-hub/plugins/messagebus.conf"
 ENV_VAR = "KOJI_MESSAGEBUS_CONFIG"
+#: routing keys are at most 255 bytes; the prefix leaves room for the type and the name tokens
+MAX_PREFIX_BYTES = 128
 AUTH_MECHS = ("PLAIN", "EXTERNAL", "ANONYMOUS", "GSSAPI")
 SECRET_KEYS = {("broker", "password")}
 
@@ -88,14 +92,22 @@ def _nonempty(text: str) -> str:
     return text.strip()
 
 
+ADDRESS_FIELDS = ("name", "routing_key")
+
+
 def _address(text: str) -> str:
+    """A template naming only {name} and {routing_key}: no attribute or index access
+    (`{name.upper}`, `{name[0]}`), conversions or format specs, no other field."""
     value = text.strip()
-    try:
-        value.format(name="x", routing_key="y")
-    except (KeyError, IndexError, ValueError):
-        raise ValueError from None
     if not value:
         raise ValueError
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError:
+        raise ValueError from None
+    for _literal, name, spec, conversion in parts:
+        if name is not None and (name not in ADDRESS_FIELDS or spec or conversion):
+            raise ValueError
     return value
 
 
@@ -105,7 +117,8 @@ def _urls(text: str) -> list[str]:
         parts = urlsplit(url)
         if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
             raise ValueError
-        parts.port  # noqa: B018 - raises ValueError for a bad port
+        if parts.port == 0:  # urlsplit takes :0, and proton would then use the default port
+            raise ValueError
     return urls
 
 
@@ -156,7 +169,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("exchange", "address", "/exchange/{name}", _address,
            "an address template using only {name} and {routing_key}",
            "AMQP 1.0 target address; with {routing_key} each message is addressed on its own."),
-    Option("topic", "prefix", "koji.event", _text, "a routing key prefix", "First token(s) of every routing key."),
+    Option("topic", "prefix", "koji.event", _text,
+           f"a routing key prefix of at most {MAX_PREFIX_BYTES} bytes, without empty tokens",
+           "First token(s) of every routing key."),
     Option("outbox", "enabled", False, _bool, "true or false",
            "Store messages in the hub database before commit and send them after (no loss)."),
     Option("outbox", "batch_size", 500, _int_range(1, 100000), "an integer from 1 to 100000",
@@ -210,11 +225,13 @@ class Config:
         return template.format(name=self.exchange)
 
     def message_to(self, routing_key: str) -> str | None:
-        """Per-message `to` address (only when the template names {routing_key})."""
+        """Per-message `to` address (only when the template names {routing_key}), the key
+        percent-encoded as one path segment (RabbitMQ 4.x rejects `f44/updates`, routes
+        `f44%2Fupdates` with the key `f44/updates`); the subject keeps the real key."""
         template = self.values[("exchange", "address")]
         if "{routing_key}" not in template:
             return None
-        return template.format(name=self.exchange, routing_key=routing_key)
+        return template.format(name=self.exchange, routing_key=quote(routing_key, safe=""))
 
 
 def config_path(explicit: str | None = None) -> str:
@@ -230,22 +247,48 @@ def show_value(section: str, key: str, raw: str) -> str:
     return repr(raw)
 
 
-def load_config(path: str | None = None) -> Config:
-    """Read and validate the config file; raise ConfigError listing every problem."""
+def read_regular_file(path: str, limit: int = 1 << 20) -> str:
+    """The text of a regular file (UTF-8, a byte-order mark skipped).  Opened without blocking
+    and checked with fstat first: a FIFO or a device would otherwise hang the reader."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else \
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+                "not a regular file"
+            raise OSError(f"is {kind}, not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(f"is larger than {limit} bytes")
+    return data.decode("utf-8-sig")
+
+
+def load_config(path: str | None = None, for_sending: bool = True) -> Config:
+    """Read and validate the config file; raise ConfigError listing every problem.  With
+    for_sending=False (preview: nothing is sent, nothing connects) credentials are not required."""
     path = config_path(path)
     parser = configparser.RawConfigParser()
     try:
-        with open(path, encoding="utf-8") as fh:
-            parser.read_file(fh)
+        parser.read_file(io.StringIO(read_regular_file(path)), path)
     except FileNotFoundError:
         raise ConfigError(path, [f"{path}: file not found (set {ENV_VAR} or create it with "
                                  "`koji-messagebus sample-config`)"]) from None
-    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"{path}: cannot be read: not UTF-8 ({exc.reason} at byte {exc.start}); "
+                                 "save it as UTF-8"]) from None
+    except OSError as exc:
+        raise ConfigError(path, [f"{path}: cannot be read: {exc.strerror or exc}; it must be a regular "
+                                 "file"]) from None
+    except configparser.Error as exc:
         raise ConfigError(path, [f"{path}: cannot be read: {exc}"]) from None
-    return parse_config(parser, path)
+    return parse_config(parser, path, for_sending)
 
 
-def parse_config(parser: configparser.RawConfigParser, path: str) -> Config:
+def parse_config(parser: configparser.RawConfigParser, path: str, for_sending: bool = True) -> Config:
     """Validate a parsed config; every problem at once."""
     problems: list[str] = []
     values: dict[tuple[str, str], Any] = {}
@@ -266,12 +309,19 @@ def parse_config(parser: configparser.RawConfigParser, path: str) -> Config:
                 values[(opt.section, opt.key)] = opt.default
         else:
             values[(opt.section, opt.key)] = opt.default
-    _read_password_file(values, path, problems)
+    warnings = [f"{path}: [{section}]: unknown section, ignored (sections: "
+                f"{', '.join(dict.fromkeys(o.section for o in OPTIONS))})"
+                for section in parser.sections() if section not in {o.section for o in OPTIONS}
+                and not parser.options(section)]
+    if for_sending:
+        _read_password_file(values, path, problems)
     endpoints = _endpoints(values)
-    problems += _cross_checks(values, path)
+    problems += _cross_checks(values, path, for_sending)
     if problems:
         raise ConfigError(path, problems)
-    return Config(path, values, endpoints, tuple(security_warnings(path, values, endpoints)))
+    if for_sending:
+        warnings += security_warnings(path, values, endpoints)
+    return Config(path, values, endpoints, tuple(warnings))
 
 
 def _read_password_file(values: dict, path: str, problems: list[str]) -> None:
@@ -282,10 +332,10 @@ def _read_password_file(values: dict, path: str, problems: list[str]) -> None:
         problems.append(f"{path}: [broker] password_file: set together with password; keep only one")
         return
     try:
-        with open(pw_file, encoding="utf-8") as fh:
-            values[("broker", "password")] = fh.readline().rstrip("\r\n")
-    except OSError as exc:
-        problems.append(f"{path}: [broker] password_file = {pw_file!r} cannot be read ({exc.strerror}): "
+        values[("broker", "password")] = read_regular_file(pw_file, 1 << 16).split("\n", 1)[0].rstrip("\r")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problems.append(f"{path}: [broker] password_file = {pw_file!r} cannot be read ({reason}): "
                         "must be a readable file whose first line is the password")
 
 
@@ -303,7 +353,31 @@ def _endpoints(values: dict) -> tuple[Endpoint, ...]:
     return (Endpoint(values[("broker", "host")], port, tls),)
 
 
-def _cross_checks(values: dict, path: str) -> list[str]:
+def _cross_checks(values: dict, path: str, for_sending: bool = True) -> list[str]:
+    problems = _prefix_checks(values, path)
+    if for_sending:
+        problems += _sending_checks(values, path)
+    return problems
+
+
+def _prefix_checks(values: dict, path: str) -> list[str]:
+    prefix = values[("topic", "prefix")]
+    problems = []
+    if values[("exchange", "type")] == "topic" and not re.fullmatch(r"[^#*]*", prefix):
+        problems.append(f"{path}: [topic] prefix = {prefix!r}: must not contain * or #")
+    if prefix and (prefix.startswith(".") or prefix.endswith(".") or ".." in prefix):
+        problems.append(f"{path}: [topic] prefix = {prefix!r} would make an empty routing-key token: "
+                        "write it without a leading, trailing or doubled '.' "
+                        f"(e.g. {'.'.join(filter(None, prefix.split('.')))!r})")
+    size = len(prefix.encode("utf-8", "surrogatepass"))
+    if size > MAX_PREFIX_BYTES:
+        problems.append(f"{path}: [topic] prefix is {size} bytes long: at most {MAX_PREFIX_BYTES} bytes, so that "
+                        "routing keys (255 bytes at most) keep room for the type and the names")
+    return problems
+
+
+def _sending_checks(values: dict, path: str) -> list[str]:
+    """What connecting needs: credentials, TLS files."""
     problems = []
     auth = values[("broker", "auth")]
     for url in values[("broker", "urls")]:
@@ -343,8 +417,6 @@ def _cross_checks(values: dict, path: str) -> list[str]:
             problems.append(f"{path}: [broker] {key} = {file!r}: file missing or not readable")
     if values[("broker", "key")] and not values[("broker", "cert")]:
         problems.append(f"{path}: [broker] key is set but cert is empty: set cert too")
-    if values[("exchange", "type")] == "topic" and not re.fullmatch(r"[^#*]*", values[("topic", "prefix")]):
-        problems.append(f"{path}: [topic] prefix = {values[('topic', 'prefix')]!r}: must not contain * or #")
     return problems
 
 
@@ -395,10 +467,26 @@ def _holds_private_key(path: str) -> bool:
         return False
 
 
-def redact_url(url: str) -> str:
-    """Hide `user:password@` in a URL (or in each URL of a space-separated list); a password may
-    itself hold `/`, `:` or `@`, so everything up to the last `@` of each URL goes."""
-    return re.sub(r"(?<=://)\S*@", "***@", url)
+_URL_START = re.compile(r"(?i)\bamqps?://")
+
+
+def redact_url(text: str) -> str:
+    """Hide the user information of each URL in `text` (one URL or the `urls` list), found by
+    structure, not by what a password may hold: a URL runs from its `amqp://`/`amqps://` to the
+    next one, and everything before the last `@` of that stretch goes (a password may hold
+    spaces, `/`, `:` or `@`).  Text before the first URL is treated the same way."""
+    starts = [m.start() for m in _URL_START.finditer(text)]
+    bounds = [0, *[i for i in starts if i > 0], len(text)]
+    out = []
+    for begin, end in zip(bounds, bounds[1:]):
+        part = text[begin:end]
+        at = part.rfind("@")
+        if at >= 0:
+            scheme = _URL_START.match(part)
+            head = part[:scheme.end()] if scheme else ""
+            part = f"{head}***{part[at:]}"
+        out.append(part)
+    return "".join(out)
 
 
 def default_cafile() -> str:

@@ -41,16 +41,36 @@ class DatabaseSettings:
             where += f":{p['port']}"
         return f"database '{p.get('database')}' on {where} as user '{p.get('user') or '(default)'}'"
 
+    def redact(self, text: str) -> str:
+        """`text` with the password (from DBPass or the parsed DBConnectionString) replaced by ***."""
+        secret = self.params.get("password")
+        if "dsn" in self.params:
+            try:
+                from psycopg2.extensions import parse_dsn
+
+                secret = parse_dsn(self.params["dsn"]).get("password")
+            except Exception:  # noqa: BLE001 - psycopg2 missing or a DSN it cannot parse
+                secret = None
+        return text.replace(secret, "***") if secret else text
+
     def connect(self):
         """A psycopg2 connection (psycopg2 is needed only for the outbox commands)."""
         try:
             import psycopg2
         except ImportError:
             raise HubConfigError("the outbox commands need psycopg2: pip install 'koji-messagebus[outbox]'") from None
+        if "dsn" in self.params:
+            from psycopg2.extensions import parse_dsn
+            try:
+                parse_dsn(self.params["dsn"])
+            except psycopg2.Error:  # its text quotes the DSN, password included: not shown
+                raise HubConfigError(f"{self.path}: [hub] DBConnectionString is not a valid libpq connection string "
+                                     "(not shown: it holds the password); write it as key=value pairs, e.g. "
+                                     "'dbname=koji user=koji host=db.example.com'") from None
         try:
             cnx = psycopg2.connect(**self.params)
         except psycopg2.Error as exc:
-            first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+            first = self.redact((str(exc).strip().splitlines() or ["connection failed"])[0])
             raise HubConfigError(f"cannot connect to the hub database ({self.describe()}, from {self.path}): "
                                  f"{first}") from None
         cnx.set_client_encoding("UTF8")

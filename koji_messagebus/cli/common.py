@@ -79,19 +79,21 @@ def config_path(args: argparse.Namespace) -> str:
     return explicit_config(args) or default_path()
 
 
-def get_config(args: argparse.Namespace) -> Config:
-    """Load and validate the config; CliError listing every problem."""
+def get_config(args: argparse.Namespace, for_sending: bool = True) -> Config:
+    """Load and validate the config; CliError listing every problem.  for_sending=False: the
+    command never connects (preview), so credentials are not required."""
     try:
-        return load_config(config_path(args))
+        return load_config(config_path(args), for_sending=for_sending)
     except ConfigError as exc:
         raise CliError(f"invalid config {exc.path}", EXIT_USAGE, [f"error: {p}" for p in exc.problems]) from None
 
 
 def config_if_any(args: argparse.Namespace) -> Config | None:
-    """The config if one is given or exists at the default path; None otherwise."""
+    """The config if one is given or exists at the default path; None otherwise (preview's: it
+    never connects, so no credentials are needed)."""
     if explicit_config(args) is None and not os.path.exists(default_path()):
         return None
-    return get_config(args)
+    return get_config(args, for_sending=False)
 
 
 @contextlib.contextmanager

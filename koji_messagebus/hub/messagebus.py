@@ -2,6 +2,12 @@
 
 The hub loads this file by name from its PluginPath; the plugin itself is the installed
 `koji_messagebus` package.  Configuration: /etc/koji-hub/plugins/messagebus.conf.
+
+Loading reads and checks the config at once, so that its errors and warnings reach the hub's
+log when the hub starts, not at the first request; nothing connects to the broker here.
 """
 
 from koji_messagebus.plugin import messagebus_collect, messagebus_send, messagebus_store  # noqa: F401
+from koji_messagebus.plugin import runtime as _runtime
+
+_runtime()

@@ -1,0 +1,193 @@
+"""Config edge cases: each gives one clear line at load time (file, section, key, fix), and none
+hangs, echoes a secret or is silently changed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import pytest
+
+from koji_messagebus.config import ConfigError, load_config, redact_url
+from koji_messagebus.hubconf import DatabaseSettings, HubConfigError
+
+MINIMAL = "[broker]\nusername = koji\npassword = s3cret\n"
+
+
+def conf(tmp_path, text: str) -> str:
+    path = tmp_path / "messagebus.conf"
+    path.write_text(text)
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def problems(path: str, **kw) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        load_config(path, **kw)
+    return err.value.problems
+
+
+def test_a_fifo_as_config_is_refused_at_once(tmp_path):
+    fifo = str(tmp_path / "messagebus.conf")
+    os.mkfifo(fifo)
+    result: list = []
+    reader = threading.Thread(target=lambda: result.append(problems(fifo)), daemon=True)
+    reader.start()
+    reader.join(5)
+    if reader.is_alive():  # unblock the reader that would otherwise hang forever
+        with open(fifo, "w"):
+            pass
+        reader.join(5)
+        pytest.fail("load_config blocked on a FIFO")
+    (line,) = result[0]
+    assert line.startswith(f"{fifo}: cannot be read") and "FIFO" in line and "regular file" in line
+
+
+def test_a_directory_as_config_is_refused(tmp_path):
+    (line,) = problems(str(tmp_path))
+    assert "a directory, not a regular file" in line
+
+
+def test_a_fifo_as_password_file_is_refused(tmp_path):
+    fifo = str(tmp_path / "pw")
+    os.mkfifo(fifo)
+    path = conf(tmp_path, f"[broker]\nusername = koji\npassword_file = {fifo}\n")
+    line = problems(path)[0]
+    assert "[broker] password_file" in line and "FIFO" in line
+
+
+@pytest.mark.parametrize("template", ["/exchange/{name.upper}", "/x/{name[0]}", "/x/{routing_key!r}",
+                                      "/x/{name:>10}", "/x/{other}", "/x/{}", "/x/{0}", "/x/{name"])
+def test_address_templates_name_only_the_known_fields(tmp_path, template):
+    (line,) = problems(conf(tmp_path, MINIMAL + f"[exchange]\naddress = {template}\n"))
+    assert line.startswith(f"{tmp_path}/messagebus.conf: [exchange] address = ") and "is invalid" in line
+
+
+def test_known_address_fields_pass(tmp_path):
+    cfg = load_config(conf(tmp_path, MINIMAL + "[exchange]\naddress = /exchanges/{name}/{routing_key}\n"))
+    assert cfg.message_to("k") == "/exchanges/koji.events/k"
+
+
+def test_routing_keys_in_addresses_are_percent_encoded(tmp_path):
+    """RabbitMQ 4.x rejects `to` = /exchanges/X/f44/updates and routes /exchanges/X/f44%2Fupdates
+    with the key f44/updates."""
+    cfg = load_config(conf(tmp_path, MINIMAL + "[exchange]\naddress = /exchanges/{name}/{routing_key}\n"))
+    assert cfg.message_to("koji.event.Tag.f44/updates.bash.~none~") == \
+        "/exchanges/koji.events/koji.event.Tag.f44%2Fupdates.bash.~none~"
+    assert cfg.message_to("k.ü.a b#") == "/exchanges/koji.events/k.%C3%BC.a%20b%23"
+
+
+def test_port_zero_is_refused(tmp_path):
+    (line,) = problems(conf(tmp_path, MINIMAL + "urls = amqp://mq.example.com:0\n"))
+    assert "[broker] urls = 'amqp://mq.example.com:0' is invalid" in line
+
+
+@pytest.mark.parametrize("prefix", ["koji.", ".koji", "koji..event", "."])
+def test_prefix_with_an_empty_token_is_refused(tmp_path, prefix):
+    (line,) = problems(conf(tmp_path, MINIMAL + f"[topic]\nprefix = {prefix}\n"))
+    assert line.startswith(f"{tmp_path}/messagebus.conf: [topic] prefix = {prefix!r} would make an empty")
+
+
+def test_prefix_too_long_for_routing_keys_is_refused(tmp_path):
+    (line,) = problems(conf(tmp_path, MINIMAL + "[topic]\nprefix = " + "p" * 129 + "\n"))
+    assert "[topic] prefix is 129 bytes long: at most 128 bytes" in line
+
+
+def test_an_empty_unknown_section_is_warned_about(tmp_path):
+    cfg = load_config(conf(tmp_path, MINIMAL + "[brokr]\n"))
+    assert f"{tmp_path}/messagebus.conf: [brokr]: unknown section, ignored (sections: broker, exchange, " \
+           "topic, outbox)" in cfg.warnings
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "messagebus.conf"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    os.chmod(path, 0o600)
+    assert load_config(str(path)).get("broker", "username") == "koji"
+
+
+def test_not_utf8_names_the_byte(tmp_path):
+    path = tmp_path / "messagebus.conf"
+    path.write_bytes(MINIMAL.encode() + b"vhost = \xff\n")
+    (line,) = problems(str(path))
+    assert "not UTF-8" in line and "save it as UTF-8" in line
+
+
+def test_preview_mode_needs_no_credentials(tmp_path):
+    """`preview` never connects: a config without username/password (auth = PLAIN) is fine there."""
+    path = conf(tmp_path, "[topic]\nprefix = org.example\n")
+    assert any("username is empty" in p for p in problems(path))
+    assert load_config(path, for_sending=False).get("topic", "prefix") == "org.example"
+    assert any("prefix" in p for p in problems(conf(tmp_path, "[topic]\nprefix = a.\n"), for_sending=False))
+
+
+# ---- secrets ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("urls", ["amqp://koji:hunter 2x@mq.example.com",
+                                  "amqp://koji:hunter 2x 3y@mq amqps://x:y z@mq2",
+                                  "amqps://ok.example.com amqp://koji:hunter 2x@mq"])
+def test_a_password_with_spaces_in_urls_is_never_shown(tmp_path, urls, caplog):
+    from koji_messagebus.runtime import Runtime
+
+    path = conf(tmp_path, MINIMAL + f"urls = {urls}\n")
+    shown = "\n".join(problems(path))
+    with caplog.at_level(logging.ERROR, logger="koji.plugin.messagebus"):
+        Runtime(config_path=path)
+    logged = caplog.text
+    for secret in ("hunter", "2x", "3y", "y z", "z@"):
+        assert secret not in shown and secret not in logged
+    assert "***@" in shown and "***@" in logged
+
+
+def test_redact_url_by_structure():
+    assert redact_url("amqp://u:pa ss@h:5672 amqps://h2") == "amqp://***@h:5672 amqps://h2"
+    assert redact_url("amqp://u:p@s:s/x@h/v") == "amqp://***@h/v"
+    assert redact_url("amqp://h amqps://h2:5671") == "amqp://h amqps://h2:5671"
+
+
+def test_a_malformed_dsn_never_echoes_its_password(tmp_path):
+    settings = DatabaseSettings(str(tmp_path / "hub.conf"), {"dsn": "dbname=koji password hunter2 host=db"})
+    with pytest.raises(HubConfigError) as err:
+        settings.connect()
+    assert "hunter2" not in str(err.value) and "DBConnectionString is not a valid" in str(err.value)
+    assert "hunter2" not in settings.describe()
+
+
+def test_connection_errors_never_echo_the_password(tmp_path):
+    settings = DatabaseSettings("hub.conf", {"dsn": "host=127.0.0.1 port=1 dbname=x password=hunter2"})
+    assert settings.redact("failed for password=hunter2") == "failed for password=***"
+    with pytest.raises(HubConfigError) as err:
+        settings.connect()
+    assert "hunter2" not in str(err.value)
+
+
+# ---- the hub logs config problems when it loads the plugin -------------------------------------------
+def test_config_problems_are_logged_when_the_hub_loads_the_plugin(tmp_path, monkeypatch, caplog):
+    from tests.hub import load_plugin, unload_plugin
+
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf(tmp_path, "[broker]\nusername = koji\n[brokr]\n"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="koji.plugin.messagebus"):
+            load_plugin()
+        text = caplog.text
+        assert "messagebus plugin disabled" in text and "password is empty" in text
+    finally:
+        unload_plugin()
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf(tmp_path, MINIMAL + "[brokr]\n"))
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="koji.plugin.messagebus"):
+            load_plugin()
+        assert "[brokr]: unknown section" in caplog.text
+        from koji_messagebus import plugin as mb_plugin
+        assert mb_plugin.runtime().publisher is None  # nothing connected at load time
+    finally:
+        unload_plugin()
+
+
+def test_preview_command_with_a_config_without_credentials(tmp_path, capsys):
+    from koji_messagebus import cli
+
+    path = conf(tmp_path, "[topic]\nprefix = org.example\n")
+    assert cli.main(["preview", "Tag", "--config", path, "--json"]) == 0
+    assert capsys.readouterr().out.count("org.example.Tag.") >= 1
