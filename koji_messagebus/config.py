@@ -166,9 +166,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("exchange", "type", "topic", _choice("topic", "headers"), "topic or headers",
            "Exchange type: topic routes on the routing key, headers on the message headers."),
     Option("exchange", "durable", True, _bool, "true or false", "Create the exchange durable (where created)."),
-    Option("exchange", "address", "/exchange/{name}", _address,
-           "an address template using only {name} and {routing_key}",
-           "AMQP 1.0 target address; with {routing_key} each message is addressed on its own."),
+    Option("exchange", "address", "auto", _address,
+           "auto, or an address template using only {name} and {routing_key}",
+           "AMQP 1.0 target address. auto: chosen from the broker's product and version (RabbitMQ 3.x "
+           "/exchange/{name}; 4.x /exchanges/{name}/{routing_key}; Artemis one multicast address per routing key; "
+           "Broker-J {name}); a template: as written, with {routing_key} each message is addressed on its own."),
     Option("topic", "prefix", "koji.event", _text,
            f"a routing key prefix of at most {MAX_PREFIX_BYTES} bytes, without empty tokens",
            "First token(s) of every routing key."),
@@ -220,8 +222,8 @@ class Config:
     def target_address(self) -> str | None:
         """The sender link's target, or None when each message carries its own `to`."""
         template = self.values[("exchange", "address")]
-        if "{routing_key}" in template:
-            return None
+        if "{routing_key}" in template or template == "auto":
+            return None  # auto: amqp.address.route() picks it once the broker is known
         return template.format(name=self.exchange)
 
     def message_to(self, routing_key: str) -> str | None:

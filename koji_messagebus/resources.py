@@ -10,9 +10,13 @@ import os
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 SAMPLE_CONFIG = "messagebus.conf"
 SCHEMA = "messagebus-schema.sql"
+FLUSH_SERVICE = "koji-messagebus-flush.service"
+FLUSH_TIMER = "koji-messagebus-flush.timer"
 #: where the RPM puts them (the sample config becomes the live config, %config(noreplace))
 RPM_PATHS = {SAMPLE_CONFIG: "/etc/koji-hub/plugins/messagebus.conf",
-             SCHEMA: "/usr/share/koji-messagebus/messagebus-schema.sql"}
+             SCHEMA: "/usr/share/koji-messagebus/messagebus-schema.sql",
+             FLUSH_SERVICE: "/usr/lib/systemd/system/koji-messagebus-flush.service",
+             FLUSH_TIMER: "/usr/lib/systemd/system/koji-messagebus-flush.timer"}
 
 
 def path(name: str) -> str:

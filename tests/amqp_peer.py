@@ -29,11 +29,14 @@ class Seen:
 
 class Peer(MessagingHandler):
     """`outcome`: how every message is settled (accept, reject, release, modify);
+    `reject_condition`: (condition, description) a rejection carries;
     `refuse_link`: an AMQP error condition name to close each sender link with."""
 
-    def __init__(self, outcome: str = "accept", refuse_link: str | None = None):
+    def __init__(self, outcome: str = "accept", refuse_link: str | None = None,
+                 reject_condition: tuple[str, str] | None = None):
         super().__init__(auto_accept=False, auto_settle=False)
         self.outcome = outcome
+        self.reject_condition = reject_condition
         self.refuse_link = refuse_link
         self.seen = Seen()
         self.port = _free_port()
@@ -104,6 +107,8 @@ class Peer(MessagingHandler):
         msg = event.message
         self.seen.messages.append((msg.subject, msg.address, msg.id))
         dlv = event.delivery
+        if self.outcome == "reject" and self.reject_condition:
+            dlv.local.condition = Condition(*self.reject_condition)
         dlv.update(OUTCOMES[self.outcome])
         dlv.settle()
 

@@ -289,6 +289,14 @@ class Connection:
             raise self.fail(BrokerError(Kind.TIMEOUT, f"broker {ep.host}:{ep.port} did not answer within the "
                                         f"timeout while {self._stage(doing)}"))
 
+    def fileno(self) -> int:
+        """The socket, for callers that run their own select() (-1 when closed)."""
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def wants_write(self) -> bool:
+        """Frames are queued for the broker (select() for writability too)."""
+        return self._transport.pending() > 0
+
     def flush(self) -> None:
         """Write what is queued (frames produced outside the loop) without waiting."""
         if self._sock is not None and not self._error:

@@ -11,7 +11,9 @@ Two ways to use it:
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +23,12 @@ from proton import Data, Delivery, Endpoint, symbol
 from ..config import Config
 from ..config import Endpoint as BrokerEndpoint
 from ..wire import Outgoing
+from . import address as addressing
+from . import diagnose, management
 from .connection import BrokerInfo, Connection
 from .errors import BrokerError
+
+log = logging.getLogger("koji.plugin.messagebus")
 
 OUTCOMES = {
     Delivery.ACCEPTED: "accepted",
@@ -48,6 +54,17 @@ class Settlement:
     def accepted(self) -> bool:
         return self.outcome == "accepted"
 
+    @property
+    def unroutable(self) -> bool:
+        """`released` by an exchange: no queue is bound for the message (RabbitMQ 4.x); not an error."""
+        return self.outcome == "released"
+
+    @property
+    def lost(self) -> str | None:
+        """Why the message is lost for good (the text logs show), or None: accepted or unroutable
+        (for those call `UNROUTABLE.note(exchange, msgs)`)."""
+        return None if self.accepted or self.unroutable else str(self)
+
     def __str__(self) -> str:
         why = ": ".join(p for p in (self.condition, self.description) if p)
         return f"{self.outcome} ({why})" if why else self.outcome
@@ -57,10 +74,40 @@ class Settlement:
 class BatchOutcome:
     """What became of each message of a batch on one connection."""
 
-    accepted: list[Outgoing] = field(default_factory=list)
+    accepted: list[Outgoing] = field(default_factory=list)  # unroutable ones included: the broker has them
     lost: list[tuple[Outgoing, str]] = field(default_factory=list)
     unsettled: list[Outgoing] = field(default_factory=list)
     error: BrokerError | None = None
+    unroutable: list[Outgoing] = field(default_factory=list)  # released: no queue bound for them
+
+
+class UnroutableLog:
+    """Counts messages no queue was bound for and says so at INFO at most once per `interval`."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self.total = 0
+        self._clock = clock
+        self._since_log = 0
+        self._last = float("-inf")
+        self._lock = threading.Lock()
+
+    def note(self, exchange: str, msgs: list[Outgoing]) -> None:
+        if not msgs:
+            return
+        with self._lock:
+            self.total += len(msgs)
+            self._since_log += len(msgs)
+            now = self._clock()
+            if now - self._last < self.interval:
+                return
+            count, self._since_log, self._last = self._since_log, 0, now
+        log.info("messagebus: %d message(s) went to exchange '%s' with no queue bound for them (the broker "
+                 "answered released; not an error: nobody subscribed to e.g. %s); %d so far, said at most once a "
+                 "minute", count, exchange, msgs[-1].routing_key, self.total)
+
+
+UNROUTABLE = UnroutableLog()
 
 
 def settlement_of(dlv: Delivery) -> Settlement:
@@ -76,10 +123,13 @@ class Sender:
     """One sender link on a connection.  `address` is the link's target; None attaches an
     anonymous-relay link (each message carries its own `to`)."""
 
-    def __init__(self, conn: Connection, address: str | None, hints: bool = True, name: str | None = None):
+    def __init__(self, conn: Connection, address: str | None, hints: bool = True, name: str | None = None,
+                 route: addressing.Route | None = None):
         self.conn = conn
         self.address = address
         self.hints = hints
+        #: per-message `to` and target capabilities (None: payloads go as they are)
+        self.route = route
         self.name = name or f"koji-messagebus-{os.getpid()}"
         self.settlements: dict[str, Settlement] = {}
         #: called with (tag, settlement) as each settlement arrives (inside the I/O loop)
@@ -96,6 +146,12 @@ class Sender:
         target.address = self.address
         if self.address is not None and self.hints:
             _declare_exchange_hints(target, self.conn.config)
+        elif self.address is not None and self.route is not None and self.route.capabilities:
+            target.capabilities.put_array(False, Data.SYMBOL)
+            target.capabilities.enter()
+            for cap in self.route.capabilities:
+                target.capabilities.put_symbol(symbol(cap))
+            target.capabilities.exit()
         link.source.address = link.name
         self.conn.register(link, self)
         link.open()
@@ -133,6 +189,13 @@ class Sender:
         self._unsettled += 1
         return tag
 
+    def start_message(self, msg: Outgoing) -> str:
+        """Queue one message, addressed for this broker (its `to` set where the route says)."""
+        route = self.route
+        if route is not None and route.to is not None:
+            return self.start(addressing.with_to(msg.payload, route.to_for(msg.routing_key) or ""))
+        return self.start(msg.payload)
+
     @property
     def in_flight(self) -> int:
         """Messages started and not yet settled."""
@@ -155,7 +218,7 @@ class Sender:
     # ---- one batch --------------------------------------------------------------------------
     def send(self, batch: list[Outgoing], deadline: float) -> BatchOutcome:
         """Send every message, then wait for all settlements together (pipelined)."""
-        tags = [self.start(msg.payload) for msg in batch]
+        tags = [self.start_message(msg) for msg in batch]
         outcome = BatchOutcome()
         settled = self.settlements
         try:
@@ -168,28 +231,58 @@ class Sender:
                 outcome.unsettled.append(msg)
             elif state.accepted:
                 outcome.accepted.append(msg)
+            elif state.unroutable:
+                outcome.accepted.append(msg)
+                outcome.unroutable.append(msg)
             else:
-                outcome.lost.append((msg, state.outcome))
+                outcome.lost.append((msg, str(state)))
+        UNROUTABLE.note(self.conn.exchange.name, outcome.unroutable)
         return outcome
 
 
 class AmqpConnection:
     """A connection with one sender link to the configured exchange: what the publisher keeps
-    warm.  `connection` and `sender` are the parts, for callers that drive them directly."""
+    warm.  Opening reads the broker's open frame, picks the address (`address.route`), creates
+    the exchange where the broker lets a client (RabbitMQ 4.x, Broker-J) and attaches the
+    sender.  `connection`, `sender` and `route` are the parts, for callers that drive them."""
 
     def __init__(self, config: Config, endpoint: BrokerEndpoint):
         self.config = config
         self.endpoint = endpoint
         self.connection = Connection(config, endpoint)
+        #: made now (so callers can set `on_settled` before open()); attached by open() to the route chosen
         self.sender = Sender(self.connection, config.target_address())
+        self.route: addressing.Route | None = None
+        self.exchange_state = ""  # created, exists, ... (what the management node said), "" when not asked
         self.last_used = 0.0
 
     def open(self, deadline: float) -> None:
-        """Connect, authenticate, attach the sender; raise BrokerError on any failure."""
-        self.connection.start(deadline)
-        self.sender.attach()  # in the same round trip as the open
-        self.connection.wait(self.sender.attached, deadline, "attaching to the exchange")
+        """Connect, authenticate, pick the address, make sure of the exchange, attach the sender;
+        raise BrokerError on any failure."""
+        conn, cfg = self.connection, self.config
+        conn.open(deadline)
+        route = self.route = addressing.route(cfg, conn.broker)
+        addressing.log_choice_once(str(self.endpoint), route)
+        conn.exchange = diagnose.Exchange(cfg.exchange, cfg.get("exchange", "type"),
+                                          bool(cfg.get("exchange", "durable")), route.target)
+        if route.creates:
+            self.exchange_state = self._ensure_exchange(route, deadline)
+        sender = self.sender
+        sender.address, sender.hints, sender.route = route.target, route.hints, route
+        sender.open(deadline)
         self.last_used = time.monotonic()
+
+    def _ensure_exchange(self, route: addressing.Route, deadline: float) -> str:
+        cfg, conn = self.config, self.connection
+        mgmt = management.Management(conn, "brokerj" if route.creates == "amqp-management" else "rabbitmq")
+        mgmt.open(deadline)
+        state = management.ensure_exchange(mgmt, cfg.exchange, cfg.get("exchange", "type"),
+                                           bool(cfg.get("exchange", "durable")), deadline)
+        if state.startswith("exists ("):
+            log.warning("messagebus: exchange '%s' on %s %s; using it as it is", cfg.exchange, conn.broker, state)
+        else:
+            log.debug("messagebus: exchange '%s' on %s: %s", cfg.exchange, conn.broker, state)
+        return state
 
     def send(self, batch: list[Outgoing], deadline: float) -> BatchOutcome:
         outcome = self.sender.send(batch, deadline)

@@ -40,7 +40,7 @@ def errors(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-@pytest.mark.parametrize("outcome", ["reject", "release", "modify"])
+@pytest.mark.parametrize("outcome", ["reject", "modify"])
 def test_refused_messages_are_reported_as_lost_and_not_retried(hub_for, plugin_log, outcome):
     with Peer(outcome) as peer:
         hub = hub_for(peer)
@@ -49,11 +49,72 @@ def test_refused_messages_are_reported_as_lost_and_not_retried(hub_for, plugin_l
         hub.request(fire("postTag", TAG))
         time.sleep(0.2)
         sent = list(peer.seen.messages)
-    word = {"reject": "rejected", "release": "released", "modify": "modified"}[outcome]
+    word = {"reject": "rejected", "modify": "modified"}[outcome]
     lost = [e for e in errors(plugin_log) if e.startswith("messagebus: lost 1 message(s) (Tag x1)")]
     assert len(lost) == 1 and f"the broker answered {word}" in lost[0]
     assert "koji.event.Tag.harness-f1-candidate.harness-hello.kojiadmin" in lost[0]
     assert len(sent) == 2 and sent[0][2] != sent[1][2]  # the refused one was not sent again
+
+
+def test_a_rejection_names_the_brokers_condition_and_description(hub_for, plugin_log, exchange_name):
+    """RabbitMQ 4.x rejects a message for a missing exchange with amqp:not-found and says which."""
+    why = ("amqp:not-found", f"no exchange '{exchange_name}' in vhost '/'")
+    with Peer("reject", reject_condition=why) as peer:
+        hub_for(peer).request(fire("postTag", TAG))
+    lost = [e for e in errors(plugin_log) if e.startswith("messagebus: lost 1 message(s)")]
+    assert len(lost) == 1, errors(plugin_log)
+    assert f"the broker answered rejected (amqp:not-found: no exchange '{exchange_name}' in vhost '/')" in lost[0]
+
+
+def test_released_is_unroutable_counted_and_said_once_a_minute_at_info(plugin_log, monkeypatch, tmp_path,
+                                                                        exchange_name):
+    """A message no queue is bound for is `released` (RabbitMQ 4.x): not lost, not an error, said at INFO."""
+    from koji_messagebus.amqp import sender
+    from koji_messagebus.config import load_config
+    from koji_messagebus.messages import format_event
+    from koji_messagebus.wire import encode
+    from tests.conftest import write_config
+
+    monkeypatch.setattr(sender, "UNROUTABLE", sender.UnroutableLog())
+    with Peer("release") as peer:
+        cfg = load_config(write_config(tmp_path / "c.conf", exchange_name, broker={
+            "port": peer.port, "auth": "ANONYMOUS", "username": None, "password": None}))
+        conn = sender.AmqpConnection(cfg, cfg.endpoints[0])
+        conn.open(time.monotonic() + 5)
+        try:
+            msgs = [encode(format_event("Tag", TAG, "koji.event")) for _ in range(3)]
+            outcomes = [conn.send([m], time.monotonic() + 5) for m in msgs]
+        finally:
+            conn.close()
+    assert [(len(o.accepted), len(o.unroutable), o.lost, o.error) for o in outcomes] == [(1, 1, [], None)] * 3
+    assert errors(plugin_log) == []
+    said = [r for r in plugin_log.records if "no queue bound for them" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO
+    assert "released" in said[0].getMessage() and "not an error" in said[0].getMessage()
+    assert sender.UNROUTABLE.total == 3
+    assert sender.Settlement("released").lost is None and sender.Settlement("rejected", "c", "d").lost == \
+        "rejected (c: d)"
+
+
+def test_unroutable_log_says_at_most_once_per_interval():
+    from koji_messagebus.amqp.sender import UnroutableLog
+    from koji_messagebus.wire import Outgoing
+
+    now = [0.0]
+    counted = UnroutableLog(60.0, clock=lambda: now[0])
+    msg = Outgoing("id", 0.0, "Tag", "koji.event.Tag.x", b"")
+    said = []
+    import koji_messagebus.amqp.sender as mod
+    real = mod.log.info
+    mod.log.info = lambda *a: said.append(a)  # type: ignore[method-assign]
+    try:
+        for t in (0.0, 1.0, 59.0, 60.5, 61.0, 130.0):
+            now[0] = t
+            counted.note("ex", [msg])
+    finally:
+        mod.log.info = real  # type: ignore[method-assign]
+    assert [a[1] for a in said] == [1, 3, 2]  # counts since the last line: at 0, 60.5 and 130
+    assert counted.total == 6
 
 
 def test_link_refused_with_not_found_is_reported_at_once(hub_for, plugin_log, exchange_name):

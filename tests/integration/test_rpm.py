@@ -12,16 +12,16 @@ import sys
 
 import pytest
 
-from koji_messagebus import __version__
+from koji_messagebus import __version__, resources
 from tests.packaging import ROOT
 
 pytestmark = pytest.mark.skipif(not shutil.which("rpmbuild"), reason="rpmbuild is not installed (Debian: rpm)")
 
 PLUGIN = "/usr/lib/koji-hub-plugins/messagebus.py"
-CONF = "/etc/koji-hub/plugins/messagebus.conf"
-SCHEMA = "/usr/share/koji-messagebus/messagebus-schema.sql"
-SERVICE = "/usr/lib/systemd/system/koji-messagebus-flush.service"
-TIMER = "/usr/lib/systemd/system/koji-messagebus-flush.timer"
+CONF = resources.RPM_PATHS[resources.SAMPLE_CONFIG]
+SCHEMA = resources.RPM_PATHS[resources.SCHEMA]
+SERVICE = resources.RPM_PATHS[resources.FLUSH_SERVICE]
+TIMER = resources.RPM_PATHS[resources.FLUSH_TIMER]
 BIN = "/usr/bin/koji-messagebus"
 SITELIB = re.compile(r"^/usr/lib/python3\.\d+/site-packages$")
 TIMEOUT = 300
@@ -62,6 +62,7 @@ def test_file_list(files, sitelib):
     for path in (PLUGIN, CONF, SCHEMA, SERVICE, TIMER, BIN, f"{sitelib}/koji_messagebus/hub/messagebus.py",
                  f"{sitelib}/koji_messagebus/data/messagebus.conf",
                  f"{sitelib}/koji_messagebus/data/messagebus-schema.sql",
+                 f"{sitelib}/koji_messagebus/data/koji-messagebus-flush.timer",
                  f"{sitelib}/koji_messagebus/cli/__init__.py", "/usr/share/doc/koji-messagebus/README.md",
                  "/usr/share/licenses/koji-messagebus/LICENSE"):
         assert path in files, path
