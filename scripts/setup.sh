@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine for koji-messagebus: Debian packages, the Python venv (.venv),
-# RabbitMQ with its AMQP 1.0 plugin, PostgreSQL.  Idempotent; safe to run again.
+# PostgreSQL, RabbitMQ 3.10 with its AMQP 1.0 plugin and TLS, and the other brokers of the test
+# matrix (KMB_BROKERS, default "rabbitmq4 artemis brokerj"; each on loopback ports of its own).
+# Idempotent; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '==> %s\n' "$*"; }
 
 # Debian packages: krb5-config for koji's gssapi, Cyrus SASL for proton's GSSAPI, a KDC for tests.
-pkgs=(rabbitmq-server postgresql debootstrap rpm unzip libkrb5-dev libsasl2-dev libsasl2-modules libsasl2-modules-gssapi-mit krb5-kdc krb5-admin-server
+pkgs=(rabbitmq-server postgresql debootstrap openjdk-17-jre-headless maven rpm unzip libkrb5-dev libsasl2-dev libsasl2-modules libsasl2-modules-gssapi-mit krb5-kdc krb5-admin-server
       krb5-user openssl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
@@ -33,4 +35,10 @@ if ! .venv/bin/python -c 'import proton, sys; sys.exit(0 if proton.SASL.extended
   .venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps python-qpid-proton
 fi
 [ -x .ci/rabbitmq-tls.sh ] && bash .ci/rabbitmq-tls.sh
+# the other brokers (after the TLS script: they serve its test CA's certificate too)
+for b in ${KMB_BROKERS-rabbitmq4 artemis brokerj}; do
+  start=$SECONDS
+  bash "scripts/services/$b.sh"
+  say "$b up in $((SECONDS - start)) s"
+done
 say "ready: $(.venv/bin/python -c 'import koji_messagebus, proton; print("koji-messagebus", koji_messagebus.__version__, "proton", ".".join(map(str, proton.VERSION)))')"
