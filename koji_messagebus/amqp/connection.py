@@ -81,7 +81,7 @@ def kerberos_ticket(config: Config, endpoint: BrokerEndpoint) -> None:
     if not has_cyrus_sasl():
         raise BrokerError(Kind.AUTH, f"{where}: this python-qpid-proton has no Cyrus SASL "
                           "(proton.SASL.extended() is False), so it cannot do GSSAPI; reinstall it "
-                          "with libsasl2-dev present (scripts/setup.sh does)")
+                          "with libsasl2-dev present (pip install --force-reinstall --no-cache-dir python-qpid-proton)")
     try:
         kerberos.obtain_ticket(config.get("broker", "principal"), config.get("broker", "keytab"))
     except kerberos.KerberosError as exc:
