@@ -11,8 +11,9 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from urllib.parse import unquote, urlsplit
 
-from ..config import DEFAULT_PATH, ENV_VAR, Config, ConfigError, load_config
+from ..config import DEFAULT_PATH, ENV_VAR, Config, ConfigError, load_config, redact_url
 from ..messages import CALLBACK_TYPES, MESSAGE_TYPES
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -53,6 +54,12 @@ def out(text: str = "") -> None:
 
 def err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def add_broker_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", metavar="URL",
+                        help="with the built-in demo config: this broker instead of the local RabbitMQ, "
+                        "amqp[s]://[USER:PASSWORD@]HOST[:PORT] (default account guest/guest)")
 
 
 def parent_parser() -> argparse.ArgumentParser:
@@ -96,13 +103,42 @@ def config_if_any(args: argparse.Namespace) -> Config | None:
     return get_config(args, for_sending=False)
 
 
+def demo_config_text(broker: str | None = None) -> str:
+    """The built-in demo config; `broker` (amqp[s]://[USER:PASSWORD@]HOST[:PORT]) replaces the local
+    RabbitMQ and its guest account."""
+    if not broker:
+        return DEMO_CONFIG
+    url = urlsplit(broker)
+    try:
+        port = url.port
+    except ValueError:
+        port = -1
+    if url.scheme not in ("amqp", "amqps") or not url.hostname or port == -1 or url.path not in ("", "/"):
+        raise CliError(f"--broker {redact_url(broker)!r}: expected amqp://HOST[:PORT] or amqps://HOST[:PORT], "
+                       "optionally with USER:PASSWORD@", EXIT_USAGE)
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    lines = []
+    for line in DEMO_CONFIG.splitlines():
+        if line.startswith(("host = ", "port = ")):
+            continue
+        if line.startswith("username = ") and url.username is not None:
+            line = f"username = {unquote(url.username)}"
+        elif line.startswith("password = ") and url.password is not None:
+            line = f"password = {unquote(url.password)}"
+        lines.append(line)
+        if line == "[broker]":
+            lines.append(f"urls = {url.scheme}://{host}{f':{port}' if port else ''}")
+    return "\n".join(lines) + "\n"
+
+
 @contextlib.contextmanager
-def demo_config_file() -> Iterator[str]:
+def demo_config_file(broker: str | None = None) -> Iterator[str]:
     """The built-in demo config as a temporary file (mode 600), removed afterwards."""
+    text = demo_config_text(broker)
     fd, path = tempfile.mkstemp(prefix="koji-messagebus-demo-", suffix=".conf")
     try:
         with os.fdopen(fd, "w") as fh:
-            fh.write(DEMO_CONFIG)
+            fh.write(text)
         yield path
     finally:
         with contextlib.suppress(OSError):
@@ -113,12 +149,22 @@ def demo_config_file() -> Iterator[str]:
 def config_or_demo(args: argparse.Namespace, purpose: str) -> Iterator[tuple[Config, bool]]:
     """The given config; without one (no --config, no $KOJI_MESSAGEBUS_CONFIG) the built-in demo
     config, even when the hub's config exists: a demo must not publish into a real exchange."""
-    use_demo = explicit_config(args) is None and (purpose == "demo" or not os.path.exists(default_path()))
+    broker = getattr(args, "broker", None)
+    if broker and explicit_config(args) is not None:
+        raise CliError("--broker replaces the broker of the built-in demo config; with --config (or "
+                       f"${ENV_VAR}), set [broker] urls there instead", EXIT_USAGE)
+    use_demo = explicit_config(args) is None and (purpose == "demo" or bool(broker)
+                                                 or not os.path.exists(default_path()))
     if not use_demo:
         yield get_config(args), False
         return
-    with demo_config_file() as path:
-        yield load_config(path), True
+    with demo_config_file(broker) as path:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:  # only --broker can make the built-in config invalid
+            raise CliError("invalid --broker", EXIT_USAGE, [f"error: --broker: {p.split(': ', 1)[-1]}"
+                                                            for p in exc.problems]) from None
+        yield config, True
 
 
 def with_exchange(config: Config, name: str | None) -> Config:

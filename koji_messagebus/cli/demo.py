@@ -10,10 +10,20 @@ import os
 import time
 from typing import Any
 
-from ..config import ENV_VAR, Config
+from ..config import ENV_VAR, Config, redact_url
 from ..hubconf import HubConfigError, read_database_settings
 from ..messages import CALLBACK_TYPES
-from .common import BUILTIN, DEMO_EXCHANGE, EXIT_FAIL, EXIT_OK, CliError, config_or_demo, describe_connection, out
+from .common import (
+    BUILTIN,
+    DEMO_EXCHANGE,
+    EXIT_FAIL,
+    EXIT_OK,
+    CliError,
+    add_broker_option,
+    config_or_demo,
+    describe_connection,
+    out,
+)
 
 DEMO_ARRIVAL_WAIT = 3.0
 HELP = "run a build's hub events through the plugin into the broker"
@@ -30,6 +40,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     p.add_argument("--pretty", action="store_true", help="print each received message in full")
     p.add_argument("--json", action="store_true", help="print each received message as one JSON line")
     p.add_argument("--no-declare", action="store_true", help="do not declare the exchange first")
+    add_broker_option(p)
     p.set_defaults(func=run)
 
 
@@ -107,7 +118,8 @@ def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
         out(f"note: {note}")
     if received == total:
         given = "" if source == BUILTIN else f" --config {config.path}"
-        out(f"next: `koji-messagebus{given} listen --pretty` in another terminal while you run the demo again; "
+        broker = f" --broker {redact_url(args.broker)}" if args.broker else ""
+        out(f"next: `koji-messagebus{given} listen{broker} --pretty` in another terminal while you run the demo again; "
             "`koji-messagebus preview Tag` shows any event without a broker")
         return EXIT_OK
     return EXIT_FAIL

@@ -333,3 +333,38 @@ def test_debug_keeps_the_exit_code_for_an_invalid_config(tmp_path, capsys):
     path = write_config(tmp_path / "bad.conf", "x", broker={"timeout": "-1"})
     assert cli.main(["--config", path, "--debug", "listen"]) == 2
     assert cli.main(["--config", path, "--debug", "check"]) == 2
+
+
+# ---- --broker: the demo config against another broker --------------------------------------------
+def test_broker_replaces_the_demo_brokers_address_and_account(tmp_path):
+    path = tmp_path / "demo.conf"
+    path.write_text(common.demo_config_text("amqps://alice:p%40ss@broker.example.com:5671"))
+    config = load_config(str(path))
+    assert [str(ep) for ep in config.endpoints] == ["amqps://broker.example.com:5671"]
+    assert (config.get("broker", "username"), config.get("broker", "password")) == ("alice", "p@ss")
+    assert config.exchange == common.DEMO_EXCHANGE
+    path.write_text(common.demo_config_text("amqp://127.0.0.1:5673"))
+    config = load_config(str(path))
+    assert [str(ep) for ep in config.endpoints] == ["amqp://127.0.0.1:5673"]
+    assert config.get("broker", "username") == "guest"
+    assert common.demo_config_text(None) == common.DEMO_CONFIG
+
+
+@pytest.mark.parametrize("url", ["http://h", "amqp://", "amqp://h:99999", "amqp://h/vhost", "h:5672"])
+def test_broker_must_be_an_amqp_url(url, capsys):
+    assert cli.main(["demo", "--broker", url]) == 2
+    assert "--broker" in capsys.readouterr().err
+
+
+def test_broker_and_config_do_not_mix(tmp_path, capsys):
+    path = write_config(tmp_path / "m.conf", "ex")
+    assert cli.main(["--config", path, "listen", "--broker", "amqp://h"]) == 2
+    assert "set [broker] urls there instead" in capsys.readouterr().err
+
+
+def test_listen_with_broker_uses_the_demo_config_even_beside_the_hubs(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "DEFAULT_PATH", write_config(tmp_path / "hub.conf", "production.exchange"))
+    args = cli.build_parser().parse_args(["listen", "--broker", "amqp://127.0.0.1:5673"])
+    with common.config_or_demo(args, "listen") as (config, demo):
+        assert demo and config.exchange == common.DEMO_EXCHANGE
+        assert [str(ep) for ep in config.endpoints] == ["amqp://127.0.0.1:5673"]
