@@ -92,14 +92,23 @@ def temporary_queue(config: Config, keys: Iterable[str]) -> tuple[str | None, st
 
 
 def declare_hint(config: Config) -> str:
-    """A command that declares the configured exchange on RabbitMQ 3.x without any plugin."""
+    """A command, run on the broker's host, that declares the configured exchange on RabbitMQ 3.x
+    and 4.x without the management plugin (idempotent)."""
     name, ex_type, durable = config.exchange, config.get("exchange", "type"), config.get("exchange", "durable")
-    return f"rabbitmqadmin declare exchange name={name} type={ex_type} durable={str(durable).lower()}"
+    vhost = config.get("broker", "vhost") or "/"
+    return (f"rabbitmqctl eval 'rabbit_exchange:declare(rabbit_misc:r(<<\"{vhost}\">>, exchange, <<\"{name}\">>), "
+            f"{ex_type}, {str(durable).lower()}, false, false, [], <<\"rabbitmqctl\">>).'")
+
+
+def _rabbitmqadmin_args(config: Config) -> list[str]:
+    name, ex_type, durable = config.exchange, config.get("exchange", "type"), config.get("exchange", "durable")
+    return ["declare", "exchange", f"name={name}", f"type={ex_type}", f"durable={str(durable).lower()}"]
 
 
 def declare_exchange(config: Config) -> str:
-    """Declare the exchange over AMQP 0-9-1 with pika if installed, else rabbitmqadmin.  Returns
-    what was done; DeclareError if it exists with other settings."""
+    """Declare the exchange over AMQP 0-9-1 with pika if installed, else with rabbitmqadmin (which
+    needs the management plugin).  Returns what was done, or the command to run; DeclareError if
+    it exists with other settings."""
     name, ex_type, durable = config.exchange, config.get("exchange", "type"), config.get("exchange", "durable")
     hint = declare_hint(config)
     conn, why = amqp091_connect(config)
@@ -125,7 +134,7 @@ def _declare_with_rabbitmqadmin(config: Config, hint: str) -> str:
     name = config.exchange
     if not admin:
         return f"did not declare exchange '{name}' (neither pika nor rabbitmqadmin here); if it is missing: {hint}"
-    cmd = [admin, "-H", config.endpoints[0].host, *hint.split()[1:]]
+    cmd = [admin, "-H", config.endpoints[0].host, *_rabbitmqadmin_args(config)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -685,3 +685,34 @@ def test_cookbook_snippets_run(exchanges, conf, tmp_path, title, expected):
         proc.wait(timeout=10)
     assert lines, err
     assert {line.rstrip("\n") for line in lines} == {expected}  # only what the recipe selects
+
+
+# ---- creating the exchange without the management plugin (README, demo's hint) ---------------------
+def _readme_declare_lines() -> list[str]:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    section = readme[readme.index("## Install on a Koji hub"):readme.index("## Configuration reference")]
+    return [line.strip() for line in section.splitlines()
+            if line.strip().startswith(("rabbitmqctl eval 'rabbit_exchange:declare", "python3 -c 'import pika"))]
+
+
+@pytest.mark.skipif(not shutil.which("rabbitmqctl"), reason="needs rabbitmqctl of the local RabbitMQ")
+def test_readme_and_hint_declare_the_exchange_on_rabbitmq(exchanges, conf):
+    from koji_messagebus.rabbitmq import declare_hint
+
+    ctl, with_pika = _readme_declare_lines()
+    for command in (ctl.replace("koji.events", exchanges(declare=False)),
+                    with_pika.replace("koji.events", exchanges(declare=False)).replace("python3", sys.executable)
+                    .replace("USER:PASSWORD@BROKER", f"guest:guest@{AMQP_HOST}").replace(":5672", f":{AMQP_PORT}"),
+                    declare_hint(load_config(conf(exchanges(declare=False))))):
+        name = re.search(r"kmb\.cli\.[0-9a-f]+", command).group(0)
+        for _ in range(2):  # idempotent
+            res = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, res.stderr
+        conn, ch = channel()
+        try:
+            ch.exchange_declare(name, passive=True)  # raises if it does not exist
+        finally:
+            conn.close()
+    res = run("--config", conf(name), "check")
+    assert res.returncode == 0, res.stderr

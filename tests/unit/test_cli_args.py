@@ -258,7 +258,8 @@ def test_without_pika_or_rabbitmqadmin_the_demo_says_how_to_declare(tmp_path, mo
     config = load_config(write_config(tmp_path / "m.conf", "ex.demo"))
     assert rabbitmq.declare_exchange(config) == (
         "did not declare exchange 'ex.demo' (neither pika nor rabbitmqadmin here); if it is missing: "
-        "rabbitmqadmin declare exchange name=ex.demo type=topic durable=true")
+        "rabbitmqctl eval 'rabbit_exchange:declare(rabbit_misc:r(<<\"/\">>, exchange, <<\"ex.demo\">>), topic, true, "
+        "false, false, [], <<\"rabbitmqctl\">>).'")
 
 
 def test_amqp091_needs_plain_or_external(tmp_path):
