@@ -30,9 +30,9 @@ ADMIN = {"id": 1, "krb_principals": [], "name": "kojiadmin", "status": 0, "usert
 PACKAGE = {"id": 412, "name": "hello"}
 BUILD_TAG = {"arches": "x86_64 aarch64", "extra": {"mock.package_manager": "dnf"}, "id": 1200, "locked": False,
              "maven_include_all": False, "maven_support": False, "name": "f44-build", "perm": None, "perm_id": None}
-DEST_TAG = {"arches": None, "extra": {}, "id": 1201, "locked": False, "maven_include_all": False,
+DEST_TAG: dict[str, Any] = {"arches": None, "extra": {}, "id": 1201, "locked": False, "maven_include_all": False,
             "maven_support": False, "name": "f44-updates-candidate", "perm": None, "perm_id": None}
-STABLE_TAG = {"arches": None, "extra": {}, "id": 1198, "locked": False, "maven_include_all": False,
+STABLE_TAG: dict[str, Any] = {"arches": None, "extra": {}, "id": 1198, "locked": False, "maven_include_all": False,
               "maven_support": False, "name": "f44", "perm": "admin", "perm_id": 1}
 
 TASK_ID = 81234

@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from koji.util import encode_datetime_recurse
 
     from .. import examples
-    from ..listener import message_record
-    from ..wire import encode
+    from ..listener import jsonable
+    from ..wire import decode, encode
 
     config = config_if_any(args)
     prefix = args.prefix if args.prefix is not None else (config.get("topic", "prefix") if config else "koji.event")
@@ -65,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
     event = format_event(args.event, kwargs, prefix)
     to = config.message_to(event.routing_key) if config else None
     sent = encode(event, to=to, msg_id="(a new UUID per message)", created=time.time())
-    received = message_record(_message(sent.payload))
+    received = decode(sent.payload)  # what a consumer gets: the encoding round-tripped
+    headers, body = jsonable(received["headers"]), jsonable(received["body"])
     address = to or (config.target_address() if config else "/exchange/koji.events")
     notes = event.conversions.lossy + event.conversions.lossless
     if args.json:
         out(json.dumps({"type": event.type, "routing_key": event.routing_key, "address": address,
-                        "headers": received["headers"], "body": received["body"], "conversions": notes},
+                        "headers": headers, "body": body, "conversions": notes},
                        sort_keys=True, ensure_ascii=False))
         return EXIT_OK
     out(f"# {event.type} from {origin} (prefix '{prefix}'; nothing is sent)")
@@ -78,17 +79,10 @@ def run(args: argparse.Namespace) -> int:
     out(f"address:               {address}")
     out("durable:               true; message-id: a new UUID; creation-time: the time of the event")
     out("headers (application-properties):")
-    out(json.dumps(received["headers"], indent=2, ensure_ascii=False))
+    out(json.dumps(headers, indent=2, ensure_ascii=False))
     out("body (AMQP map):")
-    out(json.dumps(received["body"], indent=2, sort_keys=True, ensure_ascii=False))
+    out(json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False))
     for note in notes:
         out(f"converted: {note}")
     return EXIT_OK
 
-
-def _message(payload: bytes) -> Any:
-    from proton import Message
-
-    msg = Message()
-    msg.decode(payload)
-    return msg
