@@ -31,9 +31,10 @@ PACKAGE = {"id": 412, "name": "hello"}
 BUILD_TAG = {"arches": "x86_64 aarch64", "extra": {"mock.package_manager": "dnf"}, "id": 1200, "locked": False,
              "maven_include_all": False, "maven_support": False, "name": "f44-build", "perm": None, "perm_id": None}
 DEST_TAG: dict[str, Any] = {"arches": None, "extra": {}, "id": 1201, "locked": False, "maven_include_all": False,
-            "maven_support": False, "name": "f44-updates-candidate", "perm": None, "perm_id": None}
-STABLE_TAG: dict[str, Any] = {"arches": None, "extra": {}, "id": 1198, "locked": False, "maven_include_all": False,
-              "maven_support": False, "name": "f44", "perm": "admin", "perm_id": 1}
+                            "maven_support": False, "name": "f44-updates-candidate", "perm": None, "perm_id": None}
+STABLE_TAG: dict[str, Any] = {"arches": None, "extra": {}, "id": 1198, "locked": False,
+                              "maven_include_all": False, "maven_support": False, "name": "f44", "perm": "admin",
+                              "perm_id": 1}
 
 TASK_ID = 81234
 ARCH_TASK_ID = 81235
