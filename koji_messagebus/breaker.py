@@ -5,8 +5,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from enum import Enum
 
 MAX_FACTOR = 10
+
+
+class Role(str, Enum):
+    """What `acquire` lets a caller do.  A str, so `role == "probe"` keeps reading naturally."""
+
+    NORMAL = "normal"  # the breaker is closed: try
+    PROBE = "probe"  # the one caller that tries after the pause
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class CircuitBreaker:
@@ -33,25 +44,25 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self.failures > 0
 
-    def acquire(self) -> str | None:
-        """May the caller try the broker now?  "normal" while closed; "probe" for the one caller
+    def acquire(self) -> Role | None:
+        """May the caller try the broker now?  NORMAL while closed; PROBE for the one caller
         that tries after the interval; None while open (or while another caller probes)."""
         if not self.failures:  # the warm path: no lock (a stale read only means one more try)
-            return "normal"
+            return Role.NORMAL
         with self._lock:
             if not self.failures:
-                return "normal"
+                return Role.NORMAL
             now = self._clock()
             if now < self.retry_at:
                 return None
             if self._probe_since is not None and now < self._probe_since + self.probe_timeout:
                 return None
             self._probe_since = now
-            return "probe"
+            return Role.PROBE
 
-    def release(self, role: str | None) -> None:
+    def release(self, role: Role | None) -> None:
         """The caller did not try after all; a probe gives its turn back."""
-        if role == "probe":
+        if role == Role.PROBE:
             with self._lock:
                 self._probe_since = None
 

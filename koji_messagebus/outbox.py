@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .subcalls import ABORTED, MARKS_NOW, execute_quietly, parse_marks
 from .wire import Outgoing
@@ -236,6 +236,20 @@ def _delete(cur, ids: list[int]) -> None:
         cur.execute(f"DELETE FROM {TABLE} WHERE id IN %(ids)s", {"ids": tuple(ids)})
 
 
+def delete(cnx, ids: list[int]) -> int:
+    """Delete settled rows (the sender's batched deletes) in a transaction of their own, without
+    waiting for the WAL flush: a delete lost in a database crash means a resend, which
+    at-least-once allows.  Returns how many rows went."""
+    if not ids:
+        return 0
+    cur = cnx.cursor()
+    cur.execute(f"SET LOCAL synchronous_commit TO off; DELETE FROM {TABLE} WHERE id IN %(ids)s",
+                {"ids": tuple(int(i) for i in ids)})
+    count = cur.rowcount or 0
+    cnx.commit()
+    return count
+
+
 def expire(cur, max_age: float) -> int:
     """Drop rows older than max_age seconds; return how many."""
     cur.execute(f"DELETE FROM {TABLE} WHERE stored < clock_timestamp() - %(age)s * interval '1 second'",
@@ -243,7 +257,16 @@ def expire(cur, max_age: float) -> int:
     return cur.rowcount or 0
 
 
-SendFn = Callable[[list[Outgoing]], tuple[list[Outgoing], list[Outgoing]]]
+class Sent(Protocol):
+    """A send's outcome (publisher.SendResult): `split()` gives (done, unsent), `lost` the refused."""
+
+    lost: list[tuple[Outgoing, str]]
+
+    def split(self) -> tuple[list[Outgoing], list[Outgoing]]: ...
+
+
+#: sends a batch; returns (done, unsent) or a `Sent` (which also tells the refused ones apart)
+SendFn = Callable[[list[Outgoing]], "tuple[list[Outgoing], list[Outgoing]] | Sent"]
 
 
 #: delete the given rows unless another transaction holds them; returns (id, msg_id) of those deleted
@@ -282,14 +305,18 @@ def send_own(cnx, ids: list[int], messages: list[Outgoing], send: SendFn) -> Dra
 
 
 def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
-          max_age: float | None = None, max_batches: int = 1) -> DrainResult:
+          max_age: float | None = None, max_batches: int = 1, min_age: float = 0.0) -> DrainResult:
     """Send what the outbox holds, oldest first, in its own transaction(s) on `cnx`.
 
     With the advisory lock (one drainer per outbox table) the oldest rows are sent; without it only
-    `own_ids` (this request's rows).  Rows are locked FOR UPDATE SKIP LOCKED, so two processes
-    never send the same row.  `send(batch)` returns (done, failed): done rows (accepted or
-    finally refused) are deleted; failed ones stay for later.  Commits after each batch.
+    `own_ids` (this request's rows).  Rows are locked FOR UPDATE SKIP LOCKED, so two drainers
+    never send the same row; `min_age` leaves younger rows to the process that stored them (its
+    sender sends them without a row lock, see drainer.py).  `send(batch)` returns (done, failed):
+    done rows (accepted or finally refused) are deleted; failed ones stay for later.  Commits
+    after each batch.  `lost` counts the rows the broker refused for good.
     """
+    old = "TRUE" if min_age <= 0 else "stored < clock_timestamp() - %(min_age)s * interval '1 second'"
+    params: dict[str, Any] = {"min_age": float(min_age)}
     result = DrainResult()
     cur = cnx.cursor()
     for _ in range(max_batches):
@@ -299,7 +326,7 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
         if locked:
             if max_age is not None:
                 result.expired += expire(cur, max_age)
-            batch = _select(cur, "TRUE", {}, batch_size)
+            batch = _select(cur, old, params, batch_size)
         elif own_ids:
             result.locked_out = True
             batch = _select(cur, "id IN %(ids)s", {"ids": tuple(own_ids)}, batch_size)
@@ -310,11 +337,13 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
         if not batch:
             cnx.commit()
             return result
-        done, failed = send(list(batch.values()))
+        outcome = send(list(batch.values()))
+        done, failed = outcome if isinstance(outcome, tuple) else outcome.split()
         done_ids = {m.msg_id for m in done}
         _delete(cur, [rid for rid, m in batch.items() if m.msg_id in done_ids])
         cnx.commit()
         result.sent += len(done)
+        result.lost += 0 if isinstance(outcome, tuple) else len(outcome.lost)
         if failed:
             result.left = True
             return result

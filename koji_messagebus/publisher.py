@@ -1,9 +1,14 @@
-"""The process-wide publisher: one warm connection, failover, reconnect, circuit breaker.
+"""The synchronous publisher: one warm connection per process, failover, reconnect, circuit breaker.
 
-Thread-safe (mod_wsgi runs several threads per process): one lock serialises use of the
-connection.  Every call is bounded: connect_timeout per endpoint for opening a connection,
-timeout for the settlements, at most one resend on a new connection; while the breaker is open
-a call returns at once, without touching the network.
+`Publisher.send(batch)` runs on the caller's thread; one lock serialises use of the connection.
+The command line (`outbox flush`, `check`) and the poison-message quarantine use it; the hub's
+request path uses `sendthread.SenderThread`, which shares one connection between threads
+without a lock.  The request path with this class (`LockedPublisher`, the design before the
+sender thread) stays selectable for comparison (`Runtime(design="lock")`, bench/concurrency.py).
+
+Every call is bounded: connect_timeout per endpoint for opening a connection, timeout for the
+settlements, at most one resend on a new connection; while the breaker is open a call returns at
+once, without touching the network.
 """
 
 from __future__ import annotations
@@ -11,19 +16,48 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from .amqp import AmqpConnection, BatchOutcome, BrokerError, connect_first
-from .breaker import CircuitBreaker
+from .amqp import AmqpConnection, BatchOutcome, BrokerError, Kind, connect_first
+from .breaker import CircuitBreaker, Role
 from .config import Config
+from .config import Endpoint as BrokerEndpoint
 from .wire import Outgoing
 
 log = logging.getLogger("koji.plugin.messagebus")
 
+
+class BrokerConnection(Protocol):
+    """What a publisher needs of a connection (amqp.AmqpConnection; fakes in unit tests)."""
+
+    endpoint: BrokerEndpoint
+
+    def open(self, deadline: float) -> None: ...
+
+    def send(self, batch: list[Outgoing], deadline: float) -> BatchOutcome: ...
+
+    def healthy(self) -> bool: ...
+
+    def close(self, wait: float = ...) -> None: ...
+
+    @property
+    def error(self) -> BrokerError | None: ...
+
+
+#: makes an unopened connection to one endpoint
+ConnectionFactory = Callable[[Config, BrokerEndpoint], BrokerConnection]
+
+
+def amqp_connection(config: Config, endpoint: BrokerEndpoint) -> BrokerConnection:
+    return AmqpConnection(config, endpoint)
+
+
 @dataclass
 class SendResult:
     """`accepted` reached the broker; `lost` were refused by it (final); `unsent` may be retried.
-    `tried` is False when the call did not touch the network (breaker open, lock busy)."""
+    `tried` is False when the call did not touch the network (breaker open, broker known down)."""
 
     accepted: list[Outgoing] = field(default_factory=list)
     lost: list[tuple[Outgoing, str]] = field(default_factory=list)
@@ -32,21 +66,38 @@ class SendResult:
     seconds: float = 0.0
     tried: bool = False
 
+    @property
+    def done(self) -> list[Outgoing]:
+        """The messages nobody needs to send again: accepted, or refused for good."""
+        return self.accepted + [m for m, _ in self.lost]
+
+    def split(self) -> tuple[list[Outgoing], list[Outgoing]]:
+        """(done, unsent): what outbox.drain's `send` returns."""
+        return self.done, self.unsent
+
+    def add(self, outcome: BatchOutcome) -> list[Outgoing]:
+        """Take in one connection's outcome; return what it left unsettled."""
+        self.accepted += outcome.accepted
+        self.lost += outcome.lost
+        return outcome.unsettled
+
 
 class Publisher:
-    """Sends batches of encoded messages and waits for their settlement."""
+    """Sends batches of encoded messages and waits for their settlement, on the caller's thread."""
 
-    def __init__(self, config: Config, clock=time.monotonic):
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
+                 connect: ConnectionFactory = amqp_connection):
         self.config = config
         self._clock = clock
+        self._make = connect
         self._lock = threading.Lock()
-        self._conn: AmqpConnection | None = None
-        connect = config.get("broker", "connect_timeout")
+        self._conn: BrokerConnection | None = None
+        connect_timeout = config.get("broker", "connect_timeout")
         send = config.get("broker", "timeout")
         #: the longest one send() can take: every endpoint's connect timeout, twice (one resend), plus the sends
-        self.max_seconds = 2 * (connect * max(1, len(config.endpoints)) + send)
+        self.max_seconds = 2 * (connect_timeout * max(1, len(config.endpoints)) + send)
         self.breaker = CircuitBreaker(config.get("broker", "retry_interval"), clock,
-                                      probe_timeout=self.max_seconds + connect)
+                                      probe_timeout=self.max_seconds + connect_timeout)
         self.connects = 0  # connections opened
         self.attempts = 0  # send() calls that went to the network
 
@@ -54,6 +105,10 @@ class Publisher:
     def endpoint(self) -> str:
         conn = self._conn
         return str(conn.endpoint) if conn else ""
+
+    def seconds_left(self) -> float:
+        """Seconds until the broker may be tried again (0: now)."""
+        return self.breaker.seconds_left()
 
     def send(self, batch: list[Outgoing]) -> SendResult:
         """Send a batch; never raises (see SendResult.error)."""
@@ -69,9 +124,9 @@ class Publisher:
         if not self._lock.acquire(timeout=wait):
             self.breaker.release(role)
             return self._deferred(batch, result, BrokerError(
-                "timeout", f"another thread held the broker connection for more than {wait:g}s"))
+                Kind.TIMEOUT, f"another thread held the broker connection for more than {wait:g}s"))
         try:
-            if role == "normal" and self.breaker.is_open:
+            if role is Role.NORMAL and self.breaker.is_open:
                 # the breaker opened while this thread waited for the lock: do not try again
                 return self._deferred(batch, result, self._breaker_error())
             result.tried = True
@@ -81,9 +136,9 @@ class Publisher:
             except Exception as exc:  # noqa: BLE001 - a bug must not leave the breaker half-open
                 log.exception("messagebus: unexpected error while sending")
                 self._drop_connection()
-                done = {m.msg_id for m in result.accepted} | {m.msg_id for m, _ in result.lost}
+                done = {m.msg_id for m in result.done}
                 result.unsent = [m for m in batch if m.msg_id not in done]
-                result.error = BrokerError("protocol", f"unexpected error while sending: {exc!r}")
+                result.error = BrokerError(Kind.PROTOCOL, f"unexpected error while sending: {exc!r}")
         finally:
             self._lock.release()
         if result.error and result.unsent:
@@ -100,7 +155,7 @@ class Publisher:
         return result
 
     def _breaker_error(self) -> BrokerError:
-        return BrokerError("breaker-open", f"broker unavailable, next try in {self.breaker.seconds_left():.1f}s "
+        return BrokerError(Kind.BREAKER_OPEN, f"broker unavailable, next try in {self.breaker.seconds_left():.1f}s "
                            f"(last error: {self.breaker.last_error})")
 
     def _send_locked(self, batch: list[Outgoing], result: SendResult) -> None:
@@ -113,33 +168,30 @@ class Publisher:
                 result.error = exc
                 return
             deadline = self._clock() + self.config.get("broker", "timeout")
-            outcome: BatchOutcome = conn.send(remaining, deadline)
-            result.accepted += outcome.accepted
-            result.lost += outcome.lost
-            remaining = outcome.unsettled
+            outcome = conn.send(remaining, deadline)
+            remaining = result.add(outcome)
             if outcome.error is None:
                 result.error = None  # a resend after a lost connection worked
                 return
             self._drop_connection()
             result.error = outcome.error
-            if outcome.error.kind != "connection-lost" or not remaining or attempt:
+            if outcome.error.kind != Kind.CONNECTION_LOST or not remaining or attempt:
                 break
             log.warning("messagebus: %s; resending %d unsettled message(s) on a new connection", outcome.error,
                         len(remaining))
         result.unsent = remaining
-        if not remaining and result.error and result.error.kind == "connection-lost":
+        if not remaining and result.error and result.error.kind == Kind.CONNECTION_LOST:
             result.error = None  # everything was settled before the connection went
 
-    def _connection(self) -> AmqpConnection:
-        """The warm connection if it is alive, else a new one (trying each endpoint in order,
-        each with its own connect_timeout, so that a silent first host does not hide the next)."""
+    def _connection(self) -> BrokerConnection:
+        """The warm connection if it is alive, else a new one (failover: amqp.connect_first)."""
         if self._conn is not None:
             if self._conn.healthy():
                 return self._conn
             log.info("messagebus: connection to %s is gone (%s), reconnecting", self._conn.endpoint,
                      self._conn.error)
             self._drop_connection()
-        conn, errors = connect_first(self.config, lambda ep: AmqpConnection(self.config, ep), self._clock)
+        conn, errors = connect_first(self.config, lambda ep: self._make(self.config, ep), self._clock)
         if errors:
             log.warning("messagebus: connected to %s after: %s", conn.endpoint, "; ".join(str(e) for e in errors))
         self._conn = conn
@@ -160,3 +212,7 @@ class Publisher:
     def close(self) -> None:
         with self._lock:
             self._drop_connection()
+
+
+#: the request path before the sender thread: each hub thread sends under the one lock
+LockedPublisher = Publisher

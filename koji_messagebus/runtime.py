@@ -19,6 +19,7 @@ from typing import Any
 from . import outbox
 from .backlog import MemoryBacklog
 from .config import Config, ConfigError, load_config
+from .delivery import Delivery, database_connector
 from .messages import format_event
 from .publisher import Publisher, SendResult
 from .subcalls import SubcallMarks, split
@@ -27,6 +28,7 @@ from .wire import Outgoing, encode
 log = logging.getLogger("koji.plugin.messagebus")
 
 OUTBOX_RETRY_SECONDS = 300.0
+LOCKED_OUT_RETRY = 1.0  # lock design: seconds before a process that lost the drain-lock race looks again
 
 
 @dataclass
@@ -52,7 +54,11 @@ def describe(messages: list[Outgoing], limit: int = 10) -> str:
 class Runtime:
     """Per-process plugin state."""
 
-    def __init__(self, config: Config | None = None, config_path: str | None = None):
+    def __init__(self, config: Config | None = None, config_path: str | None = None, design: str = "thread"):
+        #: "thread": the process's sender thread shares one connection (delivery.py); "lock": each hub
+        #: thread sends under one lock (publisher.LockedPublisher, the design before; for comparison)
+        self.design = design
+        self.delivery: Delivery | None = None
         self.config_error: ConfigError | None = None
         self.config: Config | None = config
         if config is None:
@@ -160,13 +166,22 @@ class Runtime:
             for msg in batch.messages:
                 log.info("messagebus test_mode: would send %s", render(msg))
             return
+        if self.design == "thread":
+            if batch.messages:
+                self.delivery_().post_commit(batch.messages, batch.outbox_ids, cnx)
+            elif self.delivery is not None and self.delivery.drainer is None and cnx is not None:
+                self.delivery.post_commit([], [], cnx)  # the request-path fallback's deletes and drain
+            return
         # messages not in the outbox (outbox off, or unusable for this request), after older ones kept in memory
         direct = batch.messages if batch.outbox_ids is None else []
         if direct or len(self.backlog):
             self._send_direct(direct)
         if cfg.get("outbox", "enabled") and self._outbox_due(cnx):
             # now and then, and after a failure: everything, oldest first, with the drain lock
-            self._drain_outbox(cnx, batch.outbox_ids or [])
+            result = self._drain_outbox(cnx, batch.outbox_ids or [])
+            own = batch.outbox_ids or []
+            if result is not None and own and (result.left or len(own) > cfg.get("outbox", "batch_size")):
+                self._send_own(cnx, batch)  # own rows the drain's one batch left: always sent before returning
         elif batch.outbox_ids:
             self._send_own(cnx, batch)  # the steady state: only this request's rows
 
@@ -225,6 +240,8 @@ class Runtime:
             log.error("messagebus: dropped %d outbox message(s) older than max_age = %ss (never delivered)",
                       result.expired, cfg.get("outbox", "max_age"))
         retry = cfg.get("broker", "retry_interval")
+        if result.locked_out:
+            retry = min(retry, LOCKED_OUT_RETRY)  # another process drains: look again soon, not retry_interval away
         self._outbox_check_at = time.monotonic() + (0 if result.left else retry)
         return result
 
@@ -259,6 +276,18 @@ class Runtime:
         elif result.error:
             log.warning("messagebus: %s", result.error)
 
+    def delivery_(self) -> Delivery:
+        delivery = self.delivery
+        if delivery is None:
+            with self._lock:
+                if self.delivery is None:
+                    cfg = self.config
+                    assert cfg is not None
+                    connect_db = database_connector(cfg) if cfg.get("outbox", "enabled") else None
+                    self.delivery = Delivery(cfg, connect_db=connect_db)
+                delivery = self.delivery
+        return delivery
+
     def publisher_(self) -> Publisher:
         publisher = self.publisher
         if publisher is None:
@@ -269,6 +298,8 @@ class Runtime:
         return publisher
 
     def close(self) -> None:
+        if self.delivery is not None:
+            self.delivery.close()
         if self.publisher is not None:
             self.publisher.close()
 

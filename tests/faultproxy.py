@@ -13,7 +13,8 @@ Modes, for new and existing connections:
 ``cut()`` closes every connection now (RST by default); ``cut_after(n)`` forwards ``n`` more
 bytes from clients to the broker, then cuts every connection once (a connection dying mid-batch);
 ``freeze()`` black-holes the existing connections only (a peer gone without a FIN, a dropped NAT
-entry) while new ones pass.
+entry) while new ones pass.  ``delay`` (seconds, default 0) holds every chunk that long in each
+direction before forwarding it: a broker on another host or site, on loopback.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,13 +40,16 @@ class _Pair:
     to_client: bytearray = field(default_factory=bytearray)
     eof: bool = False  # one side closed: flush what is buffered, then close both
     frozen: bool = False  # black-holed: nothing is forwarded, ever
+    late_up: deque[tuple[float, bytes]] = field(default_factory=deque)  # (due, data) with a delay
+    late_client: deque[tuple[float, bytes]] = field(default_factory=deque)
 
 
 class FaultProxy:
     """Listens on 127.0.0.1:<ephemeral port> and forwards to `upstream`."""
 
-    def __init__(self, upstream: tuple[str, int] = ("127.0.0.1", 5672)):
+    def __init__(self, upstream: tuple[str, int] = ("127.0.0.1", 5672), delay: float = 0.0):
         self.upstream = upstream
+        self.delay = delay
         self.mode = "pass"
         self.port = 0
         self.accepted = 0
@@ -203,6 +208,16 @@ class FaultProxy:
 
     def _step(self) -> None:
         forwarding = self.mode != "pause"
+        wait = 0.2
+        if self.delay:
+            now = time.monotonic()
+            for p in self._pairs:
+                if forwarding and not p.frozen:
+                    _release(p.late_up, p.to_up, now)
+                    _release(p.late_client, p.to_client, now)
+                for late in (p.late_up, p.late_client):
+                    if late:
+                        wait = min(wait, max(0.0, late[0][0] - now))
         rlist: list[socket.socket] = [self._wake_r]
         wlist: list[socket.socket] = []
         if self._listener is not None:
@@ -222,7 +237,7 @@ class FaultProxy:
                 wlist.append(p.upstream)
             if p.to_client:
                 wlist.append(p.client)
-        readable, writable, _ = select.select(rlist, wlist, [], 0.2)
+        readable, writable, _ = select.select(rlist, wlist, [], wait)
         if self._wake_r in readable:
             self._wake_r.recv(4096)
             with self._cmd_lock:
@@ -247,13 +262,19 @@ class FaultProxy:
                 if not data:
                     p.eof = True
                 elif p.upstream is not None:
-                    p.to_up += data
+                    if self.delay:
+                        p.late_up.append((time.monotonic() + self.delay, data))
+                    else:
+                        p.to_up += data
             if p.upstream is not None and p.upstream in readable:
                 data = p.upstream.recv(CHUNK)
                 if not data:
                     p.eof = True
                 else:
-                    p.to_client += data
+                    if self.delay:
+                        p.late_client.append((time.monotonic() + self.delay, data))
+                    else:
+                        p.to_client += data
                     self.bytes_down += len(data)
             if p.upstream is not None and p.upstream in writable and p.to_up:
                 chunk = p.to_up
@@ -274,5 +295,11 @@ class FaultProxy:
         except OSError:
             self._close(p)
             return
-        if p.eof and (p.upstream is None or (not p.to_up and not p.to_client)):
+        if p.eof and (p.upstream is None or not (p.to_up or p.to_client or p.late_up or p.late_client)):
             self._close(p)
+
+
+def _release(late: deque[tuple[float, bytes]], out: bytearray, now: float) -> None:
+    """Move the delayed chunks that are due to the output buffer."""
+    while late and late[0][0] <= now:
+        out += late.popleft()[1]

@@ -265,10 +265,12 @@ class Connection:
                 raise self._error
             if done():
                 self._io()  # flush what the events produced (settlements, flow)
+                self._dispatch()  # and handle what that read: nothing may wait in the collector
                 return True
             now = time.monotonic()
             if now >= until:
                 self._io()
+                self._dispatch()
                 return False
             wake = until
             tick = self._transport.tick(now)

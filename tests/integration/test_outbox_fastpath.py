@@ -347,7 +347,9 @@ def test_older_backlog_is_drained_within_retry_interval_in_its_order(bus, monkey
         if len(paths.drain) > drains:
             drained.append((started, len(reqs) - 1))
         time.sleep(period)
-    assert len(paths.send_own) + len(drained) == len(reqs)  # each request took one path or the other
+    # each request took one path or the other; one whose drain left rows also sent its own (issue 9, item 8)
+    left_behind = sum(1 for r in paths.drain[1:] if r.left)
+    assert len(paths.send_own) + len(drained) == len(reqs) + left_behind
 
     # 50 rows, batch_size 20: the first drain once retry_interval has passed, two more right after it
     first_time, first = drained[0]

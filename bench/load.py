@@ -1,0 +1,417 @@
+"""A hub under load, for bench/concurrency.py and bench/faults.py: N processes x M threads, each
+running hub requests as kojixmlrpc does (koji's PluginTracker loads the plugin, koji.plugin
+run_callbacks fires the recorded post* events, preCommit, COMMIT, postCommit) on a real
+PostgreSQL connection of its own, 1-10 messages per request.
+
+Each request writes a ledger row (its message ids) in the hub's own transaction, so what was
+committed is known exactly; a consumer (pika, in the parent) records what arrived and when.
+Everything lives in a private schema of the `test` database and a private exchange and queue,
+all removed at the end.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import koji  # noqa: E402
+import koji.plugin  # noqa: E402
+import pika  # noqa: E402
+import psycopg2  # noqa: E402
+from koji.context import context  # noqa: E402
+
+from koji_messagebus import outbox  # noqa: E402
+from koji_messagebus import plugin as mb_plugin  # noqa: E402
+from koji_messagebus.messages import CALLBACK_TYPES  # noqa: E402
+from koji_messagebus.runtime import Runtime  # noqa: E402
+from tests.broker import decode_091  # noqa: E402
+from tests.fixtures import entries  # noqa: E402
+from tests.hub import DBWrapper, load_plugin  # noqa: E402
+
+#: per-thread profile counters, reset by each request (see instrument())
+PROFILE = threading.local()
+DSN_BASE = os.environ.get("KMB_BENCH_DSN", "dbname=test host=127.0.0.1 user=postgres")
+perf = time.perf_counter
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def stats_ms(values: list[float]) -> tuple[float, float, float]:
+    """(median, p99, max) in milliseconds."""
+    if not values:
+        return (0.0, 0.0, 0.0)
+    return (statistics.median(values) * 1000, pct(values, 99) * 1000, max(values) * 1000)
+
+
+@dataclass
+class Setup:
+    """Where a load runs: the schema, exchange and config files."""
+
+    schema: str
+    exchange: str
+    queue: str
+    dir: str
+    dsn: str
+
+    @classmethod
+    def create(cls) -> Setup:
+        tag = uuid.uuid4().hex[:8]
+        schema = f"kmb_load_{tag}"
+        dsn = f"{DSN_BASE} options='-c search_path={schema}'"
+        setup = cls(schema, f"kmb.load.{tag}", f"kmb.load.{tag}.q", tempfile.mkdtemp(prefix="kmb-load-"), dsn)
+        cnx = psycopg2.connect(DSN_BASE)
+        cur = cnx.cursor()
+        cur.execute(f"CREATE SCHEMA {schema}")
+        cur.execute(f"SET search_path = {schema}")
+        cur.execute(outbox.SCHEMA)
+        cur.execute("CREATE TABLE ledger (id BIGSERIAL PRIMARY KEY, msg_ids TEXT[] NOT NULL)")
+        cnx.commit()
+        cnx.close()
+        ch = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")).channel()
+        ch.exchange_declare(setup.exchange, "topic", durable=False, auto_delete=False)
+        ch.queue_declare(setup.queue, auto_delete=False, arguments={"x-max-length": 2_000_000})
+        ch.queue_bind(setup.queue, setup.exchange, "#")
+        ch.connection.close()
+        Path(setup.dir, "hub.conf").write_text(f'[hub]\nDBConnectionString = {dsn}\n')
+        return setup
+
+    def config(self, port: int, outbox_on: bool, name: str = "messagebus.conf", **broker: Any) -> str:
+        values = {"host": "127.0.0.1", "port": port, "auth": "PLAIN", "username": "guest", "password": "guest",
+                  "timeout": 2, "connect_timeout": 2, "retry_interval": 5, "heartbeat": 10, **broker}
+        text = "[broker]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+        text += f"[exchange]\nname = {self.exchange}\ntype = topic\n[topic]\nprefix = koji.event\n"
+        text += f"[outbox]\nenabled = {str(outbox_on).lower()}\nhub_config = {self.dir}/hub.conf\n"
+        path = Path(self.dir, name)
+        path.write_text(text)
+        path.chmod(0o600)
+        return str(path)
+
+    def sql(self, query: str) -> list[tuple]:
+        cnx = psycopg2.connect(self.dsn)
+        try:
+            cur = cnx.cursor()
+            cur.execute(query)
+            rows = cur.fetchall() if cur.description else []
+            cnx.commit()
+            return rows
+        finally:
+            cnx.close()
+
+    def reset(self) -> None:
+        """Empty the ledger, the outbox and the queue between runs."""
+        self.sql(f"TRUNCATE ledger, {outbox.TABLE}")
+        ch = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")).channel()
+        ch.queue_purge(self.queue)
+        ch.connection.close()
+
+    def drop(self) -> None:
+        cnx = psycopg2.connect(DSN_BASE)
+        cnx.cursor().execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+        cnx.commit()
+        cnx.close()
+        try:
+            ch = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")).channel()
+            ch.queue_delete(self.queue)
+            ch.exchange_delete(self.exchange)
+            ch.connection.close()
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+
+
+class Arrivals:
+    """A consumer thread (pika) recording each message id's arrival times, from now on."""
+
+    def __init__(self, queue: str):
+        self.queue = queue
+        self.times: dict[str, list[float]] = {}
+        self.count = 0
+        self._stop = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", heartbeat=30))
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=2000)
+
+        def on_message(ch_, method, props, body):
+            msg = decode_091(method, props, body)
+            now = time.time()
+            with self._lock:
+                self.times.setdefault(msg.message_id, []).append(now)
+                self.count += 1
+            ch_.basic_ack(method.delivery_tag, multiple=False)
+
+        ch.basic_consume(self.queue, on_message)
+        while not self._stop:
+            conn.process_data_events(time_limit=0.1)
+        conn.close()
+
+    def wait_for(self, ids: set[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if ids.issubset(self.times.keys()):
+                    return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+
+
+def all_events() -> list[tuple[str, dict]]:
+    """Every recorded post* event (callback type, kwargs)."""
+    found = []
+    for cbtype in CALLBACK_TYPES:
+        for entry in entries(cbtype):
+            found.append((cbtype, entry["kwargs"]))
+    return found
+
+
+@dataclass
+class Req:
+    """One request's figures (seconds; `start` is wall-clock time.time())."""
+
+    start: float
+    total: float
+    plugin: float  # post* + preCommit + postCommit
+    post: float  # preCommit + postCommit
+    cpu: float  # the thread's CPU time in the plugin
+    ids: list[str] = field(default_factory=list)
+    lock_wait: float = 0.0  # lock design: waiting for the connection lock
+    in_send: float = 0.0  # lock design: holding the lock (the round trip); thread design: waiting on the ticket
+
+
+@dataclass
+class Load:
+    procs: int = 4
+    threads: int = 4
+    requests: int = 100  # per thread
+    think: float = 0.05  # seconds between a thread's requests
+    seconds: float = 0.0  # >0: run for this long instead of `requests` (fault runs)
+    design: str = "thread"
+    conf: str = ""
+    dsn: str = ""
+    seed: int = 1
+
+
+class TimingLock:
+    """The lock design's connection lock, timing how long each thread waits for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        t0 = perf()
+        got = self._lock.acquire(blocking, timeout)
+        PROFILE.lock_wait = getattr(PROFILE, "lock_wait", 0.0) + perf() - t0
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def instrument(rt: Runtime) -> None:
+    """Profile counters: lock wait and round trip (lock design), ticket wait (thread design)."""
+    if rt.design == "lock":
+        pub = rt.publisher_()
+        pub._lock = TimingLock()  # type: ignore[assignment]
+        inner = pub._send_locked
+
+        def send_locked(batch: Any, result: Any) -> None:
+            t0 = perf()
+            try:
+                inner(batch, result)
+            finally:
+                PROFILE.in_send = getattr(PROFILE, "in_send", 0.0) + perf() - t0
+
+        pub._send_locked = send_locked  # type: ignore[method-assign]
+    else:
+        from koji_messagebus import sendthread
+
+        wait = sendthread.Ticket.wait
+
+        def timed_wait(self: Any, *args: Any, **kws: Any) -> Any:
+            t0 = perf()
+            try:
+                return wait(self, *args, **kws)
+            finally:
+                PROFILE.in_send = getattr(PROFILE, "in_send", 0.0) + perf() - t0
+
+        sendthread.Ticket.wait = timed_wait  # type: ignore[method-assign]
+
+
+def _bare_thread(load: Load, index: int, out: list[Req], stop: threading.Event) -> None:
+    """The same messages on a warm connection of the thread's own: no plugin, no database."""
+    from koji_messagebus.amqp import AmqpConnection
+    from koji_messagebus.config import load_config
+    from koji_messagebus.messages import format_event
+    from koji_messagebus.wire import encode
+
+    rng = random.Random(load.seed * 1000 + index)
+    cfg = load_config(load.conf)
+    events = [encode(format_event(CALLBACK_TYPES[cb], kw, "koji.event")) for cb, kw in all_events()]
+    conn = AmqpConnection(cfg, cfg.endpoints[0])
+    conn.open(time.monotonic() + 5)
+    for _ in range(load.requests):
+        batch = [events[rng.randrange(len(events))] for _ in range(rng.randint(1, 10))]
+        start_wall, t0, c0 = time.time(), perf(), time.thread_time()
+        outcome = conn.send(batch, time.monotonic() + 5)
+        dt = perf() - t0
+        if outcome.error:
+            raise outcome.error
+        out.append(Req(start_wall, dt, dt, dt, time.thread_time() - c0, [m.msg_id for m in batch]))
+        if load.think:
+            time.sleep(load.think * rng.uniform(0.5, 1.5))
+    conn.close()
+
+
+def _hub_thread(load: Load, index: int, out: list[Req], stop: threading.Event) -> None:
+    if load.design == "bare":
+        _bare_thread(load, index, out, stop)
+        return
+    rng = random.Random(load.seed * 1000 + index)
+    events = all_events()
+    raw = psycopg2.connect(load.dsn)
+    raw.set_client_encoding("UTF8")
+    timed = {"plugin": 0.0, "post": 0.0, "cpu": 0.0}
+    run = koji.plugin.run_callbacks
+
+    def callbacks(cbtype: str, **kws: Any) -> None:
+        t0, c0 = perf(), time.thread_time()
+        try:
+            run(cbtype, **kws)
+        finally:
+            dt = perf() - t0
+            timed["plugin"] += dt
+            timed["cpu"] += time.thread_time() - c0
+            if cbtype in ("preCommit", "postCommit"):
+                timed["post"] += dt
+
+    until = time.monotonic() + load.seconds if load.seconds else None
+    done = 0
+    while not stop.is_set():
+        if until is None and done >= load.requests:
+            break
+        if until is not None and time.monotonic() >= until:
+            break
+        done += 1
+        chosen = [events[rng.randrange(len(events))] for _ in range(rng.randint(1, 10))]
+        timed.update(plugin=0.0, post=0.0, cpu=0.0)
+        PROFILE.lock_wait = PROFILE.in_send = 0.0
+        start_wall, t0 = time.time(), perf()
+        ids: list[str] = []
+        try:
+            # kojixmlrpc: a per-thread connection reused; a raw BEGIN + rollback() resets it
+            raw.cursor().execute("BEGIN")
+            raw.rollback()
+            context._threadclear()
+            context.method = "bench"
+            context.commit_pending = False
+            context.cnx = DBWrapper(raw)
+            cur = context.cnx.cursor()
+            for cbtype, kwargs in chosen:
+                callbacks(cbtype, **kwargs)
+            batch = getattr(context, "messagebus_batch", None)
+            ids = [m.msg_id for m in batch.messages] if batch else []
+            cur.execute("INSERT INTO ledger (msg_ids) VALUES (string_to_array(%(ids)s, ','))", {"ids": ",".join(ids)})
+            callbacks("preCommit")
+            context.cnx.commit()
+            callbacks("postCommit")
+        except psycopg2.Error as exc:
+            # the database went away (a fault run): this request did not commit
+            print(f"hub request failed: {str(exc).strip()}", file=sys.stderr)
+            ids = []
+            try:
+                raw.close()
+            except Exception:  # noqa: BLE001
+                pass
+            time.sleep(0.2)
+            try:
+                raw = psycopg2.connect(load.dsn)
+            except psycopg2.Error:
+                continue
+            continue
+        finally:
+            try:
+                if context.cnx is not None:
+                    context.cnx.close()
+            except Exception:  # noqa: BLE001
+                pass
+            context._threadclear()
+        out.append(Req(start_wall, perf() - t0, timed["plugin"], timed["post"], timed["cpu"], ids,
+                       PROFILE.lock_wait, PROFILE.in_send))
+        if load.think:
+            time.sleep(load.think * rng.uniform(0.5, 1.5))
+    raw.close()
+
+
+def hub_process(load: Load, index: int, results: Any) -> None:
+    """One hub process: the plugin loaded as the hub loads it, `threads` request threads."""
+    os.environ["KOJI_MESSAGEBUS_CONFIG"] = load.conf
+    import logging
+
+    logging.basicConfig(filename=os.path.join(os.path.dirname(load.conf), f"hub-{os.getpid()}.log"),
+                        level=logging.WARNING, format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
+    load_plugin()
+    rt = Runtime(design="thread" if load.design == "bare" else load.design)
+    mb_plugin.reset(rt)
+    instrument(rt)
+    stop = threading.Event()
+    outs: list[list[Req]] = [[] for _ in range(load.threads)]
+    threads = [threading.Thread(target=_hub_thread, args=(load, index * 100 + i, outs[i], stop))
+               for i in range(load.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rt = mb_plugin.runtime()
+    if rt.delivery is not None:  # let the sender finish what it holds, as a hub process does on the next request
+        rt.delivery.sender.wait_idle(10)
+        if rt.delivery.drainer is not None:
+            time.sleep(0.3)
+    results.put([r for out in outs for r in out])
+    mb_plugin.reset(None)
+
+
+def run_load(load: Load) -> tuple[list[Req], list[mp.Process]]:
+    """Start the processes; returns when all are done (the list of processes is for fault runs)."""
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=hub_process, args=(load, i, results)) for i in range(load.procs)]
+    for p in procs:
+        p.start()
+    reqs: list[Req] = []
+    for _ in procs:
+        reqs += results.get(timeout=load.requests * (load.think + 5) * 2 + load.seconds + 120)
+    for p in procs:
+        p.join(10)
+    return reqs, procs

@@ -1,0 +1,138 @@
+"""After the hub's COMMIT: hand the request's messages to the process's sender thread and wait
+for their settlements only; nothing else on the request path when the drainer has a database.
+
+- Outbox off: the messages go to the sender as MEMORY; if the broker does not settle them within
+  `timeout` (or is known to be down) the request returns and the sender keeps them (bounded by
+  `max_pending`) until the broker takes them.
+- Outbox on: the rows are already committed, so the request may stop waiting as soon as the
+  broker goes quiet (no settlement for `SenderThread.quiet_after` while messages are in flight,
+  or not connected at all): its rows are sent by the sender once it can, or by the drain.
+  Settled rows are deleted in batches by the drainer's own connection (drainer.py); without
+  one, by a request now and then, after its broker wait, on the hub's connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import outbox
+from .config import Config
+from .drainer import DRAIN_EVERY, Drainer, min_age
+from .publisher import SendResult
+from .sendthread import Hold, SenderThread
+from .wire import Outgoing
+
+log = logging.getLogger("koji.plugin.messagebus")
+
+DELETE_BATCH = 200  # request-path fallback: delete settled rows once this many are waiting...
+DELETE_AFTER = 0.5  # ...or the oldest has waited this many seconds
+
+
+def born(messages: list[Outgoing], clock: Callable[[], float] = time.monotonic) -> float:
+    """A monotonic time no later than the rows' INSERT: the messages were encoded (`created`,
+    wall clock) before preCommit stored them."""
+    oldest = min(m.created for m in messages)
+    return clock() - max(0.0, time.time() - oldest)
+
+
+class Delivery:
+    """The per-process after-commit path of the sender-thread design."""
+
+    def __init__(self, config: Config, sender: SenderThread | None = None,
+                 connect_db: Callable[[], Any] | None = None):
+        self.config = config
+        self.sender = sender or SenderThread(config)
+        self.drainer: Drainer | None = None
+        if config.get("outbox", "enabled") and connect_db is not None:
+            self.drainer = Drainer(config, self.sender, connect_db)
+        self.min_age = min_age(self.sender.own_window, self.sender.timeout)
+        self._last_delete = time.monotonic()
+        self._drain_at = 0.0
+        self.sender.on_recovery.append(self._recovered)
+
+    def _recovered(self) -> None:
+        self._drain_at = 0.0  # request-path fallback: the next request drains
+
+    def post_commit(self, messages: list[Outgoing], outbox_ids: list[int] | None, cnx: Any) -> SendResult:
+        sender = self.sender
+        deadline = time.monotonic() + sender.timeout
+        if not messages:
+            result = SendResult()
+        elif outbox_ids is None:
+            result = sender.submit(messages, Hold.MEMORY).wait(sender, deadline)
+            if result.unsent:
+                log.debug("messagebus: %d message(s) not settled yet (%s); the sender keeps them",
+                          len(result.unsent), result.error)
+        else:
+            result = sender.submit(messages, Hold.OWNED, rows=outbox_ids, born=born(messages)).wait(
+                sender, deadline, quiet=True)
+            if result.unsent:
+                log.debug("messagebus: %d message(s) not settled yet (%s); kept in the outbox",
+                          len(result.unsent), result.error)
+        if self.drainer is None and self.config.get("outbox", "enabled") and cnx is not None:
+            self._request_path_outbox(cnx)
+        return result
+
+    # ---- without a database connection of our own ------------------------------------------------
+    def _request_path_outbox(self, cnx: Any) -> None:
+        """Deletes of settled rows and the drain, on the hub's connection (after its commit)."""
+        now = time.monotonic()
+        sender = self.sender
+        waiting = len(sender.settled_rows)
+        if waiting and (waiting >= DELETE_BATCH or now - self._last_delete >= DELETE_AFTER):
+            rows = sender.take_settled_rows()
+            try:
+                outbox.delete(cnx, rows)
+            except Exception as exc:  # noqa: BLE001 - the rows are resent by the drain at worst
+                _rollback(cnx)
+                log.error("messagebus: deleting %d sent outbox row(s) failed (they may be sent again): %s",
+                          len(rows), str(exc).strip())
+            self._last_delete = now
+        if now < self._drain_at or sender.down:
+            return
+        self._drain_at = now + DRAIN_EVERY
+        try:
+            result = outbox.drain(cnx, self._send_locked, self.config.get("outbox", "batch_size"),
+                                  min_age=self.min_age, max_age=self.config.get("outbox", "max_age"))
+        except Exception as exc:  # noqa: BLE001 - a database error: the rows stay
+            _rollback(cnx)
+            log.error("messagebus: outbox drain failed, messages stay in the outbox: %s", str(exc).strip())
+            return
+        if result.left and not result.locked_out:
+            self._drain_at = 0.0  # more to send: the next request goes on (one batch per request)
+        if result.expired:
+            log.error("messagebus: dropped %d outbox message(s) older than max_age = %ss (never delivered)",
+                      result.expired, self.config.get("outbox", "max_age"))
+
+    def _send_locked(self, messages: list[Outgoing]) -> SendResult:
+        ticket = self.sender.submit(messages, Hold.LOCKED)
+        return ticket.wait(self.sender, time.monotonic() + self.sender.timeout)
+
+    def close(self) -> None:
+        if self.drainer is not None:
+            self.drainer.close()
+        self.sender.close()
+
+
+def _rollback(cnx: Any) -> None:
+    try:
+        cnx.rollback()
+    except Exception:  # noqa: BLE001 - nothing more to do
+        log.debug("rollback failed", exc_info=True)
+
+
+def database_connector(config: Config) -> Callable[[], Any] | None:
+    """A function opening the hub's database from hub.conf, or None (with the reason logged at
+    INFO) when hub.conf cannot be read: then the request path does the outbox's background work."""
+    from .hubconf import HubConfigError, read_database_settings
+
+    try:
+        settings = read_database_settings(config.get("outbox", "hub_config"))
+    except HubConfigError as exc:
+        log.info("messagebus: no database connection of the plugin's own (%s); settled outbox rows are "
+                 "deleted and the outbox drained by hub requests", exc)
+        return None
+    return settings.connect

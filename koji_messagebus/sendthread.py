@@ -1,0 +1,677 @@
+"""The per-process sender thread: one warm connection shared by every hub thread of the process.
+
+Why a thread that owns the connection, rather than a lock around it (`publisher.LockedPublisher`,
+the design before): with the lock, each hub thread waits for the round trips of every thread
+ahead of it, and a thread that is connecting to a dead broker holds every other thread.  Here hub
+threads `submit()` their messages and wait on their own `Ticket`; the thread starts them on the
+link at once, pipelined with whatever is already in flight, so concurrent requests share the
+round trip and each waits only for its own settlements (the select() loop wakes on the broker's
+socket and on a pipe that `submit()` writes to, so nothing polls).
+
+Connecting, probing and reconnecting happen on this thread only.  While the broker is down,
+`submit()` answers at once (the messages are kept: in memory, bounded by `max_pending`, or in the
+outbox); the thread probes with a short bounded backoff (PROBE_FIRST doubling to at most
+PROBE_MAX) and sends what it kept the moment a probe succeeds.  A connection that stops settling
+while messages are in flight for STALL seconds is given up and its messages resent on a new one.
+
+Poison messages: when a connection dies or stalls, the first unsettled message (brokers settle in
+order, so it is the one the broker choked on, e.g. RabbitMQ 3.10's session crash on a full
+`reject-publish` queue) is handed to a quarantine thread that sends suspects one at a time on a
+connection of their own, so the main stream goes on without it.  A suspect that fails alone while
+the main connection settles others is struck; after MAX_STRIKES it is logged as lost with its
+type, routing key and reason.  Strikes are remembered by message id, so an outbox row resent by a
+later drain goes straight to quarantine.
+
+Started lazily, and again after a fork (the thread and its connection belong to the pid that
+started them; a forked child starts its own).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from .amqp import AmqpConnection, BrokerError, Kind, Settlement, connect_first
+from .config import Config
+from .config import Endpoint as BrokerEndpoint
+from .publisher import ConnectionFactory, Publisher, SendResult, amqp_connection
+from .wire import Outgoing
+
+log = logging.getLogger("koji.plugin.messagebus")
+
+PROBE_FIRST = 0.1  # seconds before the first probe after the broker went down
+PROBE_MAX = 1.0  # the longest pause between probes (also capped by retry_interval)
+STALL = 1.0  # seconds without a settlement while messages are in flight: the connection is given up
+IDLE_TICK = 0.5  # an idle connection is checked (heartbeats, a close) this often
+MAX_IN_FLIGHT = 5000
+MAX_STRIKES = 3
+STRIKE_MEMORY = 10000  # message ids whose strikes are remembered
+QUIET_MIN = 0.025  # the shortest silence that counts as "the broker has gone quiet" for outbox waits
+
+
+class Hold(str, Enum):
+    """Who keeps a message if the broker does not take it now."""
+
+    MEMORY = "memory"  # outbox off: this thread keeps it (bounded by max_pending) until sent
+    OWNED = "owned"  # an outbox row this process stored: sent while young, its row deleted once settled
+    LOCKED = "locked"  # an outbox row the caller holds locked (a drain): sent only while the caller waits
+
+
+class State(str, Enum):
+    CONNECTING = "connecting"
+    UP = "up"
+    DOWN = "down"
+
+
+class Pipe(Protocol):
+    """A pipelined connection (amqp sender link); `AmqpPipe` in production, fakes in unit tests."""
+
+    endpoint: BrokerEndpoint
+    on_settled: Callable[[str, Settlement], None] | None
+
+    def open(self, deadline: float) -> None: ...
+
+    def start(self, payload: bytes) -> str: ...
+
+    def poll(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    def wants_write(self) -> bool: ...
+
+    def healthy(self) -> bool: ...
+
+    def close(self, wait: float = ...) -> None: ...
+
+    @property
+    def error(self) -> BrokerError | None: ...
+
+
+PipeFactory = Callable[[Config, BrokerEndpoint], Pipe]
+
+
+class AmqpPipe:
+    """amqp.AmqpConnection driven without blocking: start, poll, select on its socket."""
+
+    def __init__(self, config: Config, endpoint: BrokerEndpoint):
+        self.endpoint = endpoint
+        self._amqp = AmqpConnection(config, endpoint)
+        self.on_settled: Callable[[str, Settlement], None] | None = None
+        self._amqp.sender.on_settled = self._settled
+
+    def _settled(self, tag: str, settlement: Settlement) -> None:
+        self._amqp.sender.settlements.pop(tag, None)  # we keep our own books
+        if self.on_settled is not None:
+            self.on_settled(tag, settlement)
+
+    def open(self, deadline: float) -> None:
+        self._amqp.open(deadline)
+
+    def start(self, payload: bytes) -> str:
+        return self._amqp.sender.start(payload)
+
+    def poll(self) -> None:
+        """Write what is queued, read and dispatch what arrived; never waits."""
+        self._amqp.connection.process(0.0)
+
+    def fileno(self) -> int:
+        sock = self._amqp.connection._sock  # noqa: SLF001 - TODO(amqp): a public fileno()
+        return sock.fileno() if sock is not None else -1
+
+    def wants_write(self) -> bool:
+        return self._amqp.connection._transport.pending() > 0  # noqa: SLF001 - TODO(amqp): public
+
+    def healthy(self) -> bool:
+        return self._amqp.healthy()
+
+    def close(self, wait: float = 1.0) -> None:
+        self._amqp.close(wait)
+
+    @property
+    def error(self) -> BrokerError | None:
+        return self._amqp.error
+
+
+@dataclass(eq=False)
+class Item:
+    msg: Outgoing
+    ticket: Ticket
+    row: int | None = None
+    born: float = 0.0  # monotonic time the outbox row was stored (OWNED)
+    sent_at: float = 0.0
+
+
+class Ticket:
+    """One caller's messages; the caller waits on it for its own settlements only."""
+
+    def __init__(self, hold: Hold, messages: list[Outgoing]):
+        self.hold = hold
+        self.messages = messages
+        self.result = SendResult()
+        self.closed = False  # the caller stopped waiting
+        self._left = len(messages)
+        self._event = threading.Event()
+        if not messages:
+            self._event.set()
+
+    # ---- the sender's side (under the sender's lock) -------------------------------------------
+    def _settled(self, msg: Outgoing, lost: str | None) -> None:
+        if lost is None:
+            self.result.accepted.append(msg)
+        else:
+            self.result.lost.append((msg, lost))
+        self.result.tried = True
+        self._left -= 1
+        if self._left <= 0:
+            self._event.set()
+
+    def _release(self, error: BrokerError) -> None:
+        """Stop the caller's wait now (the broker is down): what is not settled stays unsent."""
+        if self.result.error is None:
+            self.result.error = error
+        self._event.set()
+
+    # ---- the caller's side ---------------------------------------------------------------------
+    def wait(self, sender: SenderThread, deadline: float, quiet: bool = False) -> SendResult:
+        """Wait until every message is settled, the broker is down, or `deadline` (monotonic).  With
+        `quiet`, also stop once the broker has gone quiet (see SenderThread.quiet_for)."""
+        clock = sender.clock
+        while True:
+            left = deadline - clock()
+            if left <= 0:
+                break
+            if not quiet:
+                if self._event.wait(left):
+                    break
+                continue
+            if self._event.wait(min(left, sender.quiet_after / 2)):
+                break
+            if sender.quiet_for() >= sender.quiet_after:
+                break
+        return sender._close_ticket(self)
+
+
+class SenderThread:
+    """See the module docstring.  Thread-safe; one per process (Runtime owns it)."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
+                 pipe: PipeFactory = AmqpPipe, connect: ConnectionFactory = amqp_connection,
+                 own_window: float | None = None):
+        self.config = config
+        self.clock = clock
+        self._pipe = pipe
+        self._connect_for_quarantine = connect
+        self.timeout = float(config.get("broker", "timeout"))
+        self.stall = min(STALL, self.timeout)
+        self.probe_max = min(PROBE_MAX, float(config.get("broker", "retry_interval")))
+        self.max_pending = int(config.get("broker", "max_pending"))
+        #: an OWNED row is put on the wire only this long after it was stored (see runtime.OWNER_GRACE)
+        self.own_window = self.timeout if own_window is None else own_window
+        self._cond = threading.Condition()
+        self._queue: deque[Item] = deque()
+        self._inflight: dict[str, Item] = {}
+        self._state = State.CONNECTING
+        self._error: BrokerError | None = None
+        self._down_since = 0.0
+        self._conn: Pipe | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._wake_r = self._wake_w = -1
+        self._waiting = False  # the thread is in select(): submit() writes a wake byte
+        self._stopping = False
+        self._progress = 0.0  # the last settlement
+        self._rtt = 0.001  # smoothed time from start to settlement
+        self._strikes: OrderedDict[str, int] = OrderedDict()
+        self._quarantine: Quarantine | None = None
+        #: OWNED rows settled (accepted or refused for good): to delete, in batches, by whoever has a DB
+        self.settled_rows: list[int] = []
+        #: called (on this thread, without the lock) when the broker is back after being down
+        self.on_recovery: list[Callable[[], None]] = []
+        self.connects = 0
+        self.lost = 0
+
+    # ---- the callers' side ---------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def down(self) -> bool:
+        return self._state is State.DOWN
+
+    @property
+    def quiet_after(self) -> float:
+        """Silence that counts as quiet: a few smoothed round trips, at least QUIET_MIN."""
+        return max(QUIET_MIN, 4 * self._rtt)
+
+    def quiet_for(self) -> float:
+        """Seconds the broker has been silent while messages are in flight (0 when none are, or
+        when the thread is not connected: then tickets are released as soon as it knows)."""
+        with self._cond:
+            if not self._inflight:
+                return 0.0
+            oldest = next(iter(self._inflight.values())).sent_at
+            return self.clock() - max(self._progress, oldest)
+
+    def submit(self, messages: list[Outgoing], hold: Hold = Hold.MEMORY, rows: list[int] | None = None,
+               born: float = 0.0) -> Ticket:
+        """Hand messages over; returns at once.  `rows` (OWNED, LOCKED) are their outbox row ids."""
+        ticket = Ticket(hold, messages)
+        if not messages:
+            return ticket
+        items = [Item(m, ticket, rows[i] if rows else None, born) for i, m in enumerate(messages)]
+        wake = False
+        with self._cond:
+            self._ensure_started()
+            if self._state is State.DOWN:
+                ticket._release(self._down_error())
+                if hold is not Hold.LOCKED:
+                    self._keep(items)
+                return ticket
+            self._queue.extend(items)
+            if self._waiting:
+                wake, self._waiting = True, False
+            else:
+                self._cond.notify()
+        if wake:
+            self._wake()
+        return ticket
+
+    def send(self, messages: list[Outgoing], hold: Hold = Hold.MEMORY, quiet: bool = False) -> SendResult:
+        """submit() and wait (at most `timeout`)."""
+        ticket = self.submit(messages, hold)
+        return ticket.wait(self, self.clock() + self.timeout, quiet)
+
+    def take_settled_rows(self, limit: int = 10000) -> list[int]:
+        with self._cond:
+            rows, self.settled_rows = self.settled_rows[:limit], self.settled_rows[limit:]
+            return rows
+
+    def pending(self) -> int:
+        """Messages held (queued, in flight or in quarantine)."""
+        with self._cond:
+            q = self._quarantine
+            return len(self._queue) + len(self._inflight) + (len(q) if q else 0)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Tests and shutdown: wait until nothing is held (False on timeout)."""
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            if not self.pending():
+                return True
+            time.sleep(0.005)
+        return not self.pending()
+
+    def close(self, wait: float = 1.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None:
+            self._wake()
+            thread.join(wait + 1)
+        if self._quarantine is not None:
+            self._quarantine.close()
+
+    def _close_ticket(self, ticket: Ticket) -> SendResult:
+        """The caller stopped waiting: report what is settled; the rest is unsent (kept or not, by hold)."""
+        with self._cond:
+            ticket.closed = True
+            result = ticket.result
+            done = {id(m) for m in result.accepted} | {id(m) for m, _ in result.lost}
+            result.unsent = [m for m in ticket.messages if id(m) not in done]
+            if result.unsent and result.error is None:
+                result.error = self._error if self._state is not State.UP and self._error else BrokerError(
+                    Kind.TIMEOUT, "the broker did not settle in time")
+            return SendResult(list(result.accepted), list(result.lost), list(result.unsent), result.error,
+                              tried=result.tried or self._state is State.UP)
+
+    def _ensure_started(self) -> None:
+        """Under the lock: start the thread in this process (again after a fork)."""
+        pid = os.getpid()
+        if self._pid == pid and self._thread is not None:
+            return
+        if self._pid and self._pid != pid:
+            # a forked child: the parent's thread, connection and in-flight messages are not ours
+            self._queue.clear()
+            self._inflight.clear()
+            self._conn = None
+            self._quarantine = None
+            self._state = State.CONNECTING
+        self._pid = pid
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._run, name="messagebus-sender", daemon=True)
+        self._thread.start()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass  # the pipe is full: the thread is awake anyway
+
+    def _down_error(self) -> BrokerError:
+        since = self.clock() - self._down_since
+        return BrokerError(Kind.BREAKER_OPEN, f"broker unavailable for {since:.1f}s (probed in the background; "
+                           f"last error: {self._error})")
+
+    def _keep(self, items: list[Item]) -> None:
+        """Under the lock, broker down: keep MEMORY and OWNED items, bounded by max_pending."""
+        self._queue.extend(items)
+        if len(self._queue) <= self.max_pending:
+            return
+        overflow = []
+        kept: deque[Item] = deque()
+        excess = len(self._queue) - self.max_pending
+        for item in self._queue:
+            if excess > 0:
+                excess -= 1
+                if item.ticket.hold is Hold.MEMORY:
+                    overflow.append(item.msg)
+                continue  # an OWNED row stays in the outbox for the drain
+            kept.append(item)
+        self._queue = kept
+        if overflow:
+            from .runtime import describe
+
+            self.lost += len(overflow)
+            log.error("messagebus: lost %s: in-memory backlog full (max_pending = %d); enable the outbox to "
+                      "keep messages in the database", describe(overflow), self.max_pending)
+
+    # ---- the thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = PROBE_FIRST
+        while True:
+            with self._cond:
+                if self._stopping:
+                    break
+            if self._conn is None:
+                try:
+                    self._open()
+                except Exception as exc:  # noqa: BLE001 - BrokerError, or a bug: never end the thread
+                    if not isinstance(exc, BrokerError):
+                        log.exception("messagebus: unexpected error while connecting")
+                        exc = BrokerError(Kind.PROTOCOL, f"unexpected error while connecting: {exc!r}")
+                    self._went_down(exc)
+                    if self._pause(backoff):
+                        break
+                    backoff = min(backoff * 2, self.probe_max)
+                    continue
+                backoff = PROBE_FIRST
+            try:
+                self._step()
+            except BrokerError as exc:
+                self._failed(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the thread
+                log.exception("messagebus: unexpected error in the sender thread")
+                self._failed(BrokerError(Kind.PROTOCOL, f"unexpected error while sending: {exc!r}"))
+        if self._conn is not None:
+            self._conn.close(0.5)
+            self._conn = None
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _open(self) -> None:
+        was_down = self._state is State.DOWN
+        conn, errors = connect_first(self.config, lambda ep: self._pipe(self.config, ep), self.clock)
+        if errors:
+            log.warning("messagebus: connected to %s after: %s", conn.endpoint, "; ".join(str(e) for e in errors))
+        conn.on_settled = self._settled
+        self.connects += 1
+        with self._cond:
+            self._conn = conn
+            self._state = State.UP
+            self._progress = self.clock()
+            held = len(self._queue)
+        if was_down:
+            log.warning("messagebus: broker %s is back after %.1fs; sending %d held message(s)", conn.endpoint,
+                        self.clock() - self._down_since, held)
+            for callback in list(self.on_recovery):
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - a recovery hook must not stop the sender
+                    log.exception("messagebus: recovery hook failed")
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep between probes; True when closing."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopping, seconds)
+            return self._stopping
+
+    def _went_down(self, error: BrokerError) -> None:
+        with self._cond:
+            first = self._state is not State.DOWN
+            self._error = error
+            if first:
+                self._state = State.DOWN
+                self._down_since = self.clock()
+            down = self._down_error()
+            kept: deque[Item] = deque()
+            for item in self._queue:
+                item.ticket._release(down)
+                if item.ticket.hold is not Hold.LOCKED:
+                    kept.append(item)
+            self._queue = kept
+            held = [i.msg for i in kept]
+        if first:
+            from .runtime import describe
+
+            log.error("messagebus: broker unavailable: %s; probing every %.1fs at most in the background; held: %s",
+                      error, self.probe_max, describe(held) if held else "nothing")
+
+    def _take(self) -> list[Item]:
+        """Under the lock: the queued items to start now (oldest first)."""
+        now = self.clock()
+        room = MAX_IN_FLIGHT - len(self._inflight)
+        items: list[Item] = []
+        while self._queue and len(items) < room:
+            item = self._queue.popleft()
+            if not self._sendable(item, now):
+                continue
+            if self._strikes.get(item.msg.msg_id):
+                self._quarantine_(item)  # struck before: never again on the main connection
+                continue
+            items.append(item)
+        return items
+
+    def _sendable(self, item: Item, now: float) -> bool:
+        hold = item.ticket.hold
+        if hold is Hold.LOCKED and item.ticket.closed:
+            return False  # the drain gave the row back
+        if hold is Hold.OWNED and now - item.born >= self.own_window:
+            return False  # too old to be ours: the row is left to the drain
+        return True
+
+    def _step(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        with self._cond:
+            items = self._take()
+            if not items and not self._stopping:
+                self._waiting = True
+        if items:
+            now = self.clock()
+            for item in items:
+                item.sent_at = now
+                tag = conn.start(item.msg.payload)
+                with self._cond:
+                    self._inflight[tag] = item
+            conn.poll()
+            return
+        fd = conn.fileno()
+        timeout = IDLE_TICK
+        with self._cond:
+            if self._inflight:
+                oldest = next(iter(self._inflight.values())).sent_at
+                timeout = max(0.001, min(timeout, max(self._progress, oldest) + self.stall - self.clock()))
+        readable, _, _ = select.select([fd, self._wake_r], [fd] if conn.wants_write() else [], [], timeout)
+        with self._cond:
+            self._waiting = False
+        if self._wake_r in readable:
+            try:
+                os.read(self._wake_r, 4096)
+            except OSError:
+                pass
+        conn.poll()
+        self._check_stall()
+        if not readable and not self._inflight and not conn.healthy():
+            raise conn.error or BrokerError(Kind.CONNECTION_LOST, "the connection is gone")
+
+    def _check_stall(self) -> None:
+        with self._cond:
+            if not self._inflight:
+                return
+            oldest = next(iter(self._inflight.values())).sent_at
+            silent = self.clock() - max(self._progress, oldest)
+            count = len(self._inflight)
+        if silent >= self.stall:
+            raise BrokerError(Kind.TIMEOUT, f"no settlement from the broker for {silent:.1f}s with {count} "
+                              "message(s) in flight")
+
+    def _settled(self, tag: str, settlement: Settlement) -> None:
+        """A settlement arrived (inside conn.poll(), on this thread)."""
+        with self._cond:
+            item = self._inflight.pop(tag, None)
+            if item is None:
+                return
+            now = self.clock()
+            self._progress = now
+            self._rtt += 0.1 * ((now - item.sent_at) - self._rtt)
+            self._strikes.pop(item.msg.msg_id, None)
+            self._finish(item, None if settlement.accepted else str(settlement))
+
+    def _finish(self, item: Item, lost: str | None) -> None:
+        """Under the lock: a final outcome for one item."""
+        if lost is not None:
+            from .runtime import describe
+
+            self.lost += 1
+            log.error("messagebus: lost %s: the broker answered %s", describe([item.msg]), lost)
+        if item.ticket.hold is Hold.OWNED and item.row is not None:
+            self.settled_rows.append(item.row)
+        item.ticket._settled(item.msg, lost)
+
+    def _failed(self, error: BrokerError) -> None:
+        """The connection broke or stalled: strike the first unsettled message, resend the rest."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close(0.0)
+        now = self.clock()
+        with self._cond:
+            self._state = State.CONNECTING
+            self._error = error
+            inflight = list(self._inflight.values())
+            self._inflight.clear()
+            suspect = None
+            if inflight and error.kind not in (Kind.NOT_FOUND, Kind.AUTH, Kind.TLS):
+                suspect = inflight.pop(0)
+                self._strike(suspect.msg.msg_id)
+                self._quarantine_(suspect)
+            back = [i for i in inflight if self._sendable(i, now)]
+            self._queue.extendleft(reversed(back))
+        from .runtime import describe
+
+        log.warning("messagebus: %s; resending %d unsettled message(s) on a new connection%s", error, len(back),
+                    f"; set apart for a try alone: {describe([suspect.msg])} (id {suspect.msg.msg_id})" if suspect
+                    else "")
+
+    def _strike(self, msg_id: str) -> int:
+        strikes = self._strikes.get(msg_id, 0) + 1
+        self._strikes[msg_id] = strikes
+        self._strikes.move_to_end(msg_id)
+        while len(self._strikes) > STRIKE_MEMORY:
+            self._strikes.popitem(last=False)
+        return strikes
+
+    def _quarantine_(self, item: Item) -> None:
+        """Under the lock: hand a suspect to the quarantine thread."""
+        if self._quarantine is None:
+            self._quarantine = Quarantine(self)
+        self._quarantine.put(item)
+
+    # ---- the quarantine's verdicts (called on its thread) --------------------------------------
+    def _quarantine_result(self, item: Item, result: SendResult, attempt_start: float) -> bool:
+        """True when the suspect is done with (settled, lost, or no longer ours to send)."""
+        with self._cond:
+            if result.accepted:
+                self._strikes.pop(item.msg.msg_id, None)
+                self._finish(item, None)
+                return True
+            if result.lost:
+                self._finish(item, result.lost[0][1])
+                return True
+            if not self._sendable(item, self.clock()):
+                return True
+            # a strike counts only when the main connection settled others meanwhile: the broker is
+            # fine and refuses this one message (a broker-wide problem strikes nobody)
+            if self._progress > attempt_start:
+                strikes = self._strike(item.msg.msg_id)
+                if strikes >= MAX_STRIKES:
+                    self._finish(item, f"not settled in {strikes} tries, alone on its own connection "
+                                 f"({result.error}); given up as a poison message")
+                    return True
+            return False
+
+
+class Quarantine:
+    """Suspects, one at a time, on a connection of their own (a `Publisher`)."""
+
+    def __init__(self, owner: SenderThread):
+        self.owner = owner
+        self._items: deque[Item] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._publisher = Publisher(owner.config, owner.clock, owner._connect_for_quarantine)
+        self._thread = threading.Thread(target=self._run, name="messagebus-quarantine", daemon=True)
+        self._thread.start()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Item) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(2)
+        self._publisher.close()
+
+    def _run(self) -> None:
+        pause = PROBE_FIRST
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._items or self._stopping)
+                if self._stopping:
+                    return
+                item = self._items[0]
+            start = self.owner.clock()
+            self._publisher.breaker.success()  # the quarantine paces itself (below)
+            result = self._publisher.send([item.msg])
+            done = self.owner._quarantine_result(item, result, start)
+            with self._cond:
+                self._items.popleft()
+                if not done:
+                    self._items.append(item)
+            if done:
+                pause = PROBE_FIRST
+                continue
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping, pause)
+            pause = min(pause * 2, PROBE_MAX * 5)
