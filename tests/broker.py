@@ -76,7 +76,8 @@ class Consumer:
         self.ch = self.conn.channel()
         self.hides_subject = target().flavour != "rabbitmq3"  # 4.x gives 0-9-1 consumers no subject
         if declare:
-            self.ch.exchange_declare(exchange, ex_type, durable=False, auto_delete=False)
+            # durable, as an operator (and the plugin on 4.x) declares it
+            self.ch.exchange_declare(exchange, ex_type, durable=True, auto_delete=False)
         self.exchange = exchange
         self.queue = self.ch.queue_declare(f"kmb-test-{uuid.uuid4().hex[:8]}", exclusive=True).method.queue
         for binding in bindings or (["#"] if ex_type == "topic" else [{}]):

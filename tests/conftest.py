@@ -14,7 +14,7 @@ from tests.brokers import broker, target  # noqa: F401 - pytest finds fixtures b
 
 def write_config(path, exchange_name: str = "koji.events", **sections) -> str:
     """Write a messagebus.conf for the run's broker (tests/brokers.py: KMB_BROKER*); keyword args
-    are {section: {key: value}}."""
+    are {section: {key: value}}; a value None leaves the key out."""
     t = target()
     exchange = {"name": exchange_name, "type": "topic"}
     if t.address:
@@ -26,7 +26,7 @@ def write_config(path, exchange_name: str = "koji.events", **sections) -> str:
         "topic": {"prefix": "koji.event"},
     }
     for section, keys in sections.items():
-        values.setdefault(section, {}).update({k: str(v) for k, v in keys.items()})
+        values.setdefault(section, {}).update({k: None if v is None else str(v) for k, v in keys.items()})
     lines = []
     for section, keys in values.items():
         lines.append(f"[{section}]")

@@ -100,7 +100,7 @@ class Receiver:
         try:
             ch = conn.channel()
             if self.declare:
-                ch.exchange_declare(self.exchange, self.ex_type, durable=False, auto_delete=False)
+                ch.exchange_declare(self.exchange, self.ex_type, durable=True, auto_delete=False)
             durable = self.target.flavour == "rabbitmq4"
             ch.queue_declare(self.queue, durable=durable, arguments={"x-expires": 600_000})
             for binding in self.bindings:

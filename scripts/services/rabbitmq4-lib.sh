@@ -99,7 +99,9 @@ rabbit4_start() {
     echo "listeners.tcp.1 = 127.0.0.1:$port"
     echo "loopback_users = none"
     echo "deprecated_features.permit.amqp_address_v1 = false"
-    echo "deprecated_features.permit.transient_nonexcl_queues = false"
+    # a cluster node restarting with this one denied fails to boot on 4.0.5
+    # ({failed_to_deny_deprecated_features,[transient_nonexcl_queues]}, seen here): cluster.sh sets 0
+    ((${RABBIT4_DENY_TRANSIENT:-1})) && echo "deprecated_features.permit.transient_nonexcl_queues = false"
     echo "log.file.level = info"
     echo "log.console = false"
     printf '%b' "$extra"
