@@ -486,14 +486,14 @@ def test_demo_through_the_outbox(exchanges, conf, pg, capsys, monkeypatch):
     request's messages are stored in preCommit, sent and deleted in postCommit."""
     pg.create_table()
     stored: list[int] = []
-    real_store = outbox.store
+    real_store = outbox.store_request
 
-    def store(cnx, messages):
-        ids = real_store(cnx, messages)
-        stored.append(len(ids))
-        return ids
+    def store(cnx, messages, *args, **kwargs):
+        result = real_store(cnx, messages, *args, **kwargs)
+        stored.append(len(result.ids or []))
+        return result
 
-    monkeypatch.setattr(outbox, "store", store)
+    monkeypatch.setattr(outbox, "store_request", store)
     path = conf(exchanges(), outbox={"enabled": "true", "hub_config": pg.hub_conf})
     assert cli.main(["--config", path, "demo"]) == 0
     out = capsys.readouterr().out
