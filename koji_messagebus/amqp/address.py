@@ -160,6 +160,27 @@ def _str(text: str) -> bytes:
     return (b"\xa1" + bytes((len(raw),)) if len(raw) <= 255 else b"\xb1" + len(raw).to_bytes(4, "big")) + raw
 
 
+def subject_of(payload: bytes) -> str | None:
+    """The subject (our routing key) of an encoded message, or None."""
+    try:
+        buf = payload
+        first, end, count = _properties(buf)
+        if count < 4:
+            return None
+        pos = _value_end(buf, _value_end(buf, _value_end(buf, first)))
+        if buf[pos] == 0x40:
+            return None
+        width = _VARIABLE.get(buf[pos])
+        if buf[pos] not in (0xA1, 0xB1) or width is None:
+            return None
+        size = int.from_bytes(buf[pos + 1:pos + 1 + width], "big")
+        return buf[pos + 1 + width:pos + 1 + width + size].decode("utf-8")
+    except (ValueError, IndexError, UnicodeDecodeError):
+        msg = Message()
+        msg.decode(payload)
+        return msg.subject
+
+
 def with_to(payload: bytes, to: str) -> bytes:
     """The encoded message with its properties' `to` set (the rest byte for byte); messages are
     encoded once (and stored in the outbox) before the broker, hence the address, is known."""
@@ -173,6 +194,28 @@ def with_to(payload: bytes, to: str) -> bytes:
 
 
 def _with_to(buf: bytes, to: str) -> bytes:
+    head = _properties_at(buf)
+    first, end, count = _list_end(buf, head)
+    if count < 3:
+        raise ValueError("properties without a to field")
+    after_id = _value_end(buf, first)
+    after_user = _value_end(buf, after_id)
+    after_to = _value_end(buf, after_user)
+    fields = buf[first:after_user] + _str(to) + buf[after_to:end]
+    size = len(fields) + 1
+    if size <= 255 and count <= 255:
+        header = b"\xc0" + bytes((size, count))
+    else:
+        header = b"\xd0" + (len(fields) + 4).to_bytes(4, "big") + count.to_bytes(4, "big")
+    return buf[:head] + header + fields + buf[end:]
+
+
+def _properties(buf: bytes) -> tuple[int, int, int]:
+    return _list_end(buf, _properties_at(buf))
+
+
+def _properties_at(buf: bytes) -> int:
+    """Where the properties section's list starts."""
     pos = 0
     while True:  # sections before the properties: header, delivery- and message-annotations
         if buf[pos:pos + 2] != b"\x00\x53":
@@ -193,17 +236,4 @@ def _with_to(buf: bytes, to: str) -> bytes:
             else:
                 raise ValueError("annotations")
         pos = end
-    head = pos + 3
-    first, end, count = _list_end(buf, head)
-    if count < 3:
-        raise ValueError("properties without a to field")
-    after_id = _value_end(buf, first)
-    after_user = _value_end(buf, after_id)
-    after_to = _value_end(buf, after_user)
-    fields = buf[first:after_user] + _str(to) + buf[after_to:end]
-    size = len(fields) + 1
-    if size <= 255 and count <= 255:
-        header = b"\xc0" + bytes((size, count))
-    else:
-        header = b"\xd0" + (len(fields) + 4).to_bytes(4, "big") + count.to_bytes(4, "big")
-    return buf[:head] + header + fields + buf[end:]
+    return pos + 3

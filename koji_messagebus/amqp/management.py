@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from proton import Delivery, Endpoint, Link, Message, symbol
 
-from .address import encode_segment
-from .connection import Connection
+from ..config import Config
+from .address import encode_segment, flavour
+from .connection import BrokerInfo, Connection
 from .errors import BrokerError, Kind
+from .failover import connect_first
 
 RABBITMQ_NODE = "/management"
 BROKERJ_NODE = "$management"
@@ -202,3 +205,23 @@ def bind_queue(mgmt: Management, queue: str, exchange: str, key: str, arguments:
 
 def delete_queue(mgmt: Management, name: str, deadline: float) -> Response:
     return mgmt.request(deadline, "DELETE", f"/queues/{encode_segment(name)}")
+
+
+def prepare_exchange(config: Config) -> tuple[BrokerInfo, str]:
+    """Connect to the first endpoint that works, create the configured exchange where the broker
+    lets a client (RabbitMQ 4.x, Broker-J) and say what happened; "" where the broker has no way
+    (RabbitMQ 3.x: over AMQP 0-9-1 only) or needs none (Artemis: addresses on demand)."""
+    conn, _ = connect_first(config, lambda ep: Connection(config, ep))
+    try:
+        info = conn.broker
+        kind = flavour(info)
+        if kind not in ("rabbitmq4", "brokerj"):
+            return info, ""
+        deadline = time.monotonic() + config.get("broker", "connect_timeout")
+        mgmt = Management(conn, "rabbitmq" if kind == "rabbitmq4" else "brokerj")
+        mgmt.open(deadline)
+        state = ensure_exchange(mgmt, config.exchange, config.get("exchange", "type"),
+                                bool(config.get("exchange", "durable")), deadline)
+        return info, state
+    finally:
+        conn.close()

@@ -1,23 +1,38 @@
 """Receiver links: a consumer's side of the exchange, for `koji-messagebus listen` and the demo.
 
-`Receivers` attaches one receiver per source address on a `Connection` and hands each decoded
-message to a callback, accepting it after the callback returned.  `Listener` is a connection
-with such receivers; `open_listener()` connects to the first endpoint that works.
+`Receivers` attaches one receiver per `Source` on a `Connection` and hands each decoded message
+to a callback, accepting it after the callback returned.  `Listener` is a connection with such
+receivers; given binding keys instead of sources it reads the broker's open frame and
+subscribes the way that broker wants, without deprecated features (`subscription()`):
+- RabbitMQ 4.x: an exclusive queue declared and bound through `/management`, read from
+  `/queues/NAME`, deleted on close (and by the broker with the connection);
+- RabbitMQ 3.x: an auto-delete queue declared over AMQP 0-9-1 when pika is installed, read
+  from `/amq/queue/NAME`; else `/exchange/NAME/KEY` (a queue the plugin leaves behind);
+- Artemis: a multicast (capability `topic`) subscription per key on the Artemis wildcard
+  address (topic), or on the exchange's one address (headers);
+- Broker-J and others: a link from the exchange with a legacy binding filter per key.
+`open_listener()` connects to the first endpoint that works.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proton import Delivery, Endpoint, Message
+from proton import Data, Delivery, Described, Endpoint, Message, symbol
 
 from ..config import Config
 from ..config import Endpoint as BrokerEndpoint
+from . import management
+from .address import flavour
 from .connection import BrokerInfo, Connection
+from .errors import BrokerError, Kind
 from .failover import connect_first
 
 CREDIT = 100
@@ -31,12 +46,43 @@ LEFTOVER_QUEUE_NOTE = (
     "'{{\"expires\":600000}}'")
 
 
-class Receivers:
-    """One receiver link per source address, each with `credit` messages of credit."""
+TOPIC_BINDING = "apache.org:legacy-amqp-topic-binding:string"
+HEADERS_BINDING = "apache.org:legacy-amqp-headers-binding:map"
 
-    def __init__(self, conn: Connection, sources: list[str], credit: int = CREDIT, name: str | None = None):
+
+@dataclass(frozen=True)
+class Source:
+    """A receiver's source: address, capabilities (`topic`: multicast on Artemis) and a filter."""
+
+    address: str
+    capabilities: tuple[str, ...] = ()
+    binding: Any = None  # a Described legacy binding filter (Broker-J, qpidd), or None
+
+    def __str__(self) -> str:
+        return self.address
+
+
+@dataclass
+class Subscription:
+    """What `Listener.open()` set up: the sources, a line saying how, and what to remove on close."""
+
+    sources: list[Source]
+    how: str
+    queue: str = ""  # a RabbitMQ 4.x queue this listener declared (deleted on close)
+    leftover: bool = False  # RabbitMQ 3.x /exchange/ sources: a queue stays behind
+    notes: list[str] = field(default_factory=list)
+
+
+def _as_source(item: str | Source) -> Source:
+    return item if isinstance(item, Source) else Source(item)
+
+
+class Receivers:
+    """One receiver link per source, each with `credit` messages of credit."""
+
+    def __init__(self, conn: Connection, sources: list[Any], credit: int = CREDIT, name: str | None = None):
         self.conn = conn
-        self.sources = sources
+        self.sources = [_as_source(s) for s in sources]
         self.credit = credit
         self.name = name or f"koji-messagebus-listen-{os.getpid()}"
         self._links: list[Any] = []
@@ -44,9 +90,18 @@ class Receivers:
         self._seen: OrderedDict[Any, None] = OrderedDict()
 
     def attach(self) -> None:
-        for i, address in enumerate(self.sources):
+        for i, src in enumerate(self.sources):
             rcv = self.conn.session.receiver(f"{self.name}-{i}")
-            rcv.source.address = address
+            rcv.source.address = src.address
+            if src.capabilities:
+                caps: Data = rcv.source.capabilities
+                caps.put_array(False, Data.SYMBOL)
+                caps.enter()
+                for cap in src.capabilities:
+                    caps.put_symbol(symbol(cap))
+                caps.exit()
+            if src.binding is not None:
+                rcv.source.filter.put_dict({symbol("binding"): src.binding})
             rcv.target.address = rcv.name
             self.conn.register(rcv, self)
             rcv.open()
@@ -106,26 +161,96 @@ class Receivers:
 
 
 class Listener:
-    """A connection whose links are receivers; `listen()` hands each message to a callback."""
+    """A connection whose links are receivers; `listen()` hands each message to a callback.
+    `sources` are used as given; with `keys` instead (binding keys, or [""] for a headers
+    exchange) `open()` subscribes the way the broker wants (see the module's docstring)."""
 
-    def __init__(self, config: Config, endpoint: BrokerEndpoint, sources: list[str], credit: int = CREDIT):
+    def __init__(self, config: Config, endpoint: BrokerEndpoint, sources: list[Any] | None = None,
+                 credit: int = CREDIT, keys: list[str] | None = None):
         self.config = config
         self.endpoint = endpoint
-        self.sources = sources
+        self.keys = keys
         self.connection = Connection(config, endpoint)
-        self.receivers = Receivers(self.connection, sources, credit)
+        self.subscription = Subscription([_as_source(s) for s in sources or []], "the given source addresses")
+        self.receivers = Receivers(self.connection, self.subscription.sources, credit)
+        self._mgmt: management.Management | None = None
+
+    @property
+    def sources(self) -> list[Source]:
+        return self.subscription.sources
 
     def open(self, deadline: float) -> None:
-        self.connection.start(deadline)
+        if self.keys is None:
+            self.connection.start(deadline)  # the receivers attach in the same round trip
+        else:
+            self.connection.open(deadline)
+            kind = flavour(self.connection.broker)
+            exchange_address = f"/exchange/{self.config.exchange}" if kind == "rabbitmq3" else None
+            self.connection.exchange = replace(self.connection.exchange, address=exchange_address)
+            self.subscription = self._subscribe(self.keys, deadline)
+            self.receivers.sources = self.subscription.sources
+            if exchange_address is None:
+                self.connection.exchange = replace(self.connection.exchange,
+                                                   address=", ".join(map(str, self.subscription.sources)))
         self.receivers.attach()
         self.connection.wait(self.receivers.attached, deadline, "attaching to the exchange")
+
+    def _subscribe(self, keys: list[str], deadline: float) -> Subscription:
+        cfg, conn = self.config, self.connection
+        name, topic = cfg.exchange, cfg.get("exchange", "type") == "topic"
+        kind = flavour(conn.broker)
+        if kind == "rabbitmq4":
+            mgmt = self._mgmt = management.Management(conn)
+            mgmt.open(deadline)
+            queue = f"koji-messagebus-listen-{uuid.uuid4().hex[:12]}"
+            answer = management.declare_queue(mgmt, queue, deadline)
+            if not answer.ok:
+                raise BrokerError(Kind.REFUSED, f"{conn.broker} at {self.endpoint}: could not declare queue {queue}: "
+                                  f"{answer.text()}")
+            for key in keys:
+                args = {} if topic else {"x-match": "all"}
+                answer = management.bind_queue(mgmt, queue, name, key if topic else "", args, deadline)
+                if answer.status == 404:
+                    raise BrokerError(Kind.NOT_FOUND, f"exchange '{name}' does not exist on {conn.broker} at "
+                                      f"{self.endpoint}: {answer.text()}")
+                if not answer.ok:
+                    raise BrokerError(Kind.REFUSED, f"{conn.broker} at {self.endpoint}: binding queue {queue} to "
+                                      f"exchange '{name}' failed: {answer.text()}")
+            bound = ", ".join(keys) if topic else "all headers"
+            return Subscription([Source(f"/queues/{queue}")], f"exclusive queue {queue} (declared through "
+                                f"/management, bound with {bound}, deleted when the listener leaves)", queue=queue)
+        if kind == "rabbitmq3":
+            from ..rabbitmq import temporary_queue
+
+            source, how = temporary_queue(cfg, keys)
+            if source:
+                return Subscription([Source(source)], how)
+            template = "/exchange/{name}/{key}" if topic else "/exchange/{name}"
+            sources = [Source(template.format(name=name, key=k.replace("/", "%2F"))) for k in keys]
+            return Subscription(sources, f"{', '.join(map(str, sources))} ({how})", leftover=True)
+        if kind == "artemis":
+            if topic:
+                prefix = cfg.get("topic", "prefix")
+                addresses = [f"{prefix}.#" if k == "#" and prefix else k for k in keys]
+                return Subscription([Source(a, ("topic",)) for a in addresses],
+                                    f"multicast subscription on {', '.join(addresses)} (Artemis wildcards)")
+            return Subscription([Source(name, ("topic",))], f"multicast subscription on address {name}")
+        if topic:
+            sources = [Source(name, binding=Described(symbol(TOPIC_BINDING), k)) for k in keys]
+            return Subscription(sources, f"links from exchange {name} with binding filters {', '.join(keys)}")
+        return Subscription([Source(name, binding=Described(symbol(HEADERS_BINDING), {"x-match": "all"}))],
+                            f"a link from exchange {name} with a headers binding filter")
 
     def listen(self, handle: Callable[[Message], bool | None], until: float | None = None) -> None:
         self.receivers.listen(handle, until)
 
     def close(self, wait: float = 2.0) -> None:
-        """Close and wait (briefly) for the broker's close, so RabbitMQ drops the consumer and its
-        auto-delete queue (see Connection.close)."""
+        """Delete what this listener declared, then close and wait (briefly) for the broker's close,
+        so RabbitMQ drops the consumer and its auto-delete queue (see Connection.close)."""
+        queue, mgmt = self.subscription.queue, self._mgmt
+        if queue and mgmt is not None and self.connection.error is None:
+            with contextlib.suppress(BrokerError):
+                management.delete_queue(mgmt, queue, time.monotonic() + wait)
         self.connection.close(wait)
 
     @property
@@ -147,8 +272,8 @@ class Listener:
         return None
 
 
-def open_listener(config: Config, sources: list[str]) -> Listener:
+def open_listener(config: Config, sources: list[Any] | None = None, keys: list[str] | None = None) -> Listener:
     """Connect to the first endpoint that works (like the publisher: each endpoint with its own
-    connect_timeout) and attach the receivers."""
-    listener, _ = connect_first(config, lambda ep: Listener(config, ep, sources))
+    connect_timeout) and attach the receivers: to `sources`, or for binding `keys` the broker's way."""
+    listener, _ = connect_first(config, lambda ep: Listener(config, ep, sources, keys=keys))
     return listener

@@ -179,7 +179,14 @@ class Sender:
 
     # ---- pipelined ----------------------------------------------------------------------------
     def start(self, payload: bytes) -> str:
-        """Queue one encoded message without waiting; returns its delivery tag."""
+        """Queue one encoded message without waiting; returns its delivery tag.  Where the route
+        addresses each message (RabbitMQ 4.x, Artemis) its `to` is set from its subject."""
+        route = self.route
+        if route is not None and route.to is not None:
+            payload = addressing.with_to(payload, route.to_for(addressing.subject_of(payload) or "") or "")
+        return self._start(payload)
+
+    def _start(self, payload: bytes) -> str:
         link = self._link
         assert link is not None, "attach() first"
         tag = str(next(self._tags))
@@ -193,8 +200,8 @@ class Sender:
         """Queue one message, addressed for this broker (its `to` set where the route says)."""
         route = self.route
         if route is not None and route.to is not None:
-            return self.start(addressing.with_to(msg.payload, route.to_for(msg.routing_key) or ""))
-        return self.start(msg.payload)
+            return self._start(addressing.with_to(msg.payload, route.to_for(msg.routing_key) or ""))
+        return self._start(msg.payload)
 
     @property
     def in_flight(self) -> int:

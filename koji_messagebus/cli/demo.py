@@ -31,8 +31,9 @@ DESCRIPTION = ("Load the plugin as the hub does (koji's PluginTracker), fire a b
                "repo as hub requests (callbacks, preCommit, COMMIT, postCommit) into the broker, and print what a "
                "consumer attached beforehand received. Without --config or "
                f"${ENV_VAR}: the built-in config for the local RabbitMQ (guest/guest, exchange {DEMO_EXCHANGE}). "
-               "The exchange is declared first over AMQP 0-9-1 (pika or rabbitmqadmin), since RabbitMQ 3.x "
-               "cannot create it over AMQP 1.0.")
+               "The exchange is declared first: over AMQP 1.0 where the broker allows it (RabbitMQ 4.x, Broker-J; "
+               "Artemis needs none), over AMQP 0-9-1 (pika or rabbitmqadmin) on RabbitMQ 3.x, which cannot over "
+               "AMQP 1.0.")
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -79,7 +80,9 @@ def hub_connection(config: Config) -> Any:
 
 def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
     from .. import examples
-    from ..listener import open_listener, source_addresses, temporary_queue
+    from ..amqp.address import flavour
+    from ..amqp.management import prepare_exchange
+    from ..listener import open_listener
     from ..testing import HubSimulator
 
     story = examples.build_story()
@@ -88,15 +91,17 @@ def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
     out(f"  config: {source}; broker {describe_connection(config, str(config.endpoints[0]))}, exchange "
         f"'{config.exchange}' ({config.get('exchange', 'type')})")
     if not args.no_declare:
-        out(f"  {declare(config)}")
+        info, state = prepare_exchange(config)  # over AMQP 1.0 where the broker allows (RabbitMQ 4.x, Broker-J)
+        if state:
+            out(f"  exchange '{config.exchange}' on {info}: {state} (over AMQP 1.0)")
+        elif flavour(info) == "rabbitmq3":
+            out(f"  {declare(config)}")
+        else:
+            out(f"  {info} creates addresses on demand: nothing to declare")
     keys = ["#"] if config.get("exchange", "type") == "topic" else [""]
-    queue_source, how = temporary_queue(config, keys)
-    queue_made = queue_source is not None
-    sources = [queue_source] if queue_source else source_addresses(config, keys)
-    listener = open_listener(config, sources)
+    listener = open_listener(config, keys=keys)  # the broker's own way (amqp.receiver)
     try:
-        what = f"{how}, removed when it leaves" if queue_made else f"{', '.join(sources)} (the broker binds a queue)"
-        out(f"  a consumer is listening over AMQP 1.0 on {what}")
+        out(f"  a consumer is listening over AMQP 1.0 on {listener.subscription.how} ({listener.broker_info})")
         cnx = hub_connection(config)
         hub = HubSimulator(cnx, echo_log=bool(getattr(args, "debug", False)))
         try:
@@ -106,7 +111,7 @@ def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
             hub.close()
             if cnx is not None:
                 cnx.close()
-        note = None if queue_made else listener.leftover_queue_note()
+        note = listener.leftover_queue_note() if listener.subscription.leftover else None
     finally:
         listener.close()
     if config.get("broker", "test_mode"):

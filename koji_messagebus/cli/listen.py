@@ -36,8 +36,12 @@ RabbitMQ 3.x cannot bind on AMQP 1.0 application properties (a headers exchange 
 them), so every message of the binding is received and only the matching ones are printed.
 Values compare as text (null, true/false for None and booleans); GLOB may use * and ?.
 
-The queue: RabbitMQ 3.x cannot declare a temporary queue over AMQP 1.0 (its plugin makes the
-queue of the source /exchange/NAME/KEY neither exclusive nor auto-delete, so it would stay and
+How it subscribes depends on the broker (its open frame says which; the first line names it):
+RabbitMQ 4.x: an exclusive queue declared and bound through /management, read from /queues/NAME,
+deleted when the listener leaves. Artemis: a multicast subscription per key on the Artemis
+wildcard address (headers exchange: on the exchange's address). Broker-J: links from the exchange
+with binding filters. RabbitMQ 3.x cannot declare a temporary queue over AMQP 1.0 (its plugin makes
+the queue of the source /exchange/NAME/KEY neither exclusive nor auto-delete, so it would stay and
 keep collecting messages). With pika installed, the listener declares an auto-delete queue over
 AMQP 0-9-1, binds it with the keys and consumes it over AMQP 1.0 (/amq/queue/NAME); the broker
 deletes it when the listener leaves. Without pika (or with --source) it uses /exchange/NAME/KEY;
@@ -60,15 +64,15 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     p.add_argument("--pretty", action="store_true", help="readable blocks instead of one JSON object per line")
     p.add_argument("--exchange", metavar="NAME", help="listen to this exchange instead of [exchange] name")
     p.add_argument("--source", metavar="TEMPLATE",
-                   help="AMQP 1.0 only: receiver source address with {name} and {key}, e.g. /exchange/{name}/{key} "
-                   "(RabbitMQ 3.x); default: a temporary queue prepared with pika when installed, else that")
+                   help="receiver source address with {name} and {key}, e.g. /exchange/{name}/{key} "
+                   "(RabbitMQ 3.x); default: the broker's own way (see above)")
     p.add_argument("--quiet", action="store_true", help="no note about RabbitMQ 3.x leaving a queue behind")
     add_broker_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..listener import DEFAULT_SOURCE, HeaderMatch, open_listener, source_addresses, temporary_queue
+    from ..listener import HeaderMatch, open_listener, source_addresses
 
     try:
         matches = [HeaderMatch(spec) for spec in args.header or []]
@@ -83,23 +87,26 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--key needs a topic exchange; '{config.exchange}' is configured as "
                            f"{config.get('exchange', 'type')}: use --header", EXIT_USAGE)
         keys = (args.key or ["#"]) if config.get("exchange", "type") == "topic" else [""]
-        source, how = (None, "--source given") if args.source else temporary_queue(config, keys)
-        sources = [source] if source else source_addresses(config, keys, args.source or DEFAULT_SOURCE)
-        listener = open_listener(config, sources)
+        if args.source:
+            listener = open_listener(config, source_addresses(config, keys, args.source))
+        else:
+            listener = open_listener(config, keys=keys)  # the broker's own way (amqp.receiver)
     try:
-        return _listen(args, config, listener, matches, how if source else None)
+        return _listen(args, config, listener, matches)
     finally:
         listener.close()
 
 
-def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: list[Any], queue: str | None) -> int:
+def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: list[Any]) -> int:
     from ..listener import message_record, render
 
     binding = ", ".join(args.key or ["#"]) if config.get("exchange", "type") == "topic" else "(all)"
     filters = f"; header match (client-side): {' '.join(map(str, matches))}" if matches else ""
-    err(f"listening on {listener.endpoint} exchange '{config.exchange}' ({config.get('exchange', 'type')}), "
-        f"binding {binding}{filters}, via {queue or ', '.join(listener.sources)}; Ctrl-C to stop")
-    note = None if queue else listener.leftover_queue_note()
+    sub = listener.subscription
+    via = sub.how if listener.keys is not None else ", ".join(map(str, listener.sources))
+    err(f"listening on {listener.endpoint} ({listener.broker_info}) exchange '{config.exchange}' "
+        f"({config.get('exchange', 'type')}), binding {binding}{filters}, via {via}; Ctrl-C to stop")
+    note = listener.leftover_queue_note() if (sub.leftover or listener.keys is None) else None
     if note and not args.quiet:
         err(f"note: {note}")
     shown = 0
