@@ -610,6 +610,28 @@ def test_outbox_flush_stops_when_the_broker_fails(pg, exchanges, conf, case):
     assert pg.rows() == 9
 
 
+def test_outbox_flush_leaves_the_outbox_to_a_process_that_is_draining_it(pg, exchanges, conf, capsys, monkeypatch):
+    """A hub process holding the drain lock longer than LOCK_WAIT is doing the job: flush says so
+    and exits 0 (the timer's run is not a failure); the rows stay for that process."""
+    from koji_messagebus.cli import outbox as outbox_cli
+
+    pg.create_table()
+    pg.store(STORY)
+    monkeypatch.setattr(outbox_cli, "LOCK_WAIT", 0.5)
+    holder = psycopg2.connect(DSN, options=f"-c search_path={pg.schema}")
+    try:
+        lock = f"SELECT pg_advisory_xact_lock(%(key)s::bigint # '{outbox.TABLE}'::regclass::oid::bigint)"
+        holder.cursor().execute(lock, {"key": outbox.DRAIN_LOCK})  # as a draining hub process holds it
+        start = time.monotonic()
+        assert cli.main(["--config", conf(exchanges()), "outbox", "flush", "--hub-config", pg.hub_conf]) == 0
+        assert time.monotonic() - start < 5
+    finally:
+        holder.close()
+    assert capsys.readouterr().out.strip() == ("sent 0 message(s); stopped: another process (a hub process) held "
+                                               "the outbox's drain lock for 0.5s and is draining it")
+    assert pg.rows() == 9
+
+
 def test_outbox_database_problems(tmp_path, exchanges, conf):
     res = run("outbox", "status", "--hub-config", str(tmp_path / "missing.conf"))
     assert res.returncode == 1 and "hub config" in res.stderr and "not found" in res.stderr
