@@ -30,5 +30,6 @@ tarball="$(ls "$top/SOURCES"/*.tar.gz)"
 cp "$root/koji-messagebus.spec" "$top/SPECS/"
 rpmbuild -ba --nodeps --define "_topdir $top" "$top/SPECS/koji-messagebus.spec" >"$top/rpmbuild.log" 2>&1 \
   || { tail -n 40 "$top/rpmbuild.log" >&2; exit 1; }
+grep -i '^warning' "$top/rpmbuild.log" >&2 || true
 find "$top/RPMS" "$top/SRPMS" -name '*.rpm' -exec cp {} "$out/" \;
 find "$out" -maxdepth 1 -name "koji-messagebus-$version-*.rpm" | sort
