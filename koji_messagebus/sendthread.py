@@ -55,6 +55,7 @@ MAX_IN_FLIGHT = 5000
 MAX_STRIKES = 3
 STRIKE_MEMORY = 10000  # message ids whose strikes are remembered
 QUIET_MIN = 0.025  # the shortest silence that counts as "the broker has gone quiet" for outbox waits
+QUIET_MAX = 0.2  # and the longest (a few slow settlements must not make outbox requests wait long)
 
 
 class Hold(str, Enum):
@@ -147,6 +148,7 @@ class Item:
     row: int | None = None
     born: float = 0.0  # monotonic time the outbox row was stored (OWNED)
     sent_at: float = 0.0
+    tried_at: float = 0.0  # quarantine: when it was set apart or last tried alone
 
 
 class Ticket:
@@ -250,7 +252,7 @@ class SenderThread:
     @property
     def quiet_after(self) -> float:
         """Silence that counts as quiet: a few smoothed round trips, at least QUIET_MIN."""
-        return max(QUIET_MIN, 4 * self._rtt)
+        return min(QUIET_MAX, max(QUIET_MIN, 4 * self._rtt))
 
     def quiet_for(self) -> float:
         """Seconds the broker has been silent while messages are in flight (0 when none are, or
@@ -600,12 +602,14 @@ class SenderThread:
         """Under the lock: hand a suspect to the quarantine thread."""
         if self._quarantine is None:
             self._quarantine = Quarantine(self)
+        item.tried_at = self.clock()
         self._quarantine.put(item)
 
     # ---- the quarantine's verdicts (called on its thread) --------------------------------------
-    def _quarantine_result(self, item: Item, result: SendResult, attempt_start: float) -> bool:
+    def _quarantine_result(self, item: Item, result: SendResult) -> bool:
         """True when the suspect is done with (settled, lost, or no longer ours to send)."""
         with self._cond:
+            previous, item.tried_at = item.tried_at, self.clock()
             if result.accepted:
                 self._strikes.pop(item.msg.msg_id, None)
                 self._finish(item, None)
@@ -615,9 +619,9 @@ class SenderThread:
                 return True
             if not self._sendable(item, self.clock()):
                 return True
-            # a strike counts only when the main connection settled others meanwhile: the broker is
-            # fine and refuses this one message (a broker-wide problem strikes nobody)
-            if self._progress > attempt_start:
+            # a strike counts only when the main connection settled others since the last try: the
+            # broker is fine and refuses this one message (a broker-wide problem strikes nobody)
+            if self._progress > previous:
                 strikes = self._strike(item.msg.msg_id)
                 if strikes >= MAX_STRIKES:
                     self._finish(item, f"not settled in {strikes} tries, alone on its own connection "
@@ -661,10 +665,9 @@ class Quarantine:
                 if self._stopping:
                     return
                 item = self._items[0]
-            start = self.owner.clock()
             self._publisher.breaker.success()  # the quarantine paces itself (below)
             result = self._publisher.send([item.msg])
-            done = self.owner._quarantine_result(item, result, start)
+            done = self.owner._quarantine_result(item, result)
             with self._cond:
                 self._items.popleft()
                 if not done:
@@ -674,4 +677,4 @@ class Quarantine:
                 continue
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping, pause)
-            pause = min(pause * 2, PROBE_MAX * 5)
+            pause = min(pause * 2, PROBE_MAX)

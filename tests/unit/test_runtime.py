@@ -1,0 +1,152 @@
+"""The request cycle after commit (runtime.post_commit, delivery.py) against a scripted broker."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from koji_messagebus import outbox
+from koji_messagebus import runtime as mb_runtime
+from koji_messagebus.delivery import Delivery
+from koji_messagebus.runtime import RequestBatch, Runtime
+from koji_messagebus.sendthread import SenderThread
+from tests.fakebroker import FakeBroker, msgs
+from tests.unit.test_sendthread import make_config, until
+
+
+class RecordingCnx:
+    """A DB-API connection that records statements (the request-path fallback's SQL)."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, dict]] = []
+        self.commits = 0
+        self.rollbacks = 0
+
+    def cursor(self) -> RecordingCnx:
+        return self
+
+    def execute(self, sql: str, params: dict) -> None:
+        self.statements.append((sql, params))
+
+    rowcount = 0
+
+    def commit(self) -> None:
+        self.commits += 1
+
+    def rollback(self) -> None:
+        self.rollbacks += 1
+
+
+@pytest.fixture
+def broker():
+    return FakeBroker()
+
+
+@pytest.fixture
+def make_runtime(tmp_path, broker):
+    made = []
+
+    def make(outbox_on: bool = False, **broker_opts) -> Runtime:
+        cfg = make_config(tmp_path, **broker_opts)
+        if outbox_on:
+            cfg = make_config_with_outbox(tmp_path, **broker_opts)
+        rt = Runtime(config=cfg)
+        rt.delivery = Delivery(cfg, sender=SenderThread(cfg, pipe=broker.pipe, connect=broker.connection))
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        rt.close()
+
+
+def make_config_with_outbox(tmp_path, **broker):
+    make_config(tmp_path, **broker)  # writes the [broker] part
+    path = tmp_path / "messagebus.conf"
+    path.write_text(path.read_text() + "[outbox]\nenabled = true\nhub_config = /nonexistent/hub.conf\n")
+    return mb_runtime.load_config(str(path))
+
+
+def test_a_request_is_sent_and_waits_for_its_own_settlements(make_runtime, broker):
+    rt = make_runtime()
+    batch = RequestBatch(messages=msgs("a", "b", "c"))
+    start = time.monotonic()
+    rt.post_commit(batch, None)
+    assert broker.received == [b"a", b"b", b"c"]
+    assert time.monotonic() - start < 0.5 and batch.seconds > 0
+
+
+def test_a_big_request_is_sent_whole_before_it_returns(make_runtime, broker):
+    """Issue 9, item 8: however many messages, not only batch_size."""
+    rt = make_runtime()
+    rt.post_commit(RequestBatch(messages=msgs(*(f"m{i}" for i in range(1200)))), None)
+    assert len(broker.received) == 1200
+
+
+def test_broker_down_the_request_returns_at_once_and_nothing_is_lost(make_runtime, broker):
+    broker.down = True
+    rt = make_runtime()
+    rt.post_commit(RequestBatch(messages=msgs("first")), None)
+    start = time.monotonic()
+    for i in range(10):
+        rt.post_commit(RequestBatch(messages=msgs(f"m{i}")), None)
+    assert time.monotonic() - start < 0.1
+    broker.down = False
+    assert until(lambda: len(broker.received) == 11)
+
+
+def test_test_mode_logs_and_sends_nothing(tmp_path, broker, caplog):
+    cfg = make_config(tmp_path, test_mode="true")
+    rt = Runtime(config=cfg)
+    from koji_messagebus.messages import format_event
+    from koji_messagebus.wire import encode
+    from tests.fixtures import entries
+
+    msg = encode(format_event("Tag", entries("postTag")[0]["kwargs"], "koji.event"))
+    with caplog.at_level(logging.INFO, logger="koji.plugin.messagebus"):
+        rt.post_commit(RequestBatch(messages=[msg]), None)
+    assert any("test_mode: would send" in r.getMessage() for r in caplog.records)
+    assert rt.delivery is None and broker.attempts == 0
+
+
+def test_a_config_error_logs_the_messages_as_lost(tmp_path, caplog):
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[broker]\nport = nope\n")
+    bad.chmod(0o600)
+    rt = Runtime(config_path=str(bad))
+    rt.post_commit(RequestBatch(messages=msgs("a")), None)
+    assert any("lost" in r.getMessage() and "koji.event.Tag.a" in r.getMessage() for r in caplog.records
+               if r.levelno >= logging.ERROR)
+
+
+def test_outbox_rows_are_deleted_later_in_one_statement_without_a_drainer(make_runtime, broker, monkeypatch):
+    monkeypatch.setattr("koji_messagebus.delivery.DELETE_AFTER", 0.0)
+    drained = []
+    monkeypatch.setattr(outbox, "drain", lambda *a, **k: drained.append(k) or outbox.DrainResult())
+    rt = make_runtime(outbox_on=True)
+    assert rt.delivery.drainer is None  # no hub.conf: the request path does the deletes and the drain
+    cnx = RecordingCnx()
+    first = RequestBatch(messages=msgs("a", "b", created=time.time()), outbox_ids=[11, 12])
+    rt.post_commit(first, cnx)
+    assert broker.received == [b"a", b"b"]
+    second = RequestBatch(messages=msgs("c", created=time.time()), outbox_ids=[13])
+    rt.post_commit(second, cnx)
+    deletes = [(s, p) for s, p in cnx.statements if "DELETE" in s]
+    assert deletes and set(deletes[0][1]["ids"]) >= {11, 12}
+    assert all("synchronous_commit TO off" in s for s, _ in deletes)
+    assert drained and drained[0]["min_age"] > rt.delivery.sender.own_window  # young rows are their owner's
+
+
+def test_lock_design_losing_the_drain_race_looks_again_soon(tmp_path, monkeypatch):
+    """The bug of issue 13: left=False after losing the advisory-lock race pushed the next drain
+    retry_interval away."""
+    cfg = make_config_with_outbox(tmp_path, retry_interval=30)
+    rt = Runtime(config=cfg, design="lock")
+    monkeypatch.setattr(outbox, "drain", lambda *a, **k: outbox.DrainResult(sent=1, locked_out=True))
+    rt.publisher_().breaker.success()
+    before = time.monotonic()
+    rt._drain_outbox(RecordingCnx(), [1])
+    assert rt._outbox_check_at - before <= mb_runtime.LOCKED_OUT_RETRY + 0.1
+    rt.close()

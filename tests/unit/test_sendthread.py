@@ -1,0 +1,270 @@
+"""The sender thread's policy, against a scripted broker (tests/fakebroker.py): shared
+connection, no waiting for a broker known down, recovery, stalls, poison messages, outbox holds."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from koji_messagebus import sendthread
+from koji_messagebus.config import load_config
+from koji_messagebus.sendthread import Hold, SenderThread, State
+from tests.fakebroker import FakeBroker, msgs
+
+
+def make_config(tmp_path, **broker):
+    values = {"host": "127.0.0.1", "port": 5999, "username": "u", "password": "p", "timeout": 1.0,
+              "connect_timeout": 0.2, "retry_interval": 0.5, "max_pending": 100, **broker}
+    path = tmp_path / "messagebus.conf"
+    path.write_text("[broker]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "[exchange]\nname = x\n")
+    path.chmod(0o600)
+    return load_config(str(path))
+
+
+@pytest.fixture
+def broker():
+    return FakeBroker()
+
+
+@pytest.fixture
+def sender(tmp_path, broker):
+    made = []
+
+    def make(**kw) -> SenderThread:
+        s = SenderThread(make_config(tmp_path, **kw.pop("broker_opts", {})), pipe=broker.pipe,
+                         connect=broker.connection, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def until(cond, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return cond()
+
+
+def test_concurrent_batches_share_one_connection_and_each_gets_its_own(sender, broker):
+    s = sender()
+    results = {}
+    barrier = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        batch = msgs(*(f"t{n}-{i}" for i in range(5)))
+        barrier.wait()
+        results[n] = s.send(batch)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert broker.connects == 1
+    for n, result in results.items():
+        assert [m.msg_id for m in result.accepted] == [f"t{n}-{i}" for i in range(5)]
+        assert not result.unsent and result.error is None
+    assert len(broker.received) == 40
+
+
+def test_a_request_waits_at_most_timeout_for_a_silent_broker(sender, broker):
+    broker.hold = True
+    s = sender()
+    start = time.monotonic()
+    result = s.send(msgs("a", "b"))
+    elapsed = time.monotonic() - start
+    assert 0.9 <= elapsed < 1.3  # timeout = 1
+    assert [m.msg_id for m in result.unsent] == ["a", "b"] and result.error is not None
+
+
+def test_with_the_outbox_a_request_stops_waiting_once_the_broker_is_quiet(sender, broker):
+    s = sender()
+    assert s.send(msgs("warm")).accepted
+    broker.hold = True  # from now on the broker says nothing
+    start = time.monotonic()
+    ticket = s.submit(msgs("a"), Hold.OWNED, rows=[1], born=time.monotonic())
+    result = ticket.wait(s, time.monotonic() + 1.0, quiet=True)
+    elapsed = time.monotonic() - start
+    assert result.unsent and elapsed < 0.2  # quiet_after is a few round trips, at least 25 ms
+    broker.hold = False
+    broker.release()
+    assert until(lambda: 1 in s.settled_rows)  # settled later: its row is deleted by the drainer
+
+
+def test_broker_down_requests_return_at_once_and_messages_go_out_on_recovery(sender, broker, caplog):
+    broker.down = True
+    s = sender()
+    first = s.send(msgs("a"))  # the first connect fails: the request is released at once
+    assert first.unsent and s.state is State.DOWN
+    timings = []
+    for i in range(20):
+        start = time.monotonic()
+        r = s.send(msgs(f"m{i}"))
+        timings.append(time.monotonic() - start)
+        assert r.unsent and not r.accepted
+    assert max(timings) < 0.02
+    broker.down = False
+    back = time.monotonic()
+    assert until(lambda: len(broker.received) == 21, timeout=3)
+    assert time.monotonic() - back < sendthread.PROBE_MAX + 0.3  # noticed within one probe interval
+    assert broker.received == [b"a"] + [f"m{i}".encode() for i in range(20)]  # oldest first
+    downs = [r for r in caplog.records if "broker unavailable" in r.getMessage()]
+    assert len(downs) == 1  # one line for the outage, not one per request or probe
+
+
+def test_connecting_never_costs_a_request_more_than_timeout_whatever_connect_timeout(tmp_path, broker):
+    class SlowPipe:
+        def __init__(self, config, endpoint):
+            self.inner = broker.pipe(config, endpoint)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def open(self, deadline):
+            time.sleep(3)  # a silent host: connect_timeout = 5 would take this long and more
+            raise sendthread.BrokerError("unreachable", "silent")
+
+    s = SenderThread(make_config(tmp_path, connect_timeout=5, timeout=0.5), pipe=SlowPipe, connect=broker.connection)
+    try:
+        times = []
+        barrier = threading.Barrier(4)
+
+        def worker():
+            barrier.wait()
+            start = time.monotonic()
+            s.send(msgs(f"w{threading.get_ident()}"))
+            times.append(time.monotonic() - start)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+        assert len(times) == 4 and max(times) < 0.7  # each waits one timeout at most, all together
+    finally:
+        s.close(wait=0)
+
+
+def test_memory_backlog_is_bounded_and_overflow_is_logged_as_lost(sender, broker, caplog):
+    broker.down = True
+    s = sender(broker_opts={"max_pending": 5})
+    for i in range(8):
+        s.send(msgs(f"m{i}"))
+    assert s.pending() == 5
+    lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "lost" in r.getMessage()]
+    assert len(lost) == 3 and all("max_pending = 5" in m for m in lost)
+    broker.down = False
+    assert until(lambda: len(broker.received) == 5)
+    assert broker.received == [f"m{i}".encode() for i in range(3, 8)]
+
+
+def test_a_stalled_connection_is_replaced_and_the_unsettled_resent(sender, broker, monkeypatch):
+    monkeypatch.setattr(sendthread, "STALL", 0.2)
+    broker.hold = True
+    s = sender()
+    ticket = s.submit(msgs("a", "b", "c"))
+    assert until(lambda: broker.connects >= 2, timeout=2)  # stalled for STALL: a new connection
+    broker.hold = False
+    result = ticket.wait(s, time.monotonic() + 2)
+    assert {m.msg_id for m in result.accepted} == {"a", "b", "c"}
+    # the first unsettled went to the quarantine (its own connection), the rest on the new one
+    assert sorted(broker.received) == [b"a", b"b", b"c"]
+
+
+def test_a_poison_message_is_set_apart_and_the_rest_keeps_flowing(sender, broker, caplog):
+    poison = msgs("poison", type="BuildStateChange")[0]
+    broker.poison = {poison.payload}
+    s = sender()
+    before = msgs("a", "b")
+    after = msgs("c", "d")
+    ticket = s.submit(before + [poison] + after)
+    result = ticket.wait(s, time.monotonic() + 1)
+    assert {m.msg_id for m in result.accepted} >= {"a", "b", "c", "d"}
+    # more traffic: the main connection settles others while the poison fails alone (strikes count)
+    deadline = time.monotonic() + 10
+    n = 0
+    while time.monotonic() < deadline and not any("poison message" in r.getMessage() for r in caplog.records):
+        s.send(msgs(f"more{n}"))
+        n += 1
+        time.sleep(0.02)
+    lost = [r.getMessage() for r in caplog.records if "poison message" in r.getMessage()]
+    assert len(lost) == 1
+    assert "BuildStateChange" in lost[0] and "koji.event.BuildStateChange.poison" in lost[0]
+    assert poison.payload not in broker.received
+    assert s.pending() == 0
+
+
+def test_a_broker_wide_failure_strikes_nobody(sender, broker, monkeypatch):
+    """A suspect that fails alone while the main connection settles nothing is not struck."""
+    monkeypatch.setattr(sendthread, "STALL", 0.1)
+    broker.hold = True
+    s = sender()
+    s.submit(msgs("a"))
+    assert until(lambda: broker.connects >= 2, timeout=2)
+    broker.down = True  # now everything fails: the quarantine's tries must not count
+    time.sleep(1.0)
+    assert s._strikes.get("a", 0) <= 1  # the one strike of being first unsettled, none from quarantine
+    broker.down = False
+    broker.hold = False
+    broker.release()
+    assert until(lambda: b"a" in broker.received, timeout=8)
+
+
+def test_an_owned_row_is_sent_only_while_young(sender, broker):
+    broker.down = True
+    s = sender(own_window=0.3)
+    s.submit(msgs("old"), Hold.OWNED, rows=[7], born=time.monotonic())
+    s.submit(msgs("young"), Hold.OWNED, rows=[8], born=time.monotonic() + 0.5)
+    time.sleep(0.4)
+    broker.down = False
+    assert until(lambda: b"young" in broker.received)
+    assert b"old" not in broker.received  # left to the drain: its owner no longer sends it
+    assert s.take_settled_rows() == [8]
+
+
+def test_a_locked_row_given_back_by_its_drain_is_not_sent(sender, broker):
+    broker.down = True
+    s = sender()
+    ticket = s.submit(msgs("locked"), Hold.LOCKED, rows=[3])
+    result = ticket.wait(s, time.monotonic() + 0.5)
+    assert result.unsent and s.pending() == 0  # not kept: the drain's transaction holds the row
+    broker.down = False
+    assert until(lambda: s.state is State.UP)
+    assert s.send(msgs("next")).accepted
+    assert broker.received == [b"next"]
+
+
+def test_refused_messages_are_lost_with_type_key_and_reason(sender, broker, caplog):
+    bad = msgs("bad")[0]
+    broker.reject = {bad.payload}
+    s = sender()
+    result = s.send([bad] + msgs("good"))
+    assert [m.msg_id for m, _ in result.lost] == ["bad"] and [m.msg_id for m in result.accepted] == ["good"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("lost" in e and "Tag x1" in e and "koji.event.Tag.bad" in e and "rejected" in e for e in errors)
+
+
+def test_a_forked_child_starts_its_own_thread(sender, broker):
+    import os
+
+    s = sender()
+    assert s.send(msgs("parent")).accepted
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's thread is not here; a new one must start
+        code = 1
+        try:
+            result = s.send(msgs("child"))
+            code = 0 if result.accepted and s._pid == os.getpid() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert s.send(msgs("parent2")).accepted
