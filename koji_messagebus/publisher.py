@@ -204,6 +204,12 @@ class Publisher:
             conn = self._connection()
             return str(conn.endpoint)
 
+    def route_description(self) -> str | None:
+        """How the open connection addresses the exchange (`address.Route.describe`), for `check`;
+        None when no connection is open or it does not say."""
+        route = getattr(self._conn, "route", None)
+        return route.describe() if route is not None else None
+
     def _drop_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()

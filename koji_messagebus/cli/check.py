@@ -47,12 +47,13 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     try:
         endpoint = publisher.check()
+        route = publisher.route_description()  # what `auto` chose for this broker
     except BrokerError as exc:
         err(f"error: {exc}")
         return EXIT_FAIL
     finally:
         publisher.close()
-    target = config.target_address() or "per-message addresses ({routing_key} in [exchange] address)"
+    target = route or config.target_address() or "per-message addresses ({routing_key} in [exchange] address)"
     out(f"ok: broker {describe_connection(config, endpoint)} accepted the login and the sender attached to "
         f"exchange '{config.exchange}' (address {target}) in {(time.monotonic() - start) * 1000:.0f} ms; "
         "nothing was sent")
