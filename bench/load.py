@@ -71,14 +71,15 @@ class Setup:
     queue: str
     dir: str
     dsn: str
+    base: str = DSN_BASE
 
     @classmethod
-    def create(cls) -> Setup:
+    def create(cls, base: str = DSN_BASE) -> Setup:
         tag = uuid.uuid4().hex[:8]
         schema = f"kmb_load_{tag}"
-        dsn = f"{DSN_BASE} options='-c search_path={schema}'"
-        setup = cls(schema, f"kmb.load.{tag}", f"kmb.load.{tag}.q", tempfile.mkdtemp(prefix="kmb-load-"), dsn)
-        cnx = psycopg2.connect(DSN_BASE)
+        dsn = f"{base} options='-c search_path={schema}'"
+        setup = cls(schema, f"kmb.load.{tag}", f"kmb.load.{tag}.q", tempfile.mkdtemp(prefix="kmb-load-"), dsn, base)
+        cnx = psycopg2.connect(base)
         cur = cnx.cursor()
         cur.execute(f"CREATE SCHEMA {schema}")
         cur.execute(f"SET search_path = {schema}")
@@ -124,7 +125,7 @@ class Setup:
         ch.connection.close()
 
     def drop(self) -> None:
-        cnx = psycopg2.connect(DSN_BASE)
+        cnx = psycopg2.connect(self.base)
         cnx.cursor().execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
         cnx.commit()
         cnx.close()
@@ -212,6 +213,7 @@ class Load:
     think: float = 0.05  # seconds between a thread's requests
     seconds: float = 0.0  # >0: run for this long instead of `requests` (fault runs)
     design: str = "thread"
+    linger: float = 30.0  # seconds a process lives on after its requests (its sender and drainer finish)
     conf: str = ""
     dsn: str = ""
     seed: int = 1
@@ -394,24 +396,53 @@ def hub_process(load: Load, index: int, results: Any) -> None:
     for t in threads:
         t.join()
     rt = mb_plugin.runtime()
-    if rt.delivery is not None:  # let the sender finish what it holds, as a hub process does on the next request
-        rt.delivery.sender.wait_idle(10)
+    if rt.delivery is not None:  # a hub process lives on: let its sender and drainer finish their work
+        rt.delivery.sender.wait_idle(load.linger)
         if rt.delivery.drainer is not None:
-            time.sleep(0.3)
+            deadline = time.monotonic() + load.linger
+            cnx = psycopg2.connect(load.dsn)
+            while time.monotonic() < deadline:
+                cur = cnx.cursor()
+                cur.execute(f"SELECT count(*) FROM {outbox.TABLE}")
+                left = cur.fetchone()[0]
+                cnx.rollback()
+                if not left and not rt.delivery.sender.settled_rows:
+                    break
+                time.sleep(0.5)
+            cnx.close()
     results.put([r for out in outs for r in out])
     mb_plugin.reset(None)
 
 
-def run_load(load: Load) -> tuple[list[Req], list[mp.Process]]:
-    """Start the processes; returns when all are done (the list of processes is for fault runs)."""
+def start_load(load: Load) -> tuple[list[mp.Process], Any]:
+    """Start the hub processes (fork); collect their figures with collect_load()."""
     ctx = mp.get_context("fork")
     results = ctx.Queue()
     procs = [ctx.Process(target=hub_process, args=(load, i, results)) for i in range(load.procs)]
     for p in procs:
         p.start()
+    return procs, results
+
+
+def collect_load(load: Load, procs: list[mp.Process], results: Any, timeout: float) -> list[Req]:
+    """The figures of every process still alive (a killed one sends none), within `timeout`."""
     reqs: list[Req] = []
-    for _ in procs:
-        reqs += results.get(timeout=load.requests * (load.think + 5) * 2 + load.seconds + 120)
+    deadline = time.monotonic() + timeout
+    expected = sum(1 for p in procs if p.exitcode in (None, 0))
+    for _ in range(expected):
+        try:
+            reqs += results.get(timeout=max(0.1, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001 - queue.Empty: a process died without reporting
+            break
     for p in procs:
-        p.join(10)
+        p.join(max(0.1, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+    return reqs
+
+
+def run_load(load: Load) -> tuple[list[Req], list[mp.Process]]:
+    """Start the processes; returns when all are done."""
+    procs, results = start_load(load)
+    reqs = collect_load(load, procs, results, load.requests * (load.think + 5) * 2 + load.seconds + 120)
     return reqs, procs

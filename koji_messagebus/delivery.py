@@ -95,6 +95,9 @@ class Delivery:
             return
         self._drain_at = now + DRAIN_EVERY
         try:
+            abandoned = sender.take_abandoned_rows(self.config.get("outbox", "batch_size"))
+            if abandoned:  # this process's rows its sender gave up: under row locks, now
+                outbox.drain_ids(cnx, abandoned, self._send_locked)
             result = outbox.drain(cnx, self._send_locked, self.config.get("outbox", "batch_size"),
                                   min_age=self.min_age, max_age=self.config.get("outbox", "max_age"))
         except Exception as exc:  # noqa: BLE001 - a database error: the rows stay

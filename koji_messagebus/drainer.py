@@ -89,6 +89,8 @@ class Drainer:
                 kicked, self._kicked = self._kicked, False
             try:
                 self._delete_settled()
+                if not self.sender.down:
+                    self._drain_abandoned()
                 now = self.clock()
                 if (kicked or now >= self._next_drain) and not self.sender.down:
                     self._next_drain = now + DRAIN_EVERY
@@ -126,6 +128,24 @@ class Drainer:
                 self.sender.settled_rows[:0] = rows
             raise
         self.deleted += len(rows)
+
+    def _drain_abandoned(self) -> None:
+        """This process's rows its sender gave up (an outage, a stall): send them now, under row
+        locks, instead of waiting until they are min_age old."""
+        size = self.config.get("outbox", "batch_size")
+        while not self.sender.down:
+            rows = self.sender.take_abandoned_rows(size)
+            if not rows:
+                return
+            try:
+                result = outbox.drain_ids(self._db(), rows, self._send)
+            except Exception:
+                with self.sender._cond:  # noqa: SLF001 - put them back for the next try
+                    self.sender.abandoned_rows[:0] = rows
+                raise
+            self.drained += result.sent
+            if result.left:
+                return  # the broker failed again: the rest waits for the next look (or the drain)
 
     def _delete_settled_quietly(self) -> None:
         try:

@@ -353,6 +353,28 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
     return result
 
 
+def drain_ids(cnx, ids: list[int], send: SendFn) -> DrainResult:
+    """Send the given rows (a process's own, given up by its sender) under row locks: FOR UPDATE
+    SKIP LOCKED, so a row another drainer holds is left to it; sent rows deleted; one commit."""
+    result = DrainResult()
+    if not ids:
+        return result
+    cur = cnx.cursor()
+    batch = _select(cur, "id IN %(ids)s", {"ids": tuple(ids)}, len(ids))
+    if not batch:
+        cnx.commit()
+        return result
+    outcome = send(list(batch.values()))
+    done, failed = outcome if isinstance(outcome, tuple) else outcome.split()
+    done_ids = {m.msg_id for m in done}
+    _delete(cur, [rid for rid, m in batch.items() if m.msg_id in done_ids])
+    cnx.commit()
+    result.sent = len(done)
+    result.lost = 0 if isinstance(outcome, tuple) else len(outcome.lost)
+    result.left = bool(failed)
+    return result
+
+
 def status(cnx) -> tuple[int, float | None]:
     """(rows, age in seconds of the oldest row or None)."""
     cur = cnx.cursor()

@@ -235,6 +235,9 @@ class SenderThread:
         self._quarantine: Quarantine | None = None
         #: OWNED rows settled (accepted or refused for good): to delete, in batches, by whoever has a DB
         self.settled_rows: list[int] = []
+        #: OWNED rows given up after own_window (never sent, or not settled): this process may still send
+        #: them at once, but only under a row lock (drainer.py), never again on the sender's own
+        self.abandoned_rows: list[int] = []
         #: called (on this thread, without the lock) when the broker is back after being down
         self.on_recovery: list[Callable[[], None]] = []
         self.connects = 0
@@ -295,6 +298,11 @@ class SenderThread:
     def take_settled_rows(self, limit: int = 10000) -> list[int]:
         with self._cond:
             rows, self.settled_rows = self.settled_rows[:limit], self.settled_rows[limit:]
+            return rows
+
+    def take_abandoned_rows(self, limit: int = 10000) -> list[int]:
+        with self._cond:
+            rows, self.abandoned_rows = self.abandoned_rows[:limit], self.abandoned_rows[limit:]
             return rows
 
     def pending(self) -> int:
@@ -380,7 +388,9 @@ class SenderThread:
                 excess -= 1
                 if item.ticket.hold is Hold.MEMORY:
                     overflow.append(item.msg)
-                continue  # an OWNED row stays in the outbox for the drain
+                elif item.row is not None:
+                    self.abandoned_rows.append(item.row)  # the row stays in the outbox for the drain
+                continue
             kept.append(item)
         self._queue = kept
         if overflow:
@@ -494,7 +504,10 @@ class SenderThread:
         if hold is Hold.LOCKED and item.ticket.closed:
             return False  # the drain gave the row back
         if hold is Hold.OWNED and now - item.born >= self.own_window:
-            return False  # too old to be ours: the row is left to the drain
+            if item.row is not None:
+                self.abandoned_rows.append(item.row)  # too old to send without a row lock
+                item.row = None
+            return False
         return True
 
     def _step(self) -> None:
