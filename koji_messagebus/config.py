@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .security import has_cyrus_sasl, is_ip
+from .security import BUILTIN_MECHS, CYRUS_MECHS, has_cyrus_sasl, is_ip, uses_password
 
 DEFAULT_PATH = "/etc/koji-hub/plugins/messagebus.conf"
 ENV_VAR = "KOJI_MESSAGEBUS_CONFIG"
@@ -138,7 +138,8 @@ OPTIONS: tuple[Option, ...] = (
            "Private key of `cert` (leave empty when `cert` holds both)."),
     Option("broker", "ssl_verify", True, _bool, "true or false",
            "Verify the broker's certificate and host name. false is insecure and logged loudly."),
-    Option("broker", "auth", "PLAIN", _choice(*AUTH_MECHS, upper=True), ", ".join(AUTH_MECHS),
+    Option("broker", "auth", "PLAIN", _choice(*AUTH_MECHS, *CYRUS_MECHS, upper=True),
+           ", ".join(AUTH_MECHS) + " (proton's own and Cyrus SASL's), or with Cyrus SASL " + ", ".join(CYRUS_MECHS),
            "SASL mechanism; only this one is ever offered to the broker."),
     Option("broker", "username", "", _text, "a user name", "User for auth = PLAIN."),
     Option("broker", "password", "", _text, "a password", "Password for auth = PLAIN (or use password_file)."),
@@ -386,12 +387,15 @@ def _sending_checks(values: dict, path: str) -> list[str]:
         if "@" in (urlsplit(url).netloc or ""):
             problems.append(f"{path}: [broker] urls = {redact_url(url)!r}: credentials in URLs are not used; "
                             "put them in username and password (or password_file)")
-    if auth == "PLAIN":
+    if uses_password(auth):
         if not values[("broker", "username")]:
-            problems.append(f"{path}: [broker] username is empty: auth = PLAIN needs username and password")
+            problems.append(f"{path}: [broker] username is empty: auth = {auth} needs username and password")
         if not values[("broker", "password")]:
-            problems.append(f"{path}: [broker] password is empty: auth = PLAIN needs a password "
+            problems.append(f"{path}: [broker] password is empty: auth = {auth} needs a password "
                             "(password or password_file)")
+    if auth not in BUILTIN_MECHS and auth != "GSSAPI" and not has_cyrus_sasl():
+        problems.append(f"{path}: [broker] auth = {auth}: proton has only PLAIN, EXTERNAL and ANONYMOUS without "
+                        "Cyrus SASL (proton.SASL.extended() is False); reinstall it with libsasl2-dev present")
     if auth == "EXTERNAL" and not values[("broker", "cert")]:
         problems.append(f"{path}: [broker] cert is empty: auth = EXTERNAL authenticates with a client "
                         "certificate; set cert (and key)")

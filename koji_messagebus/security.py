@@ -38,6 +38,18 @@ def is_ip(host: str) -> bool:
         return False
 
 
+#: the mechanisms proton implements itself; any other comes from Cyrus SASL (SCRAM-SHA-256, GSSAPI, ...)
+BUILTIN_MECHS = ("PLAIN", "EXTERNAL", "ANONYMOUS")
+#: what Cyrus SASL's plugins give proton besides GSSAPI (libscram, libcrammd5, libdigestmd5, liblogin, libntlm, libgs2)
+CYRUS_MECHS = ("SCRAM-SHA-1", "SCRAM-SHA-224", "SCRAM-SHA-256", "SCRAM-SHA-384", "SCRAM-SHA-512", "CRAM-MD5",
+               "DIGEST-MD5", "GS2-KRB5", "LOGIN", "NTLM")
+
+
+def uses_password(mech: str) -> bool:
+    """The mechanism authenticates with username and password (PLAIN, SCRAM-*, CRAM-MD5, ...)."""
+    return mech in ("PLAIN", "CRAM-MD5", "DIGEST-MD5", "LOGIN", "NTLM") or mech.startswith("SCRAM-")
+
+
 def has_cyrus_sasl() -> bool:
     """proton was built with Cyrus SASL: needed for GSSAPI, SCRAM-* and every mechanism beyond
     proton's built-in PLAIN, EXTERNAL and ANONYMOUS."""
@@ -148,7 +160,8 @@ def auth_failure(auth: str, outcome: int | None, selected: str | None, offered: 
                         "user matches its subject, or that user may not log in)",
             "ANONYMOUS": "the broker refused anonymous login",
             "GSSAPI": f"the broker refused Kerberos principal '{principal}'",
-        }.get(auth, "the broker refused the credentials")
+        }.get(auth, f"the broker refused the user name and password ({auth})" if uses_password(auth)
+              else "the broker refused the credentials")
     else:
         why = SASL_OUTCOMES.get(outcome, "refused") if outcome is not None else "refused"
     return f"{why}{f' ({detail})' if detail else ''}"

@@ -35,7 +35,14 @@ from proton import Connection as ProtonConnection
 from .. import kerberos
 from ..config import Config, default_cafile
 from ..config import Endpoint as BrokerEndpoint
-from ..security import SaslMechanisms, explain_files, explain_handshake, has_cyrus_sasl, warn_unverified
+from ..security import (
+    SaslMechanisms,
+    explain_files,
+    explain_handshake,
+    has_cyrus_sasl,
+    uses_password,
+    warn_unverified,
+)
 from . import diagnose
 from .errors import BrokerError, Kind
 
@@ -150,7 +157,7 @@ class Connection:
         vhost = cfg.get("broker", "vhost")
         conn.hostname = f"vhost:{vhost}" if vhost else ep.host
         auth = cfg.get("broker", "auth")
-        if auth == "PLAIN":
+        if uses_password(auth):  # PLAIN, SCRAM-SHA-256, ...
             conn.user = cfg.get("broker", "username")
             conn.password = cfg.get("broker", "password")
         elif auth == "GSSAPI":

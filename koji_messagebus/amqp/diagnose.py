@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from proton import SASL
 
 from ..config import Endpoint
-from ..security import auth_failure
+from ..security import auth_failure, uses_password
 from .errors import BrokerError, Kind
 
 
@@ -67,7 +67,7 @@ def transport_failed(endpoint: Endpoint, auth: Auth, name: str, desc: str, sasl_
     if name == "amqp:unauthorized-access" or sasl_outcome not in (None, SASL.OK):
         why = auth_failure(auth.mechanism, sasl_outcome, sasl_mech, offered, desc, cert=auth.cert,
                            principal=auth.principal)
-        who = f" as user '{auth.username}'" if auth.mechanism == "PLAIN" else ""
+        who = f" as user '{auth.username}'" if uses_password(auth.mechanism) else ""
         return BrokerError(Kind.AUTH, f"authentication with {auth.mechanism}{who} failed at broker "
                            f"{ep.host}:{ep.port}: {why}")
     if ep.tls and ("SSL" in desc or "TLS" in desc or "certificate" in desc.lower()):

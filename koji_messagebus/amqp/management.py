@@ -29,6 +29,8 @@ from .failover import connect_first
 
 RABBITMQ_NODE = "/management"
 BROKERJ_NODE = "$management"
+#: an amqp-value section holding null
+AMQP_VALUE_NULL = b"\x00\x53\x77\x40"
 BROKERJ_TYPES = {"topic": "org.apache.qpid.TopicExchange", "headers": "org.apache.qpid.HeadersExchange"}
 
 
@@ -135,8 +137,11 @@ class Management:
             msg.properties = properties or {}
             msg.reply_to = self._receiver.remote_source.address
             msg.correlation_id = msg_id
+        payload = msg.encode()
+        if body is None:
+            payload += AMQP_VALUE_NULL  # proton leaves the body out; RabbitMQ wants an amqp-value (null)
         dlv = self._sender.delivery(msg_id)
-        self._sender.send(msg.encode())
+        self._sender.send(payload)
         self._sender.advance()
         if self.dialect == "rabbitmq":
             dlv.settle()  # the node takes requests pre-settled
@@ -170,25 +175,26 @@ def ensure_exchange(mgmt: Management, name: str, ex_type: str, durable: bool, de
     if answer.ok:
         return "declared"
     refused = answer
-    answer = mgmt.request(deadline, "GET", path)
-    if answer.ok:
-        return f"exists (not declared: {refused.text()})"
-    if answer.status == 404:
+    # 4.0 has no GET /exchanges/NAME: a sender attached to the exchange's v2 address tells (a missing
+    # exchange ends the session on 4.0/4.1, refuses the link on 4.2+)
+    try:
+        probe_exchange(conn, path, deadline)
+    except BrokerError as exc:
+        if exc.kind != Kind.NOT_FOUND:
+            raise
         raise BrokerError(Kind.NOT_FOUND, f"exchange '{name}' does not exist on {where} and the plugin could not "
-                          f"create it ({refused.text()}): {exchange_fix(name, ex_type, durable)}")
-    raise BrokerError(Kind.REFUSED, f"exchange '{name}' on {where}: PUT {path} answered {refused.text()}, "
-                      f"GET answered {answer.text()}: {exchange_fix(name, ex_type, durable)}")
+                          f"create it (PUT {path}: {refused.text()}): {exchange_fix(name, ex_type, durable)}") from None
+    return f"exists (not declared: PUT {path} answered {refused.text()})"
 
 
-def check_exchange(mgmt: Management, name: str, ex_type: str, durable: bool, deadline: float) -> None:
-    """BrokerError(not-found) if the exchange is missing (RabbitMQ 4.x)."""
-    conn = mgmt.conn
-    path = f"/exchanges/{encode_segment(name)}"
-    answer = mgmt.request(deadline, "GET", path)
-    if answer.status == 404:
-        raise BrokerError(Kind.NOT_FOUND, f"exchange '{name}' does not exist on {conn.broker} at "
-                          f"{conn.endpoint.host}:{conn.endpoint.port} (GET {path}: {answer.text()}): "
-                          f"{exchange_fix(name, ex_type, durable)}")
+def probe_exchange(conn: Connection, address: str, deadline: float) -> None:
+    """Attach a sender to `address` (and leave it): BrokerError(not-found) if the broker has no such node."""
+    link = conn.session.sender(f"koji-messagebus-probe-{uuid.uuid4().hex[:6]}")
+    link.target.address = address
+    link.source.address = link.name
+    link.open()
+    conn.wait(lambda: bool(link.state & Endpoint.REMOTE_ACTIVE) and link.remote_target.address is not None,
+              deadline, f"attaching to {address}")
 
 
 def declare_queue(mgmt: Management, name: str, deadline: float, exclusive: bool = True) -> Response:

@@ -286,7 +286,7 @@ class AmqpConnection:
         state = management.ensure_exchange(mgmt, cfg.exchange, cfg.get("exchange", "type"),
                                            bool(cfg.get("exchange", "durable")), deadline)
         if state.startswith("exists ("):
-            log.warning("messagebus: exchange '%s' on %s %s; using it as it is", cfg.exchange, conn.broker, state)
+            log.info("messagebus: exchange '%s' on %s %s; using it as it is", cfg.exchange, conn.broker, state)
         else:
             log.debug("messagebus: exchange '%s' on %s: %s", cfg.exchange, conn.broker, state)
         return state

@@ -1,0 +1,260 @@
+"""The transport against the run's broker (KMB_BROKER*): address = auto, exchange creation, outcomes,
+heartbeats, listen without deprecated features, SASL mechanisms beyond PLAIN.  scripts/test.sh runs this
+file once per broker of the matrix; a test that cannot apply to a broker is skipped with the reason."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import pytest
+
+from koji_messagebus.amqp import AmqpConnection, BrokerError, Connection, management
+from koji_messagebus.amqp.address import flavour
+from koji_messagebus.amqp.receiver import open_listener
+from koji_messagebus.config import Config, load_config
+from koji_messagebus.messages import format_event
+from koji_messagebus.wire import Outgoing, encode
+from tests.brokers import need
+from tests.conftest import write_config
+from tests.fixtures import entries
+from tests.receiver import Receiver
+
+pytestmark = [pytest.mark.integration, pytest.mark.matrix]
+
+TAG = entries("postTag")[0]["kwargs"]
+#: the address each flavour's `auto` resolves to (what README's broker table says)
+AUTO = {"rabbitmq3": "/exchange/{name}", "rabbitmq4": "/exchanges/{name}/{routing_key} per message (anonymous relay)",
+        "artemis": "{routing_key} per message (anonymous relay)", "brokerj": "{name}"}
+
+
+def config(tmp_path, name: str, **sections) -> Config:
+    return load_config(write_config(tmp_path / f"{uuid.uuid4().hex[:6]}.conf", name, **sections))
+
+
+def tag_event(tag_name: str = "f44-build") -> Outgoing:
+    kwargs = {**TAG, "tag": {**TAG["tag"], "name": tag_name}}
+    return encode(format_event("Tag", kwargs, "koji.event"))
+
+
+def opened(cfg: Config) -> AmqpConnection:
+    conn = AmqpConnection(cfg, cfg.endpoints[0])
+    conn.open(time.monotonic() + 10)
+    return conn
+
+
+def test_auto_picks_the_address_from_the_open_frame_and_says_so_once(tmp_path, exchange_name, broker, plugin_log):
+    cfg = config(tmp_path, exchange_name, exchange={"address": "auto"})
+    consumer = Receiver(exchange_name, t=broker)
+    try:
+        for _ in range(2):
+            conn = opened(cfg)
+            try:
+                assert flavour(conn.broker) == broker.flavour
+                assert conn.route is not None
+                assert conn.route.describe() == AUTO[broker.flavour].replace("{name}", exchange_name)
+                out = conn.send([tag_event()], time.monotonic() + 10)
+                assert out.error is None and len(out.accepted) == 1
+            finally:
+                conn.close()
+        got = consumer.collect(expect=2)
+    finally:
+        consumer.close()
+    assert [r.routing_key for r in got] == [tag_event().routing_key] * 2
+    said = [r.getMessage() for r in plugin_log.records if "sending to" in r.getMessage()]
+    assert len(said) == 1 and f"{broker.product} {broker.version}" in said[0], said
+
+
+def test_routing_key_with_a_slash_arrives(tmp_path, exchange_name, broker):
+    """Koji tag names may hold `/`: RabbitMQ 4.x needs it percent-encoded in the address."""
+    cfg = config(tmp_path, exchange_name, exchange={"address": "auto"})
+    consumer = Receiver(exchange_name, t=broker)
+    try:
+        conn = opened(cfg)
+        try:
+            msg = tag_event("f44/side")
+            out = conn.send([msg], time.monotonic() + 10)
+        finally:
+            conn.close()
+        got = consumer.collect(expect=1)
+    finally:
+        consumer.close()
+    assert out.error is None and out.lost == [] and len(out.accepted) == 1
+    assert [r.routing_key for r in got] == [msg.routing_key]
+
+
+@pytest.mark.requires("headers-match")
+def test_headers_exchange_routes_on_the_headers(tmp_path, exchange_name, broker):
+    cfg = config(tmp_path, exchange_name, exchange={"address": "auto", "type": "headers"})
+    consumer = Receiver(exchange_name, "headers", bindings=[{"type": "Tag"}], t=broker)
+    try:
+        conn = opened(cfg)
+        try:
+            out = conn.send([tag_event()], time.monotonic() + 10)
+        finally:
+            conn.close()
+        got = consumer.collect(expect=1)
+    finally:
+        consumer.close()
+    assert out.error is None and len(out.accepted) == 1
+    assert [r.headers["type"] for r in got] == ["Tag"]
+
+
+def test_the_plugin_creates_the_exchange_where_the_broker_allows(tmp_path, exchange_name, broker):
+    need("exchange-creation")
+    cfg = config(tmp_path, exchange_name, exchange={"address": "auto", "durable": "false"})
+    conn = opened(cfg)  # nobody declared the exchange
+    try:
+        consumer = Receiver(exchange_name, declare=False, t=broker)
+        try:
+            out = conn.send([tag_event()], time.monotonic() + 10)
+            got = consumer.collect(expect=1)
+        finally:
+            consumer.close()
+    finally:
+        conn.close()
+    assert conn.exchange_state in {"rabbitmq4": ("declared",), "brokerj": ("created",), "artemis": ("",)}[
+        broker.flavour]
+    assert out.error is None and [r.routing_key for r in got] == [tag_event().routing_key]
+
+
+def test_a_missing_exchange_rabbitmq3_cannot_create_is_one_clear_error(tmp_path, exchange_name, broker):
+    if broker.flavour != "rabbitmq3":
+        pytest.skip(f"{broker.flavour} creates the exchange (tested above)")
+    cfg = config(tmp_path, exchange_name, exchange={"address": "auto"})
+    with pytest.raises(BrokerError) as info:
+        opened(cfg)
+    text = str(info.value)
+    assert info.value.kind == "not-found" and info.value.final
+    assert f"exchange '{exchange_name}'" in text and broker.endpoint in text
+    assert f"rabbitmqadmin declare exchange name={exchange_name} type=topic" in text
+
+
+def test_an_unroutable_message_is_not_lost(tmp_path, exchange_name, broker, plugin_log):
+    """RabbitMQ 4.x answers `released` for a message no queue is bound for: counted, said at INFO."""
+    need("released-unroutable")
+    cfg = config(tmp_path, exchange_name, exchange={"address": "auto", "durable": "false"})
+    conn = opened(cfg)
+    try:
+        out = conn.send([tag_event(), tag_event()], time.monotonic() + 10)
+    finally:
+        conn.close()
+    assert out.error is None and out.lost == [] and len(out.accepted) == 2 and len(out.unroutable) == 2
+    assert not [r for r in plugin_log.records if r.levelno >= logging.WARNING]
+
+
+def test_heartbeat_of_one_second_is_accepted_and_kept_alive(tmp_path, exchange_name, broker):
+    """RabbitMQ 4.x refuses an idle time-out under 1000 ms; proton advertises half the heartbeat."""
+    cfg = config(tmp_path, exchange_name, broker={"heartbeat": "1"})
+    conn = Connection(cfg, cfg.endpoints[0])
+    try:
+        conn.open(time.monotonic() + 10)
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:  # the broker's heartbeats keep us healthy
+            assert conn.healthy(), conn.error
+            time.sleep(0.2)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("ex_type", ["topic", "headers"])
+def test_listen_subscribes_the_brokers_way_and_cleans_up(tmp_path, exchange_name, broker, ex_type):
+    if ex_type == "headers" and broker.flavour == "brokerj":
+        pytest.skip(broker.why_not("headers-match"))
+    cfg = config(tmp_path, exchange_name, exchange={"address": "auto", "type": ex_type, "durable": "false"})
+    if broker.flavour == "rabbitmq3":
+        Receiver(exchange_name, ex_type, t=broker).close(delete_exchange=False)  # declares it (0-9-1)
+    else:
+        management.prepare_exchange(cfg)
+    keys = ["koji.event.Tag.#"] if ex_type == "topic" else [""]
+    listener = open_listener(cfg, keys=keys)
+    got: list = []
+    try:
+        sender = opened(cfg)
+        try:
+            sender.send([tag_event(), tag_event()], time.monotonic() + 10)
+        finally:
+            sender.close()
+        listener.listen(lambda m: got.append(m) or len(got) < 2, time.monotonic() + 10)
+        queue = listener.subscription.queue
+    finally:
+        listener.close()
+    assert [m.subject for m in got] == [tag_event().routing_key] * 2
+    assert str(listener.broker_info).startswith(broker.product)
+    if broker.flavour == "rabbitmq4":  # the exclusive queue went with the listener
+        assert queue
+        import pika
+
+        from tests.broker import pika_parameters
+
+        with pika.BlockingConnection(pika_parameters()) as check:
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
+                check.channel().queue_declare(queue, passive=True)
+            assert gone.value.reply_code == 404
+    if broker.flavour != "rabbitmq3":
+        Receiver(exchange_name, ex_type, declare=False, t=broker).close()  # remove the exchange
+
+
+@pytest.mark.requires("scram")
+def test_scram_sha_256_end_to_end_and_only_that_mechanism(tmp_path, exchange_name, broker):
+    cfg = config(tmp_path, exchange_name, broker={"auth": "SCRAM-SHA-256"}, exchange={"durable": "false"})
+    consumer = Receiver(exchange_name, t=broker)
+    try:
+        conn = opened(cfg)
+        try:
+            assert conn.connection.mechanism == "SCRAM-SHA-256"
+            assert "PLAIN" in (conn.connection.offered_mechanisms or ())  # offered, and not used
+            out = conn.send([tag_event()], time.monotonic() + 10)
+        finally:
+            conn.close()
+        got = consumer.collect(expect=1)
+    finally:
+        consumer.close()
+    assert out.error is None and len(got) == 1
+    wrong = config(tmp_path, exchange_name, broker={"auth": "SCRAM-SHA-256", "password": "wrong"})
+    with pytest.raises(BrokerError) as info:
+        opened(wrong)
+    assert info.value.kind == "auth" and "the broker refused the user name and password (SCRAM-SHA-256)" in \
+        str(info.value)
+
+
+def test_rabbitmq4_exchange_it_may_not_create_is_one_clear_error_in_check(tmp_path, broker):
+    """PUT /exchanges/NAME refused (here: the reserved `amq.` prefix, as for a user without the configure
+    right), the exchange missing: found before the first message, one error naming exchange, broker and fix,
+    and `koji-messagebus check` says so."""
+    if broker.flavour != "rabbitmq4":
+        pytest.skip(f"{broker.flavour}: the /management node is RabbitMQ 4.x's")
+    import subprocess
+    import sys
+
+    name = f"amq.kmb-{uuid.uuid4().hex[:8]}"
+    for address in ("auto", "/exchanges/{name}/{routing_key}"):
+        cfg = config(tmp_path, name, exchange={"address": address})
+        with pytest.raises(BrokerError) as info:
+            opened(cfg)
+        text = str(info.value)
+        assert info.value.kind == "not-found", text
+        assert f"exchange '{name}' does not exist on RabbitMQ {broker.version}" in text
+        assert f"{broker.endpoint} and the plugin could not create it (PUT /exchanges/{name}: 403" in text
+        assert f"rabbitmqadmin declare exchange name={name} type=topic" in text
+    res = subprocess.run([sys.executable, "-m", "koji_messagebus.cli", "--config", cfg.path, "check"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and f"exchange '{name}' does not exist" in res.stdout + res.stderr
+
+
+def test_rabbitmq4_an_exchange_declared_otherwise_is_used_as_it_is(tmp_path, exchange_name, broker, plugin_log):
+    if broker.flavour != "rabbitmq4":
+        pytest.skip(f"{broker.flavour}: the /management node is RabbitMQ 4.x's")
+    consumer = Receiver(exchange_name, "fanout", bindings=[""], t=broker)  # a fanout exchange, not a topic one
+    try:
+        conn = opened(config(tmp_path, exchange_name, exchange={"type": "topic"}))
+        try:
+            out = conn.send([tag_event()], time.monotonic() + 10)
+        finally:
+            conn.close()
+        got = consumer.collect(expect=1)
+    finally:
+        consumer.close()
+    assert conn.exchange_state.startswith("exists (not declared: PUT /exchanges/"), conn.exchange_state
+    assert out.error is None and len(got) == 1
