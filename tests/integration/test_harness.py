@@ -74,3 +74,25 @@ def test_target_comes_from_the_environment(broker):
     with pytest.raises(ValueError, match="loopback only"):
         from_env({"KMB_BROKER_HOST": "broker.example.org"})
     assert broker == from_env()
+
+
+@pytest.mark.requires("headers-match")
+def test_amqp10_receiver_matches_headers(broker, exchange_name):
+    """Headers bindings (RabbitMQ 4) or selectors (Artemis) see only the matching message."""
+    rx = Receiver(exchange_name, ex_type="headers", bindings=[{"type": "Tag", "tag": "f40"}])
+    try:
+        for props in ({"type": "Tag", "tag": "f40"}, {"type": "Tag", "tag": "f41"}, {"type": "Untag", "tag": "f40"}):
+            conn = connect(broker)
+            try:
+                if broker.flavour == "rabbitmq4":
+                    sender = conn.create_sender(f"/exchanges/{exchange_name}")
+                else:  # Artemis: one address for the headers exchange
+                    sender = conn.create_sender(exchange_name, options=_TopicTarget())
+                sender.send(Message(body=props["tag"], properties=props, durable=True),
+                            error_states=[Delivery.REJECTED])
+            finally:
+                conn.close()
+        got = rx.collect(expect=1, quiet=0.5)
+    finally:
+        rx.close()
+    assert [(m.headers, m.body) for m in got] == [({"type": "Tag", "tag": "f40"}, "f40")]
