@@ -28,19 +28,24 @@ def problems(path: str, **kw) -> list[str]:
     return err.value.problems
 
 
+def problems_within(path: str, fifo: str, seconds: float = 5.0) -> list[str]:
+    """problems(path), failing (not hanging) if load_config blocks on `fifo` for `seconds`."""
+    result: list = []
+    reader = threading.Thread(target=lambda: result.append(problems(path)), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    if reader.is_alive():  # unblock the reader that would otherwise hang forever
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        reader.join(seconds)
+        pytest.fail(f"load_config blocked on the FIFO {fifo}")
+    return result[0]
+
+
 def test_a_fifo_as_config_is_refused_at_once(tmp_path):
     fifo = str(tmp_path / "messagebus.conf")
     os.mkfifo(fifo)
-    result: list = []
-    reader = threading.Thread(target=lambda: result.append(problems(fifo)), daemon=True)
-    reader.start()
-    reader.join(5)
-    if reader.is_alive():  # unblock the reader that would otherwise hang forever
-        with open(fifo, "w"):
-            pass
-        reader.join(5)
-        pytest.fail("load_config blocked on a FIFO")
-    (line,) = result[0]
+    (line,) = problems_within(fifo, fifo)
     assert line.startswith(f"{fifo}: cannot be read") and "FIFO" in line and "regular file" in line
 
 
@@ -53,7 +58,7 @@ def test_a_fifo_as_password_file_is_refused(tmp_path):
     fifo = str(tmp_path / "pw")
     os.mkfifo(fifo)
     path = conf(tmp_path, f"[broker]\nusername = koji\npassword_file = {fifo}\n")
-    line = problems(path)[0]
+    line = problems_within(path, fifo)[0]
     assert "[broker] password_file" in line and "FIFO" in line
 
 
