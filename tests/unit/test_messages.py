@@ -272,3 +272,34 @@ def test_header_huge_int_becomes_string():
 
 def test_every_callback_type_is_a_koji_callback():
     assert set(CALLBACK_TYPES) <= set(koji.plugin.callbacks)
+
+
+# ---- routing keys: constant token count, never the literal None ---------------------------------
+def test_a_long_name_is_shortened_and_no_token_is_dropped():
+    """Cutting the whole key at 255 bytes turned Tag.<300 chars>.pkg.user into 4 tokens."""
+    ev = event("postTag", tag_kwargs(tag="t" * 300, pkg="bash", user="kojiadmin"))
+    tokens = ev.routing_key.split(".")
+    assert len(tokens) == 6 and tokens[4:] == ["bash", "kojiadmin"]
+    assert len(ev.routing_key.encode()) == MAX_KEY_BYTES
+    assert tokens[3] == "t" * (MAX_KEY_BYTES - len("koji.event.Tag..bash.kojiadmin"))
+
+
+def test_the_longest_tokens_are_shortened_first_and_evenly():
+    key = routing_key("koji.event", "Tag", ["a" * 200, "b" * 150, "user"])
+    a, b, user = key.split(".")[3:]
+    assert len(key.encode()) == MAX_KEY_BYTES and user == "user"
+    assert len(a) == len(b) == (MAX_KEY_BYTES - len("koji.event.Tag...user")) // 2
+    key = routing_key("koji.event", "Tag", ["a" * 300, "b" * 20, "user"])
+    assert key.split(".")[3:] == ["a" * (MAX_KEY_BYTES - len("koji.event.Tag...user") - 20), "b" * 20, "user"]
+
+
+def test_shortening_keeps_utf8_characters_whole():
+    key = routing_key("koji.event", "Tag", ["ü" * 200, "日" * 100, "x"])
+    raw = key.encode("utf-8")
+    assert MAX_KEY_BYTES - 3 <= len(raw) <= MAX_KEY_BYTES and raw.decode("utf-8").count(".") == 5
+
+
+def test_tokens_are_valid_utf8_and_never_the_literal_none():
+    key = routing_key("p", "Tag", [None, "a\udcff", 5])
+    assert key == "p.Tag.~none~.a\\udcff.5"
+    key.encode("utf-8")
