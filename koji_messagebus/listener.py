@@ -105,8 +105,8 @@ def iso_time(seconds: float | None) -> str | None:
 
 def message_record(msg: Message) -> dict[str, Any]:
     """What a consumer got: routing key, type, id, creation time, headers and body."""
-    headers = dict(msg.properties or {})
-    annotations = dict(msg.annotations or {})
+    headers: dict[str, Any] = dict(msg.properties or {})
+    annotations: dict[Any, Any] = dict(msg.annotations or {})
     routing_key = msg.subject or annotations.get("x-routing-key")
     return {
         "routing_key": jsonable(routing_key),

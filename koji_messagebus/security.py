@@ -15,6 +15,7 @@ import logging
 import re
 import socket
 import ssl
+from typing import Any
 
 from proton import SASL
 
@@ -113,9 +114,10 @@ def probe_certificate(host: str, port: int, cacert: str, timeout: float) -> str 
                 "certificate)")
     except (OSError, ssl.SSLError, ValueError):
         return None
-    names = [value for kind, value in peer.get("subjectAltName", ()) if kind in ("DNS", "IP Address")]
+    cert: dict[str, Any] = dict(peer)
+    names: list[str] = [str(value) for kind, value in cert.get("subjectAltName", ()) if kind in ("DNS", "IP Address")]
     if not names:
-        names = [value for rdn in peer.get("subject", ()) for kind, value in rdn if kind == "commonName"]
+        names = [str(value) for rdn in cert.get("subject", ()) for kind, value in rdn if kind == "commonName"]
     shown = ", ".join(names) or "no names"
     if is_ip(host):
         dns = [n for n in names if not is_ip(n)]

@@ -365,8 +365,11 @@ class Connection:
             pending = t.pending()
             if pending <= 0:
                 break
+            data = t.peek(pending)
+            if not data:
+                break
             try:
-                sent = sock.send(t.peek(pending), _NOSIGNAL)  # no SIGPIPE where it is not ignored
+                sent = sock.send(data, _NOSIGNAL)  # no SIGPIPE where it is not ignored
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -403,16 +406,17 @@ class Connection:
             if event is None:
                 return
             kind = event.type
-            if kind == Event.DELIVERY:
-                handler = self._handlers.get(event.link.name)
+            link, session, connection = event.link, event.session, event.connection
+            if kind == Event.DELIVERY and link is not None and event.delivery is not None:
+                handler = self._handlers.get(link.name)
                 if handler is not None:
                     handler.on_delivery(event.delivery)
-            elif kind == Event.LINK_REMOTE_CLOSE:
-                self._remote_closed("the broker closed the link to", event.link.remote_condition)
-            elif kind == Event.SESSION_REMOTE_CLOSE:
-                self._remote_closed("the broker ended the session for", event.session.remote_condition)
-            elif kind == Event.CONNECTION_REMOTE_CLOSE:
-                self._remote_closed("the broker closed the connection to", event.connection.remote_condition)
+            elif kind == Event.LINK_REMOTE_CLOSE and link is not None:
+                self._remote_closed("the broker closed the link to", link.remote_condition)
+            elif kind == Event.SESSION_REMOTE_CLOSE and session is not None:
+                self._remote_closed("the broker ended the session for", session.remote_condition)
+            elif kind == Event.CONNECTION_REMOTE_CLOSE and connection is not None:
+                self._remote_closed("the broker closed the connection to", connection.remote_condition)
             elif kind in (Event.TRANSPORT_ERROR, Event.TRANSPORT_CLOSED):
                 self._transport_failed()
             collector.pop()

@@ -109,7 +109,7 @@ class Management:
             return
         if not dlv.readable or dlv.partial:
             return
-        data = link.recv(dlv.pending)
+        data = link.recv(dlv.pending) or b""
         link.advance()
         dlv.update(Delivery.ACCEPTED)
         dlv.settle()
@@ -120,7 +120,8 @@ class Management:
         if self.dialect == "rabbitmq":
             status = int(msg.subject) if msg.subject and str(msg.subject).isdigit() else 0
         else:
-            status = int((msg.properties or {}).get("statusCode", 0))
+            props: dict[str, Any] = dict(msg.properties or {})
+            status = int(props.get("statusCode", 0))
         self._answers[key] = Response(status, msg.body)
 
     def request(self, deadline: float, method: str = "GET", path: str = "", body: Any = None,
@@ -128,7 +129,7 @@ class Management:
         """Send one request and wait for its answer (BrokerError(timeout) at `deadline`)."""
         assert self._sender is not None and self._receiver is not None, "open() first"
         msg_id = f"kmb-{next(self._ids)}"
-        msg = Message(id=msg_id, body=body)
+        msg: Any = Message(id=msg_id, body=body)  # proton's setters are typed narrower than they accept
         if self.dialect == "rabbitmq":
             msg.subject = method
             msg.address = path

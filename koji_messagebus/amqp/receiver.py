@@ -116,7 +116,7 @@ class Receivers:
         if not dlv.readable or dlv.partial:
             return  # proton keeps the frames until the whole message is there
         link = dlv.link
-        data = link.recv(dlv.pending)
+        data = link.recv(dlv.pending) or b""
         link.advance()
         msg = Message()
         msg.decode(data)

@@ -17,8 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from proton import Data, Delivery, Endpoint, symbol
+from proton import Sender as ProtonSender
 
 from ..config import Config
 from ..config import Endpoint as BrokerEndpoint
@@ -112,7 +114,7 @@ UNROUTABLE = UnroutableLog()
 
 def settlement_of(dlv: Delivery) -> Settlement:
     state = dlv.remote_state
-    outcome = OUTCOMES.get(state, f"outcome {state}")
+    outcome = OUTCOMES.get(state) or f"outcome {state}"  # type: ignore[call-overload]
     cond = dlv.remote.condition if state == Delivery.REJECTED else None
     if cond is None:
         return Settlement(outcome)
@@ -130,19 +132,19 @@ class Sender:
         self.hints = hints
         #: per-message `to` and target capabilities (None: payloads go as they are)
         self.route = route
-        self.name = name or f"koji-messagebus-{os.getpid()}"
+        self.name: str = name or f"koji-messagebus-{os.getpid()}"
         self.settlements: dict[str, Settlement] = {}
         #: called with (tag, settlement) as each settlement arrives (inside the I/O loop)
         self.on_settled: Callable[[str, Settlement], None] | None = None
         self._tags = itertools.count(1)
-        self._link = None
+        self._link: ProtonSender | None = None
         self._null_target_since = 0.0
         self._unsettled = 0
 
     def attach(self) -> None:
         """Queue the attach (sent with the next I/O)."""
         link = self.conn.session.sender(self.name)
-        target = link.target
+        target: Any = link.target  # proton types `address` as str, None (anonymous relay) included
         target.address = self.address
         if self.address is not None and self.hints:
             _declare_exchange_hints(target, self.conn.config)
