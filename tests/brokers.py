@@ -2,7 +2,8 @@
 
 scripts/test.sh sets KMB_BROKER (rabbitmq3, rabbitmq4, artemis, brokerj) and, when it differs from
 the flavour's default as started by scripts/services/*.sh, KMB_BROKER_HOST, KMB_BROKER_PORT,
-KMB_BROKER_USER, KMB_BROKER_PASSWORD, KMB_BROKER_TLS_PORT, KMB_BROKER_AMQP091_PORT and
+KMB_BROKER_USER, KMB_BROKER_PASSWORD, KMB_BROKER_TLS_PORT, KMB_BROKER_AMQP091_PORT,
+KMB_BROKER_SCRAM_PORT (where the same user logs in with SCRAM-SHA-256/512) and
 KMB_BROKER_ADDRESS (an explicit `[exchange] address` for the plugin; empty: the product's
 default).  No test names a host or port itself: it asks `target()`.
 
@@ -41,10 +42,11 @@ FEATURES: dict[str, dict[str, str]] = {
                "rabbitmq4": "the Kerberos test set-up configures RabbitMQ 3.10 only",
                "artemis": "the Kerberos test set-up configures RabbitMQ 3.10 only",
                "brokerj": "the Kerberos test set-up configures RabbitMQ 3.10 only"},
-    "scram": {"brokerj": "",
+    "scram": {"brokerj": "",  # SCRAM-SHA-256 beside PLAIN on the main port
               "rabbitmq3": "RabbitMQ offers no SCRAM mechanism",
               "rabbitmq4": "RabbitMQ offers no SCRAM mechanism",
-              "artemis": "SCRAM is not configured on the test Artemis"},
+              "artemis": "Artemis offers SCRAM-SHA-256/512 only on an acceptor of its own (scram_port 5683, "
+                         "no PLAIN there), not on the main port"},
     "quorum-queues": {"rabbitmq4": "", "rabbitmq3": "",
                       "artemis": "quorum queues are RabbitMQ's", "brokerj": "quorum queues are RabbitMQ's"},
     "released-unroutable": {"rabbitmq4": "",
@@ -56,13 +58,14 @@ FEATURES: dict[str, dict[str, str]] = {
 # The services as scripts/services/*.sh start them: flavour -> defaults.
 DEFAULTS: dict[str, dict[str, str]] = {
     "rabbitmq3": {"port": "5672", "user": "guest", "password": "guest", "tls_port": "5671",
-                  "amqp091_port": "5672", "product": "RabbitMQ", "version": "3.10"},
+                  "amqp091_port": "5672", "scram_port": "", "product": "RabbitMQ", "version": "3.10"},
     "rabbitmq4": {"port": "5673", "user": "guest", "password": "guest", "tls_port": "5674",
-                  "amqp091_port": "5673", "product": "RabbitMQ", "version": "4.0"},
+                  "amqp091_port": "5673", "scram_port": "", "product": "RabbitMQ", "version": "4.0"},
     "artemis": {"port": "5680", "user": "admin", "password": "admin", "tls_port": "5682",
-                "amqp091_port": "", "product": "apache-activemq-artemis", "version": "2.40"},
+                "amqp091_port": "", "scram_port": "5683", "product": "apache-activemq-artemis", "version": "2.40"},
     "brokerj": {"port": "5690", "user": "guest", "password": "guest", "tls_port": "5691",
-                "amqp091_port": "", "product": "Apache Qpid Broker-J Core", "version": "9.2"},
+                "amqp091_port": "", "scram_port": "5690", "product": "Apache Qpid Broker-J Core",
+                "version": "9.2"},
 }
 
 
@@ -77,6 +80,7 @@ class BrokerTarget:
     password: str
     tls_port: int | None
     amqp091_port: int | None
+    scram_port: int | None
     address: str | None
     product: str
     version: str
@@ -126,7 +130,8 @@ def from_env(env: dict[str, str] | None = None) -> BrokerTarget:
     features = frozenset(f for f, per in FEATURES.items() if per.get(flavour) == "")
     return BrokerTarget(flavour=flavour, host=host, port=int(get("port")), user=get("user"),
                         password=get("password"), tls_port=_port(get("tls_port")),
-                        amqp091_port=_port(get("amqp091_port")), address=get("address") or None,
+                        amqp091_port=_port(get("amqp091_port")), scram_port=_port(get("scram_port")),
+                        address=get("address") or None,
                         product=d["product"], version=d["version"], features=features)
 
 
