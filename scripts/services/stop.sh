@@ -30,6 +30,9 @@ same() {
   [ -z "$want" ] || [ "$want" = "$2" ]
 }
 
+# stale NAME: the mark is older than what runs now (or nothing runs): leave it alone
+stale() { say "$1: not running as recorded (stale mark), left alone"; }
+
 for name in "${names[@]}"; do
   [ -e "$STATE/started.$name" ] || { say "$name: not started by these scripts, left alone"; continue; }
   case $name in
@@ -39,19 +42,19 @@ for name in "${names[@]}"; do
       if [ -n "$pid" ] && same postgresql "$pid"; then
         say "stopping PostgreSQL $ver"
         timeout 60 pg_ctlcluster --skip-systemctl-redirect "$ver" main stop || true
-      fi ;;
+      else stale postgresql; fi ;;
     rabbitmq3)
       pid=$(timeout 20 rabbitmqctl -q eval 'os:getpid().' 2>/dev/null | tr -dc 0-9)
       if [ -n "$pid" ] && same rabbitmq3 "$pid"; then
         say "stopping RabbitMQ 3"
         timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || true
-      fi ;;
+      else stale rabbitmq3; fi ;;
     rabbit4 | rabbitc[0-9]*)
       pid=$(cat "$STATE/$name.pid" 2>/dev/null || true)
-      if [ -n "$pid" ] && same "$name" "$pid"; then rabbit4_stop "$name"; fi ;;
+      if [ -n "$pid" ] && same "$name" "$pid"; then rabbit4_stop "$name"; else stale "$name"; fi ;;
     artemis | brokerj)
       pid=$(cat "$STATE/$name.pid" 2>/dev/null || true)
-      if [ -n "$pid" ] && same "$name" "$pid"; then stop_pid "$name" "$pid" 30; fi
+      if [ -n "$pid" ] && same "$name" "$pid"; then stop_pid "$name" "$pid" 30; else stale "$name"; fi
       rm -f "$STATE/$name.pid" ;;
     *) say "$name: unknown service mark, left alone"; continue ;;
   esac
