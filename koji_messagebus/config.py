@@ -8,14 +8,16 @@ section, key, the value given and what is allowed.  Secrets are never echoed.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import io
 import os
 import re
 import ssl
 import stat
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -197,44 +199,129 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class BrokerSettings:
+    """[broker], typed (see OPTIONS for what each key means and allows)."""
+
+    host: str
+    port: int | None
+    urls: tuple[str, ...]
+    ssl: bool
+    cacert: str
+    cert: str
+    key: str
+    ssl_verify: bool
+    auth: str
+    username: str
+    password: str = field(repr=False)
+    password_file: str = ""
+    principal: str = ""
+    keytab: str = ""
+    service: str = "amqp"
+    vhost: str = ""
+    timeout: float = 10.0
+    connect_timeout: float = 5.0
+    heartbeat: int = 60
+    retry_interval: float = 30.0
+    max_pending: int = 10000
+    test_mode: bool = False
+
+
+class ExchangeSettings(str):
+    """[exchange], typed: `.name`, `.type`, `.durable`, `.address`.  Still a str equal to the name,
+    so that code written for the old `config.exchange` (the name) keeps working; new code should
+    say `config.exchange.name`.  Immutable like the other sections."""
+
+    name: str
+    type: str
+    durable: bool
+    address: str
+
+    def __new__(cls, name: str, type: str, durable: bool, address: str) -> ExchangeSettings:  # noqa: A002
+        obj = super().__new__(cls, name)
+        for attr, value in (("name", name), ("type", type), ("durable", durable), ("address", address)):
+            object.__setattr__(obj, attr, value)
+        return obj
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        raise AttributeError(f"ExchangeSettings is immutable ({attr})")
+
+    def __repr__(self) -> str:
+        return (f"ExchangeSettings(name={self.name!r}, type={self.type!r}, durable={self.durable!r}, "
+                f"address={self.address!r})")
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """[topic], typed."""
+
+    prefix: str
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    """[outbox], typed."""
+
+    enabled: bool
+    batch_size: int
+    max_age: float
+    hub_config: str
+
+
+_SECTIONS: dict[str, type] = {"broker": BrokerSettings, "topic": TopicSettings, "outbox": OutboxSettings}
+
+
+def _section(values: Mapping[tuple[str, str], Any], section: str, cls: type) -> Any:
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{n: tuple(v) if isinstance(v := values[(section, n)], list) else v for n in names})
+
+
+@dataclass(frozen=True)
 class Config:
-    """Validated settings; `values[(section, key)]` has every option, `warnings` the weak spots."""
+    """Validated settings, parsed once: typed and frozen per section (`config.broker.timeout`,
+    `config.exchange.name`, `config.topic.prefix`, `config.outbox.enabled`); `get(section, key)`
+    for older code; `warnings` the weak spots."""
 
     path: str
-    values: dict[tuple[str, str], Any]
+    values: Mapping[tuple[str, str], Any]
     endpoints: tuple[Endpoint, ...]
     warnings: tuple[str, ...] = field(default=())
+    broker: BrokerSettings = field(init=False, repr=False, compare=False)
+    exchange: ExchangeSettings = field(init=False, repr=False, compare=False)
+    topic: TopicSettings = field(init=False, repr=False, compare=False)
+    outbox: OutboxSettings = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        values = MappingProxyType(dict(self.values))
+        object.__setattr__(self, "values", values)
+        for section, cls in _SECTIONS.items():
+            object.__setattr__(self, section, _section(values, section, cls))
+        object.__setattr__(self, "exchange", ExchangeSettings(
+            values[("exchange", "name")], values[("exchange", "type")], values[("exchange", "durable")],
+            values[("exchange", "address")]))
 
     def get(self, section: str, key: str) -> Any:
+        """The value of one option (older code; prefer the typed sections)."""
         return self.values[(section, key)]
 
     def __repr__(self) -> str:  # never the password, not even in a debugger or a traceback with locals
         shown = {f"{s}.{k}": ("***" if (s, k) in SECRET_KEYS and v else v) for (s, k), v in self.values.items()}
         return f"Config(path={self.path!r}, values={shown!r}, endpoints={self.endpoints!r})"
 
-    @property
-    def exchange(self) -> str:
-        return self.values[("exchange", "name")]
-
-    @property
-    def tls(self) -> bool:
-        return any(ep.tls for ep in self.endpoints)
-
     def target_address(self) -> str | None:
         """The sender link's target, or None when each message carries its own `to`."""
-        template = self.values[("exchange", "address")]
+        template = self.exchange.address
         if "{routing_key}" in template or template == "auto":
             return None  # auto: amqp.address.route() picks it once the broker is known
-        return template.format(name=self.exchange)
+        return template.format(name=self.exchange.name)
 
     def message_to(self, routing_key: str) -> str | None:
         """Per-message `to` address (only when the template names {routing_key}), the key
         percent-encoded as one path segment (RabbitMQ 4.x rejects `f44/updates`, routes
         `f44%2Fupdates` with the key `f44/updates`); the subject keeps the real key."""
-        template = self.values[("exchange", "address")]
+        template = self.exchange.address
         if "{routing_key}" not in template:
             return None
-        return template.format(name=self.exchange, routing_key=quote(routing_key, safe=""))
+        return template.format(name=self.exchange.name, routing_key=quote(routing_key, safe=""))
 
 
 def config_path(explicit: str | None = None) -> str:

@@ -196,3 +196,37 @@ def test_preview_command_with_a_config_without_credentials(tmp_path, capsys):
     path = conf(tmp_path, "[topic]\nprefix = org.example\n")
     assert cli.main(["preview", "Tag", "--config", path, "--json"]) == 0
     assert capsys.readouterr().out.count("org.example.Tag.") >= 1
+
+
+# ---- typed settings ---------------------------------------------------------------------------------
+def test_typed_sections_hold_every_option_parsed_once(tmp_path):
+    import dataclasses
+
+    from koji_messagebus.config import OPTIONS
+
+    cfg = load_config(conf(tmp_path, MINIMAL + "timeout = 2.5\nurls = amqp://a amqp://b:5673\n"
+                           "[exchange]\nname = kx\ndurable = false\n[outbox]\nenabled = yes\n"))
+    assert cfg.broker.timeout == 2.5 and type(cfg.broker.timeout) is float and cfg.broker.urls == ("amqp://a",
+                                                                                                 "amqp://b:5673")
+    assert cfg.exchange.name == "kx" and cfg.exchange.durable is False and cfg.exchange.type == "topic"
+    assert cfg.exchange == "kx" and f"/exchange/{cfg.exchange}" == "/exchange/kx"  # still the name, for old code
+    assert cfg.outbox.enabled is True and cfg.outbox.batch_size == 500 and cfg.topic.prefix == "koji.event"
+    sections = {"broker": cfg.broker, "exchange": cfg.exchange, "topic": cfg.topic, "outbox": cfg.outbox}
+    for opt in OPTIONS:  # OPTIONS stays the one source: every option has its typed attribute
+        got = getattr(sections[opt.section], opt.key)
+        assert got == (tuple(cfg.get(opt.section, opt.key)) if opt.key == "urls" else cfg.get(opt.section, opt.key))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.broker.timeout = 1.0  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        cfg.exchange.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.values[("broker", "timeout")] = 1.0  # type: ignore[index]
+    assert "s3cret" not in repr(cfg.broker) and "s3cret" not in repr(cfg)
+
+
+def test_replacing_values_recomputes_the_typed_sections(tmp_path):
+    import dataclasses
+
+    cfg = load_config(conf(tmp_path, MINIMAL))
+    other = dataclasses.replace(cfg, values={**cfg.values, ("exchange", "name"): "elsewhere"})
+    assert other.exchange.name == "elsewhere" and other.target_address() in (None, "/exchange/elsewhere")
