@@ -8,6 +8,7 @@ set -euo pipefail
 PORT=${KMB_RABBITMQ4_PORT:-5673}
 TLS_PORT=${KMB_RABBITMQ4_TLS_PORT:-5674}
 DIST_PORT=${KMB_RABBITMQ4_DIST_PORT:-25673}
+NODE=${KMB_RABBITMQ4_NODE:-rabbit4}
 TLS_DIR=${KMB_TLS_DIR:-/var/lib/koji-messagebus-test/tls}
 trixie_tree
 
@@ -23,10 +24,10 @@ if [ -f "$TLS_DIR/server.pem" ]; then
   extra+="ssl_options.certfile = $tls/server.pem\nssl_options.keyfile = $tls/server.key\n"
   extra+="ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = false\n"
 fi
-rabbit4_start rabbit4 "$PORT" "$DIST_PORT" "$extra" 120
+rabbit4_start "$NODE" "$PORT" "$DIST_PORT" "$extra" 120
 if [ -n "$extra" ]; then
-  wait_for 30 "$TREE/var/lib/kmb/rabbit4/log/rabbit4@localhost.log" "RabbitMQ 4 TLS listener on $TLS_PORT" \
+  wait_for 30 "$TREE/var/lib/kmb/$NODE/log/$NODE@localhost.log" "RabbitMQ 4 TLS listener on $TLS_PORT" \
     port_open "$TLS_PORT"
 fi
-version=$(rabbit4_ctl rabbit4 rabbitmqctl version 2>/dev/null || echo 4)
-say "RabbitMQ $version ready on 127.0.0.1:$PORT${extra:+ (TLS on :$TLS_PORT)} (node rabbit4@localhost)"
+version=$(rabbit4_ctl "$NODE" rabbitmqctl version 2>/dev/null || echo 4)
+say "RabbitMQ $version ready on 127.0.0.1:$PORT${extra:+ (TLS on :$TLS_PORT)} (node $NODE@localhost)"

@@ -49,7 +49,7 @@ for name in "${names[@]}"; do
         say "stopping RabbitMQ 3"
         timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || true
       else stale rabbitmq3; fi ;;
-    rabbit4 | rabbitc[0-9]*)
+    rabbit4* | rabbitc[0-9]*)
       pid=$(cat "$STATE/$name.pid" 2>/dev/null || true)
       if [ -n "$pid" ] && same "$name" "$pid"; then rabbit4_stop "$name"; else stale "$name"; fi ;;
     artemis | brokerj)
@@ -64,7 +64,7 @@ done
 # the trees' /proc, once no node of the tree runs
 if [ -d "$TREE/proc" ] && mountpoint -q "$TREE/proc"; then
   alive=0
-  for pidfile in "$STATE"/rabbit4.pid "$STATE"/rabbitc*.pid; do
+  for pidfile in "$STATE"/rabbit4*.pid "$STATE"/rabbitc*.pid; do
     [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && alive=1
   done
   ((alive)) || tree_umount "$TREE"
