@@ -104,7 +104,7 @@ class Connection:
         self.endpoint = endpoint
         self.opened_at = 0.0
         #: how error texts name the exchange (the sender sets the address it chose)
-        self.exchange = diagnose.Exchange(config.exchange, config.get("exchange", "type"),
+        self.exchange = diagnose.Exchange(config.get("exchange", "name"), config.get("exchange", "type"),
                                           bool(config.get("exchange", "durable")), config.target_address())
         self._open_deadline = 0.0
         self._wake_at = 0.0

@@ -227,7 +227,7 @@ def prepare_exchange(config: Config) -> tuple[BrokerInfo, str]:
         deadline = time.monotonic() + config.get("broker", "connect_timeout")
         mgmt = Management(conn, "rabbitmq" if kind == "rabbitmq4" else "brokerj")
         mgmt.open(deadline)
-        state = ensure_exchange(mgmt, config.exchange, config.get("exchange", "type"),
+        state = ensure_exchange(mgmt, config.get("exchange", "name"), config.get("exchange", "type"),
                                 bool(config.get("exchange", "durable")), deadline)
         return info, state
     finally:

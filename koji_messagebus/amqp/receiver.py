@@ -185,7 +185,8 @@ class Listener:
         else:
             self.connection.open(deadline)
             kind = flavour(self.connection.broker)
-            exchange_address = f"/exchange/{self.config.exchange}" if kind == "rabbitmq3" else None
+            name = self.config.get("exchange", "name")
+            exchange_address = f"/exchange/{name}" if kind == "rabbitmq3" else None
             self.connection.exchange = replace(self.connection.exchange, address=exchange_address)
             self.subscription = self._subscribe(self.keys, deadline)
             self.receivers.sources = self.subscription.sources
@@ -197,7 +198,7 @@ class Listener:
 
     def _subscribe(self, keys: list[str], deadline: float) -> Subscription:
         cfg, conn = self.config, self.connection
-        name, topic = cfg.exchange, cfg.get("exchange", "type") == "topic"
+        name, topic = cfg.get("exchange", "name"), cfg.get("exchange", "type") == "topic"
         kind = flavour(conn.broker)
         if kind == "rabbitmq4":
             mgmt = self._mgmt = management.Management(conn)

@@ -272,7 +272,7 @@ class AmqpConnection:
         conn.open(deadline)
         route = self.route = addressing.route(cfg, conn.broker)
         addressing.log_choice_once(str(self.endpoint), route)
-        conn.exchange = diagnose.Exchange(cfg.exchange, cfg.get("exchange", "type"),
+        conn.exchange = diagnose.Exchange(cfg.get("exchange", "name"), cfg.get("exchange", "type"),
                                           bool(cfg.get("exchange", "durable")), route.target)
         if route.creates:
             self.exchange_state = self._ensure_exchange(route, deadline)
@@ -285,12 +285,13 @@ class AmqpConnection:
         cfg, conn = self.config, self.connection
         mgmt = management.Management(conn, "brokerj" if route.creates == "amqp-management" else "rabbitmq")
         mgmt.open(deadline)
-        state = management.ensure_exchange(mgmt, cfg.exchange, cfg.get("exchange", "type"),
+        state = management.ensure_exchange(mgmt, cfg.get("exchange", "name"), cfg.get("exchange", "type"),
                                            bool(cfg.get("exchange", "durable")), deadline)
         if state.startswith("exists ("):
-            log.info("messagebus: exchange '%s' on %s %s; using it as it is", cfg.exchange, conn.broker, state)
+            log.info("messagebus: exchange '%s' on %s %s; using it as it is", cfg.get("exchange", "name"),
+                     conn.broker, state)
         else:
-            log.debug("messagebus: exchange '%s' on %s: %s", cfg.exchange, conn.broker, state)
+            log.debug("messagebus: exchange '%s' on %s: %s", cfg.get("exchange", "name"), conn.broker, state)
         return state
 
     def send(self, batch: list[Outgoing], deadline: float) -> BatchOutcome:
