@@ -104,5 +104,10 @@ def execute_quietly(cur: Any, sql: str, params: dict[str, Any]) -> None:
         raw = True
     if raw:
         cur.execute(sql, params)
-    else:
+        return
+    try:
         cur.execute(sql, params, log_errors=False)
+    except TypeError as exc:  # a cursor without kojihub's log_errors: refused before sending anything
+        if "log_errors" not in str(exc):
+            raise
+        cur.execute(sql, params)
