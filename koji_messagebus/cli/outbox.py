@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -50,16 +51,17 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     o.set_defaults(func=run_purge)
     o = osub.add_parser("init", parents=parents, help="create the outbox table (idempotent)",
                         description="Create the outbox table and its index in the hub's database if they are "
-                        "missing (the SQL of `koji-messagebus outbox schema`); run it as a user that may create "
-                        "tables, then grant the hub's user what `outbox schema` lists.")
+                        "missing (the SQL of `koji-messagebus outbox schema`), with the database settings of "
+                        "hub.conf; when another role owns the table, grant the hub's user what `koji-messagebus "
+                        "outbox schema --grant-to USER` prints.")
     o.set_defaults(func=run_init)
-    o = osub.add_parser("schema", parents=[parent], help="print the outbox table's SQL and the grants it needs",
+    o = osub.add_parser("schema", parents=[parent], help="print the outbox table's SQL (and the grants it needs)",
                         description="Print the SQL that creates the outbox table (what `outbox init` runs), for "
-                        "psql or a migration tool (koji-messagebus outbox schema | psql koji), followed by the "
-                        "GRANT statements that give the hub's database user exactly what the plugin needs, for "
-                        "when another role owns the table.")
-    o.add_argument("--role", default="koji", metavar="USER",
-                   help="the hub's database user (hub.conf DBUser) for the GRANT statements (default: %(default)s)")
+                        "psql or a migration tool: koji-messagebus outbox schema | psql koji. With --grant-to "
+                        "USER also the GRANT statements that give the hub's database user exactly what the plugin "
+                        "needs, for when another role owns the table.")
+    o.add_argument("--grant-to", metavar="USER",
+                   help="the hub's database user (hub.conf DBUser): add the GRANT statements for it")
     o.set_defaults(func=run_schema)
 
 
@@ -138,8 +140,12 @@ def run_schema(args: argparse.Namespace) -> int:
     from .. import outbox, resources
 
     out(resources.read(resources.SCHEMA).rstrip("\n"))
-    out(f"-- When another role owns the table, the hub's user ({args.role}) needs exactly:")
-    out(outbox.grants(args.role).rstrip("\n"))
+    if args.grant_to:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", args.grant_to):
+            raise CliError(f"--grant-to {args.grant_to!r}: not a plain SQL name; write the GRANTs by hand",
+                           EXIT_USAGE)
+        out(f"-- exactly what the hub's database user {args.grant_to} needs when another role owns the table:")
+        out(outbox.grants(args.grant_to).rstrip("\n"))
     return EXIT_OK
 
 

@@ -572,6 +572,32 @@ def test_outbox_init_status_purge(pg, capsys):
     assert pg.rows() == 5
 
 
+def test_readme_outbox_commands_give_the_hub_user_exactly_enough(pg, exchanges, conf, tmp_path):
+    """README's way when another role owns the table: `outbox schema --grant-to USER | psql` as the
+    owner; then the hub's user (no other privilege) passes `check` and can flush."""
+    role = f"kmb_hub_{uuid.uuid4().hex[:8]}"
+    pg.sql(f"CREATE ROLE {role} LOGIN")
+    try:
+        pg.sql(f"GRANT USAGE ON SCHEMA {pg.schema} TO {role}")  # README: outside `public`
+        res = run("outbox", "schema", "--grant-to", role)
+        assert res.returncode == 0, res.stderr
+        pg.sql(res.stdout)  # as the owner (postgres), as `| psql koji` would
+        hub_conf = tmp_path / "hub-as-role.conf"
+        hub_conf.write_text(open(pg.hub_conf).read().replace("DBUser = postgres", f"DBUser = {role}"))
+        exchange = exchanges()
+        path = conf(exchange, outbox={"enabled": "true", "hub_config": hub_conf})
+        res = run("--config", path, "check")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"ok: outbox table {outbox.TABLE} in database 'test' on 127.0.0.1:5432 as user '{role}'" in res.stdout
+        pg.store(STORY)
+        res = run("--config", path, "outbox", "flush")
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == "sent 9 message(s); the outbox is empty"
+    finally:
+        pg.sql(f"DROP OWNED BY {role}")
+        pg.sql(f"DROP ROLE {role}")
+
+
 def test_outbox_hub_config_from_the_messagebus_config(pg, exchanges, conf):
     pg.create_table()
     res = run("--config", conf(exchanges(), outbox={"hub_config": pg.hub_conf}), "outbox", "status")

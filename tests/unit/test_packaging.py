@@ -132,10 +132,13 @@ def test_flush_units_run_the_flush_command_as_the_hub():
 def test_cli_prints_the_shipped_files(capsys):
     assert cli.main(["sample-config"]) == 0
     assert capsys.readouterr().out == resources.read(resources.SAMPLE_CONFIG)
-    assert cli.main(["outbox", "schema", "--role", "kojihub"]) == 0
+    assert cli.main(["outbox", "schema"]) == 0
+    assert capsys.readouterr().out == resources.read(resources.SCHEMA)
+    assert cli.main(["outbox", "schema", "--grant-to", "kojihub"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(resources.read(resources.SCHEMA))
     assert out.endswith(outbox.grants("kojihub"))
+    assert cli.main(["outbox", "schema", "--grant-to", "koji; DROP TABLE x"]) == 2
 
 
 # ---- every path and command named exists for a pip or RPM user ------------------------------------
