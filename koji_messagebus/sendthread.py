@@ -40,6 +40,7 @@ from enum import Enum
 from typing import Protocol
 
 from .amqp import AmqpConnection, BrokerError, Kind, Settlement, connect_first
+from .amqp import sender as amqp_sender
 from .config import Config
 from .config import Endpoint as BrokerEndpoint
 from .publisher import ConnectionFactory, Publisher, SendResult, amqp_connection
@@ -124,11 +125,10 @@ class AmqpPipe:
         self._amqp.connection.process(0.0)
 
     def fileno(self) -> int:
-        sock = self._amqp.connection._sock  # noqa: SLF001 - TODO(amqp): a public fileno()
-        return sock.fileno() if sock is not None else -1
+        return self._amqp.connection.fileno()
 
     def wants_write(self) -> bool:
-        return self._amqp.connection._transport.pending() > 0  # noqa: SLF001 - TODO(amqp): public
+        return self._amqp.connection.wants_write()
 
     def healthy(self) -> bool:
         return self._amqp.healthy()
@@ -566,7 +566,9 @@ class SenderThread:
             self._progress = now
             self._rtt += 0.1 * ((now - item.sent_at) - self._rtt)
             self._strikes.pop(item.msg.msg_id, None)
-            self._finish(item, None if settlement.accepted else str(settlement))
+            if settlement.unroutable:  # released: no queue bound for it; not an error (amqp.sender)
+                amqp_sender.UNROUTABLE.note(self.config.get("exchange", "name"), [item.msg])
+            self._finish(item, settlement.lost)
 
     def _finish(self, item: Item, lost: str | None) -> None:
         """Under the lock: a final outcome for one item."""

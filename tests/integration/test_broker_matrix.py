@@ -265,3 +265,28 @@ def test_rabbitmq4_an_exchange_declared_otherwise_is_used_as_it_is(tmp_path, exc
         consumer.close()
     assert conn.exchange_state.startswith("exists (not declared: PUT /exchanges/"), conn.exchange_state
     assert out.error is None and len(got) == 1
+
+
+def test_through_the_hub_an_unroutable_message_is_info_not_lost(tmp_path, exchange_name, broker, plugin_log,
+                                                                 monkeypatch):
+    """The plugin as the hub loads it, on RabbitMQ 4.x: nobody bound a queue, so each message is
+    `released`; the request logs no error, and one INFO line says so."""
+    need("released-unroutable")
+    from koji_messagebus.amqp import sender
+    from tests.hub import Hub, fire, load_plugin, unload_plugin
+
+    monkeypatch.setattr(sender, "UNROUTABLE", sender.UnroutableLog())
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", write_config(tmp_path / "hub.conf", exchange_name,
+                                                              exchange={"durable": "false"}))
+    load_plugin()
+    hub = Hub()
+    try:
+        for _ in range(3):
+            hub.request(fire("postTag", TAG))
+    finally:
+        hub.close()
+        unload_plugin()
+    assert [r.getMessage() for r in plugin_log.records if r.levelno >= logging.ERROR] == []
+    said = [r for r in plugin_log.records if "no queue bound for them" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO
+    assert sender.UNROUTABLE.total == 3
