@@ -290,3 +290,35 @@ def test_through_the_hub_an_unroutable_message_is_info_not_lost(tmp_path, exchan
     said = [r for r in plugin_log.records if "no queue bound for them" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.INFO
     assert sender.UNROUTABLE.total == 3
+
+
+def test_cli_listen_says_which_broker_and_prints_what_arrives(tmp_path, exchange_name, broker):
+    import json
+    import subprocess
+    import sys
+
+    cfg = config(tmp_path, exchange_name, exchange={"durable": "false"})
+    if broker.flavour == "rabbitmq3":
+        Receiver(exchange_name, t=broker).close(delete_exchange=False)  # declares it (0-9-1)
+    else:
+        management.prepare_exchange(cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "koji_messagebus.cli", "--config", cfg.path, "listen",
+                             "--key", "koji.event.Tag.#", "--count", "2", "--timeout", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        first = proc.stderr.readline()  # "listening on ..." once subscribed
+        assert first.startswith("listening on ") and f"{broker.product} {broker.version}" in first, first
+        sender = opened(cfg)
+        try:
+            sender.send([tag_event(), tag_event()], time.monotonic() + 10)
+        finally:
+            sender.close()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["routing_key"] for r in records] == [tag_event().routing_key] * 2
+    if broker.flavour != "rabbitmq3":
+        Receiver(exchange_name, declare=False, t=broker).close()  # remove the exchange
