@@ -156,10 +156,13 @@ class Arrivals:
         ch.basic_qos(prefetch_count=2000)
 
         def on_message(ch_, method, props, body):
-            msg = decode_091(method, props, body)
             now = time.time()
+            try:
+                msg_id = decode_091(method, props, body).message_id
+            except Exception:  # noqa: BLE001 - not one of the plugin's messages
+                msg_id = f"foreign-{method.delivery_tag}"
             with self._lock:
-                self.times.setdefault(msg.message_id, []).append(now)
+                self.times.setdefault(msg_id, []).append(now)
                 self.count += 1
             ch_.basic_ack(method.delivery_tag, multiple=False)
 

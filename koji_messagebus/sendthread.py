@@ -221,6 +221,7 @@ class SenderThread:
         self._queue: deque[Item] = deque()
         self._inflight: dict[str, Item] = {}
         self._state = State.CONNECTING
+        self._connecting_since = clock()
         self._error: BrokerError | None = None
         self._down_since = 0.0
         self._conn: Pipe | None = None
@@ -258,9 +259,11 @@ class SenderThread:
         return min(QUIET_MAX, max(QUIET_MIN, 4 * self._rtt))
 
     def quiet_for(self) -> float:
-        """Seconds the broker has been silent while messages are in flight (0 when none are, or
-        when the thread is not connected: then tickets are released as soon as it knows)."""
+        """Seconds the broker has been silent while messages are in flight, or since the thread
+        started connecting (a reconnect to a broker that may be frozen); 0 when idle and connected."""
         with self._cond:
+            if self._state is State.CONNECTING:
+                return self.clock() - self._connecting_since
             if not self._inflight:
                 return 0.0
             oldest = next(iter(self._inflight.values())).sent_at
@@ -356,6 +359,7 @@ class SenderThread:
             self._conn = None
             self._quarantine = None
             self._state = State.CONNECTING
+            self._connecting_since = self.clock()
         self._pid = pid
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
@@ -589,6 +593,7 @@ class SenderThread:
         now = self.clock()
         with self._cond:
             self._state = State.CONNECTING
+            self._connecting_since = now
             self._error = error
             inflight = list(self._inflight.values())
             self._inflight.clear()

@@ -269,3 +269,25 @@ def test_a_forked_child_starts_its_own_thread(sender, broker):
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
     assert s.send(msgs("parent2")).accepted
+
+
+def test_with_the_outbox_a_request_does_not_wait_for_a_reconnect_to_a_frozen_broker(tmp_path, broker):
+    class FrozenPipe:
+        def __init__(self, config, endpoint):
+            self.inner = broker.pipe(config, endpoint)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def open(self, deadline):
+            time.sleep(1.5)  # TCP accepted, the AMQP handshake never answered (SIGSTOP)
+            raise sendthread.BrokerError("timeout", "no answer")
+
+    s = SenderThread(make_config(tmp_path, timeout=1.0), pipe=FrozenPipe, connect=broker.connection)
+    try:
+        start = time.monotonic()
+        ticket = s.submit(msgs("a", created=time.time()), Hold.OWNED, rows=[1], born=time.monotonic())
+        result = ticket.wait(s, time.monotonic() + 1.0, quiet=True)
+        assert result.unsent and time.monotonic() - start < 0.3  # the row is durable: no need to wait
+    finally:
+        s.close(wait=0)
