@@ -35,8 +35,10 @@ IN_FAILED_TRANSACTION = "25P02"
 #: lock_not_available (lock_timeout), query_canceled (statement_timeout): this request only
 TIMEOUT_CODES = ("55P03", "57014")
 #: the plugin's own statements in the hub's transaction wait at most this long for a lock or in total
-#: (a migration or backup holding the table delays a hub request by this, never more)
+#: (a migration or backup holding the table delays a hub request by this, never more) ...
 STORE_TIMEOUT_MS = 300
+#: ... plus this much statement time per MB of payload (a 20 MB message takes PostgreSQL a while)
+STORE_MS_PER_MB = 100
 
 SCHEMA = f"""\
 -- koji-messagebus outbox: messages committed with the hub's transaction, sent after commit.
@@ -129,7 +131,8 @@ def _store_sql(count: int) -> str:
         f"SAVEPOINT {SAVEPOINT}; "
         "SELECT set_config('koji_messagebus.restore', "
         "current_setting('lock_timeout') || '|' || current_setting('statement_timeout'), true); "
-        "SELECT set_config('lock_timeout', %(timeout)s, true), set_config('statement_timeout', %(timeout)s, true); "
+        "SELECT set_config('lock_timeout', %(lock_timeout)s, true), "
+        "set_config('statement_timeout', %(statement_timeout)s, true); "
         f"WITH ins AS (INSERT INTO {TABLE} (msg_id, created, msg_type, routing_key, payload) "
         "SELECT v.i, v.c, v.t, v.k, v.p FROM (VALUES " + rows + ") AS v(m, i, c, t, k, p) "
         f"WHERE v.m IS NULL OR v.m = ANY(string_to_array({MARKS_NOW}, ',')) RETURNING id) "
@@ -148,8 +151,10 @@ def store_request(cnx: Any, messages: list[Outgoing], marks: list[str | None] | 
     restores the time-outs).  `marks[i]` is message i's sub-call mark (None: no check); a message
     whose mark the hub rolled back is not stored."""
     marks = list(marks or []) + [None] * (len(messages) - len(marks or []))
-    params: dict[str, Any] = {"timeout": f"{int(timeout_ms)}ms"}
     rows = [(mark, msg) for mark, msg in zip(marks, messages) if mark != ABORTED]
+    size_mb = sum(len(msg.payload) for _, msg in rows) / 1e6
+    params: dict[str, Any] = {"lock_timeout": f"{int(timeout_ms)}ms",
+                              "statement_timeout": f"{int(timeout_ms + STORE_MS_PER_MB * size_mb)}ms"}
     for i, (mark, msg) in enumerate(rows):
         params.update({f"m{i}": mark, f"i{i}": _text(msg.msg_id), f"c{i}": _float(msg.created),
                        f"t{i}": _text(msg.type), f"k{i}": _text(msg.routing_key), f"p{i}": bytes(msg.payload)})
@@ -188,7 +193,9 @@ def _store_failed(cur: Any, exc: Exception) -> Stored:
         return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first_line}; the hub's database "
                       f"user needs: {' '.join(grants('<hub db user>').split())}", back_off=True)
     if code in TIMEOUT_CODES:
-        return Stored(None, alive, f"outbox table {TABLE} busy (waited {STORE_TIMEOUT_MS} ms: {first_line})")
+        what = "is locked" if code == "55P03" else "took too long"
+        return Stored(None, alive, f"the insert into outbox table {TABLE} {what} (lock_timeout {STORE_TIMEOUT_MS} ms, "
+                      f"statement_timeout {STORE_TIMEOUT_MS} ms + {STORE_MS_PER_MB} ms/MB: {first_line})")
     return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first_line}",
                   back_off=not _batch_specific(exc))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -134,6 +135,7 @@ class Hub:
 
     def __init__(self, raw_cnx=None):
         self._raw = raw_cnx or db_connect()
+        self.phases: dict[str, float] = {}
 
     def _begin(self, method: str, params: Any) -> None:
         # as kojihub.db.connect() does when it reuses the process's connection: DBWrapper.close()
@@ -147,13 +149,19 @@ class Hub:
         context.params = params
 
     def _finish(self, on_commit=None) -> None:
-        """kojixmlrpc.application after the handler returned without a fault."""
+        """kojixmlrpc.application after the handler returned without a fault; `self.phases` keeps
+        the seconds spent in preCommit (inside the hub's transaction) and postCommit."""
+        self.phases = {"preCommit": 0.0, "postCommit": 0.0}
         if context.commit_pending:
+            start = time.monotonic()
             koji.plugin.run_callbacks("preCommit")
+            self.phases["preCommit"] = time.monotonic() - start
             context.cnx.commit()
             if on_commit:
                 on_commit()
+            start = time.monotonic()
             koji.plugin.run_callbacks("postCommit")
+            self.phases["postCommit"] = time.monotonic() - start
 
     def multicall(self, calls: list[SubCall | tuple[str, SubCall]], on_commit=None) -> list[Any]:
         """One multiCall request; each call is handler(cursor) or (method name, handler).  Returns

@@ -167,7 +167,8 @@ def test_steady_state_leaves_no_row_and_delivers_each_message_once(bus, monkeypa
 
 
 def test_steady_state_round_trips_and_commit_setting(bus, monkeypatch):
-    """collect: one sub-call mark; preCommit: one round trip (savepoint, insert, release); postCommit: one lock-and-delete statement and the COMMIT.
+    """collect: one sub-call mark; preCommit: one round trip (savepoint, insert, release);
+    postCommit: one lock-and-delete statement and the COMMIT.
     The relaxed synchronous_commit is local to that last transaction."""
     b, paths = steady_bus(bus, monkeypatch)
     log: list[str] = []
