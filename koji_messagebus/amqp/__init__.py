@@ -9,12 +9,25 @@
   `error`.  Every failure becomes one `BrokerError` whose `kind` (`errors.Kind`) says what
   failed and whether it is `final`.
 - `sender.Sender(conn, address)`: one sender link.  `send(batch, deadline) -> BatchOutcome`
-  sends and waits for every settlement; pipelined: `start(payload) -> tag` without waiting,
-  then `conn.process(...)`; each settlement lands in `settlements[tag]` (a `Settlement` with
-  outcome, condition, description) and is passed to `on_settled(tag, settlement)`.
+  sends and waits for every settlement; pipelined: `start(payload) -> tag` (or
+  `start_message(msg)`) without waiting, then `conn.process(...)` (`conn.fileno()` and
+  `conn.wants_write()` for a caller's own select()); each settlement lands in
+  `settlements[tag]` (a `Settlement`: outcome, condition, description; `.lost` is the reason
+  a message is gone for good, None when accepted or `.unroutable`) and is passed to
+  `on_settled(tag, settlement)`.  Unroutable (released) messages are counted and said at INFO
+  at most once a minute by `sender.UNROUTABLE`.
 - `sender.AmqpConnection(config, endpoint)`: a connection plus the sender to the configured
-  exchange, what the publisher keeps warm (`open`, `send`, `healthy`, `close`, `broker`).
-- `receiver.Receivers` / `receiver.Listener` / `receiver.open_listener`: consumers.
+  exchange, what the publisher keeps warm (`open`, `send`, `healthy`, `close`, `broker`,
+  `route`).  Opening reads the open frame, picks the address (`address.route`: `[exchange]
+  address = auto` per broker, or the template as written), creates the exchange where the
+  broker lets a client, then attaches the sender.
+- `address`: the per-broker address table, percent-encoding (`encode_segment`) and setting
+  `to` in an already encoded message (`with_to`).
+- `management.Management(conn, dialect)`: request/response with RabbitMQ 4.x's `/management`
+  (HTTP over AMQP) or Broker-J's `$management`; `ensure_exchange`, queue helpers,
+  `prepare_exchange(config)`.
+- `receiver.Receivers` / `receiver.Listener` / `receiver.open_listener`: consumers; given
+  binding keys, the Listener subscribes the broker's own way (no deprecated features).
 - `diagnose`: pure functions turning broker conditions and transport failures into errors.
 - `failover.connect_first(config, make)`: the first endpoint that opens, written once.
 """
