@@ -8,6 +8,10 @@ PostgreSQL reverts a setting changed after a savepoint when the transaction roll
 savepoint, exactly like the sub-call's rows.  At preCommit the marks still set are the sub-calls
 that survived (no table, no lock, no WAL; nothing that can fail on data).
 
+One mark per sub-call: should a sub-call itself roll back to an inner savepoint of its own that
+precedes its first event, and then go on and succeed, its later messages would be dropped with
+the rest (kojihub's calls use no inner savepoints; only multiCall does).
+
 The mark runs under its own savepoint, released at once: if the statement fails (a cancel, a
 tiny statement_timeout) the hub's transaction is rolled back to it, unharmed; if the hub's
 transaction is already aborted, the SAVEPOINT itself is refused and nothing changes.
