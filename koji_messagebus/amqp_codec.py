@@ -325,7 +325,7 @@ _FIXED: dict[int, tuple[int, Any]] = {
     0x82: (8, lambda b: struct.unpack(">d", b)[0]), 0x83: (8, lambda b: int.from_bytes(b, "big", signed=True) / 1000),
     0x98: (16, lambda b: uuid.UUID(bytes=bytes(b))),
 }
-_CONSTANTS = {0x40: None, 0x41: True, 0x42: False, 0x43: 0, 0x44: 0}
+_CONSTANTS: dict[int, Any] = {0x40: None, 0x41: True, 0x42: False, 0x43: 0, 0x44: 0}
 
 
 def decode_value(buf: bytes | memoryview, pos: int = 0) -> tuple[Any, int]:
@@ -333,7 +333,8 @@ def decode_value(buf: bytes | memoryview, pos: int = 0) -> tuple[Any, int]:
     any count decodes (proton's decoder keeps at most 65,535 values and silently drops the rest).
     Strings and symbols become str, binaries bytes, lists list, maps dict, timestamps seconds."""
     data = memoryview(buf)
-    stack: list[tuple[Any, int, int]] = []  # (container, values still to read, is_map)
+    stack: list[tuple[list[Any], int, bool]] = []  # (items so far, values still to read, is it a map)
+    value: Any
     while True:
         code = data[pos]
         pos += 1
