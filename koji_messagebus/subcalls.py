@@ -92,7 +92,8 @@ def split(messages: list[Any], marks: list[str | None], alive: frozenset[str] | 
     `alive` None (the hub's transaction is aborted, its COMMIT rolls back) drops every message."""
     if alive is None:
         return [], list(messages)
-    kept, dropped = [], []
+    kept: list[Any] = []
+    dropped: list[Any] = []
     for i, msg in enumerate(messages):
         mark = marks[i] if i < len(marks) else None
         (kept if mark is None or mark in alive else dropped).append(msg)
