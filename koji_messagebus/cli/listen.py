@@ -104,11 +104,6 @@ def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: li
     filters = f"; header match (client-side): {' '.join(map(str, matches))}" if matches else ""
     sub = listener.subscription
     via = sub.how if listener.keys is not None else ", ".join(map(str, listener.sources))
-    err(f"listening on {listener.endpoint} ({listener.broker_info}) exchange '{config.exchange}' "
-        f"({config.get('exchange', 'type')}), binding {binding}{filters}, via {via}; Ctrl-C to stop")
-    note = listener.leftover_queue_note() if (sub.leftover or listener.keys is None) else None
-    if note and not args.quiet:
-        err(f"note: {note}")
     shown = 0
 
     def handle(msg: Any) -> bool:
@@ -121,7 +116,12 @@ def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: li
         return not (args.count and shown >= args.count)
 
     until = time.monotonic() + args.timeout if args.timeout else None
-    try:
+    try:  # from the line that says Ctrl-C on, Ctrl-C is the normal end
+        err(f"listening on {listener.endpoint} ({listener.broker_info}) exchange '{config.exchange}' "
+            f"({config.get('exchange', 'type')}), binding {binding}{filters}, via {via}; Ctrl-C to stop")
+        note = listener.leftover_queue_note() if (sub.leftover or listener.keys is None) else None
+        if note and not args.quiet:
+            err(f"note: {note}")
         listener.listen(handle, until)
     except KeyboardInterrupt:
         err(f"stopped after {shown} message(s)")
