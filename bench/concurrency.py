@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import Arrivals, Load, Req, Setup, run_load, stats_ms  # noqa: E402
+from bench.load import Arrivals, Load, Req, Setup, run_context, run_load, stats_ms  # noqa: E402
+from bench.sections import update  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
 
 
@@ -91,6 +92,8 @@ def main() -> None:
     ap.add_argument("--designs", default="thread,lock,bare")
     ap.add_argument("--outbox", default="off,on")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--write", action="store_true", help="put the table into bench/results.md")
+    ap.add_argument("--section", default="concurrency", help="the results.md section to write")
     args = ap.parse_args()
     if args.quick:
         args.requests, args.procs, args.threads = 10, 2, 2
@@ -123,15 +126,25 @@ def main() -> None:
                     proc.join(5)
     finally:
         setup.drop()
+    text = "\n".join([
+        f"## Concurrency: {args.procs} processes x {args.threads} threads (plugin time per request, ms)",
+        "",
+        f"{run_context()}; `.venv/bin/python bench/concurrency.py {' '.join(sys.argv[1:])}`.",
+        f"{args.requests} requests per thread, {args.think * 1000:.0f} ms (x0.5-1.5) between a thread's requests, "
+        "1-10 recorded events per request; the same design on one thread alone for reference. `thread` = the "
+        "process's sender thread (now), `lock` = one lock around the connection (before), `bare` = the same "
+        "messages on a warm connection of each thread's own, no plugin, no database.",
+        "",
+        "| latency each way (ms) | outbox | design | 1 thread alone: plugin median | N x M: plugin median / p99 / "
+        "max | median vs 1 thread | preCommit+postCommit median / p99 | thread CPU in plugin, median | lock wait, "
+        "median | round trip under the lock / wait on own settlements, median | requests/s | arrived |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *lines,
+    ])
     print()
-    print(f"{args.procs} processes x {args.threads} threads, {args.requests} requests per thread, think "
-          f"{args.think * 1000:.0f} ms (x0.5-1.5), 1-10 recorded events per request")
-    print("| latency each way (ms) | outbox | design | 1 thread alone: plugin median | N x M: plugin median / p99 / "
-          "max | median vs 1 thread | preCommit+postCommit median / p99 | thread CPU in plugin, median | lock wait, "
-          "median | round trip under the lock / wait on own settlements, median | requests/s | arrived |")
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for line in lines:
-        print(line)
+    print(text)
+    if args.write:
+        update(args.section, text)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import Arrivals, Load, Req, Setup, collect_load, start_load, stats_ms  # noqa: E402
+from bench.load import Arrivals, Load, Req, Setup, collect_load, run_context, start_load, stats_ms  # noqa: E402
+from bench.sections import update  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
 
 FAULTS = ("stop", "kill9", "sigstop", "cut", "pgrestart", "hubkill")
@@ -213,6 +214,7 @@ def main() -> None:
     ap.add_argument("--max-pending", type=int, default=100000)
     ap.add_argument("--drain-wait", type=float, default=40.0)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--write", action="store_true", help="put the table into bench/results.md")
     args = ap.parse_args()
     if args.quick:
         args.procs, args.threads, args.before, args.fault_seconds, args.sigstop_seconds, args.after = 2, 2, 2, 2, 3, 4
@@ -228,16 +230,29 @@ def main() -> None:
     finally:
         if pg is not None:
             pg.stop()
+    text = "\n".join([
+        f"## Faults under load: {args.design} design, {args.procs} processes x {args.threads} threads",
+        "",
+        f"{run_context()}; `.venv/bin/python bench/faults.py {' '.join(sys.argv[1:])}`.",
+        f"{args.think * 1000:.0f} ms (x0.5-1.5) between a thread's requests, 1-10 events each; timeout = "
+        f"{args.timeout:g} s, connect_timeout = {args.connect_timeout:g} s, retry_interval = "
+        f"{args.retry_interval:g} s; the fault {args.before:g} s into the run, for {args.fault_seconds:g} s "
+        f"(sigstop {args.sigstop_seconds:g} s), then {args.after:g} s more. The broker's faults are played by the "
+        "fault proxy in front of the shared RabbitMQ; PostgreSQL restarts are of a private cluster. Latency = the "
+        "plugin's time per request started during the fault (5 s after it for cut, pgrestart, hubkill). Normal "
+        "delivery = the first message committed after the heal arriving; backlog = the last message committed "
+        "before it arriving. Committed = the hubs' own ledger; duplicates are resends of messages the broker "
+        "had already taken (at-least-once).",
+        "",
+        "| fault | outbox | committed | delivered | lost | duplicates | plugin time during the fault: median / p99 / "
+        "max (ms) | heal to normal delivery (s) | heal to backlog delivered (s) | requests |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ])
     print()
-    print(f"{args.design} design, {args.procs} processes x {args.threads} threads, think {args.think * 1000:.0f} ms, "
-          f"timeout = {args.timeout:g} s, connect_timeout = {args.connect_timeout:g} s; fault after "
-          f"{args.before:g} s for {args.fault_seconds:g} s (sigstop {args.sigstop_seconds:g} s), "
-          f"{args.after:g} s after")
-    print("| fault | outbox | committed | delivered | lost | duplicates | plugin time during the fault: median / p99 / "
-          "max (ms) | heal to normal delivery (s) | heal to backlog delivered (s) | requests |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(r)
+    print(text)
+    if args.write:
+        update("faults", text)
 
 
 if __name__ == "__main__":

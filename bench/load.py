@@ -47,6 +47,19 @@ DSN_BASE = os.environ.get("KMB_BENCH_DSN", "dbname=test host=127.0.0.1 user=post
 perf = time.perf_counter
 
 
+def run_context() -> str:
+    """When and where a run happened, for the results."""
+    import datetime
+    import platform
+    import subprocess
+
+    tree = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"{when}, tree {tree}; {os.cpu_count()} CPUs, Python {platform.python_version()}, RabbitMQ 3.10 and "
+            "PostgreSQL on loopback")
+
+
 def pct(values: list[float], p: float) -> float:
     """Nearest-rank percentile (0 for no values)."""
     if not values:

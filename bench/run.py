@@ -719,7 +719,10 @@ def main() -> int:
         setup.close()
     text = report(setup, req, drain, outage, fmt, mem, perf() - start, (load_before, os.getloadavg()[0]))
     print(text)
-    Path(args.output).write_text(text)
+    from bench.sections import kept
+
+    other = kept(Path(args.output))  # the sections of bench/concurrency.py and bench/faults.py stay
+    Path(args.output).write_text(text.rstrip() + "\n\n" + other if other else text)
     print(f"written to {args.output}; plugin log: {log_file.name}", file=sys.stderr)
     return 0
 
