@@ -337,6 +337,10 @@ def show_value(section: str, key: str, raw: str) -> str:
     return repr(raw)
 
 
+class NotRegularFile(OSError):
+    """A path that is a FIFO, a directory, a device or a socket (or a regular file too large)."""
+
+
 def read_regular_file(path: str, limit: int = 1 << 20) -> str:
     """The text of a regular file (UTF-8, a byte-order mark skipped).  Opened without blocking
     and checked with fstat first: a FIFO or a device would otherwise hang the reader."""
@@ -347,13 +351,13 @@ def read_regular_file(path: str, limit: int = 1 << 20) -> str:
             kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else \
                 "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else \
                 "not a regular file"
-            raise OSError(f"is {kind}, not a regular file")
+            raise NotRegularFile(f"is {kind}, not a regular file")
         with os.fdopen(os.dup(fd), "rb") as fh:
             data = fh.read(limit + 1)
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise OSError(f"is larger than {limit} bytes")
+        raise NotRegularFile(f"is larger than {limit} bytes")
     return data.decode("utf-8-sig")
 
 
@@ -370,9 +374,11 @@ def load_config(path: str | None = None, for_sending: bool = True) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(path, [f"{path}: cannot be read: not UTF-8 ({exc.reason} at byte {exc.start}); "
                                  "save it as UTF-8"]) from None
+    except NotRegularFile as exc:
+        raise ConfigError(path, [f"{path}: cannot be read: it {exc}; point {ENV_VAR} (or {DEFAULT_PATH}) at "
+                                 "the config file itself"]) from None
     except OSError as exc:
-        raise ConfigError(path, [f"{path}: cannot be read: {exc.strerror or exc}; it must be a regular "
-                                 "file"]) from None
+        raise ConfigError(path, [f"{path}: cannot be read: {exc.strerror or exc}"]) from None
     except configparser.Error as exc:
         raise ConfigError(path, [f"{path}: cannot be read: {exc}"]) from None
     return parse_config(parser, path, for_sending)
@@ -400,7 +406,7 @@ def parse_config(parser: configparser.RawConfigParser, path: str, for_sending: b
         else:
             values[(opt.section, opt.key)] = opt.default
     warnings = [f"{path}: [{section}]: unknown section, ignored (sections: "
-                f"{', '.join(dict.fromkeys(o.section for o in OPTIONS))})"
+                f"{', '.join(dict.fromkeys(o.section for o in OPTIONS))}); fix: correct its name or remove it"
                 for section in parser.sections() if section not in {o.section for o in OPTIONS}
                 and not parser.options(section)]
     if for_sending:

@@ -102,7 +102,7 @@ def test_prefix_too_long_for_routing_keys_is_refused(tmp_path):
 def test_an_empty_unknown_section_is_warned_about(tmp_path):
     cfg = load_config(conf(tmp_path, MINIMAL + "[brokr]\n"))
     assert f"{tmp_path}/messagebus.conf: [brokr]: unknown section, ignored (sections: broker, exchange, " \
-           "topic, outbox)" in cfg.warnings
+           "topic, outbox); fix: correct its name or remove it" in cfg.warnings
 
 
 def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
