@@ -15,7 +15,6 @@ import uuid
 import pytest
 
 from koji_messagebus import cli
-from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.amqp import AmqpConnection, BrokerError
 from koji_messagebus.config import ConfigError, load_config, parse_config
 from koji_messagebus.messages import CALLBACK_TYPES, format_event
@@ -122,7 +121,8 @@ def test_plugin_over_tls_with_verified_ca_and_host_name_delivers(tmp_path, excha
     h.request(fire("postTag", first("postTag")))
     got = consumer.collect(expect=1)
     assert [m.headers["type"] for m in got] == ["Tag"]
-    assert mb_plugin.runtime().publisher.endpoint == f"amqps://localhost:{tls.PORT}"
+    said = [r.getMessage() for r in plugin_log.records if "sending to" in r.getMessage()]
+    assert said and said[0].startswith(f"messagebus: amqps://localhost:{tls.PORT}: sending to"), said
     assert not lines(plugin_log), "a verified TLS connection with a private password file warns about nothing"
 
 
