@@ -155,13 +155,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("broker", "vhost", "", _text, "a virtual host name",
            "Virtual host; sent as the AMQP open hostname `vhost:NAME` (RabbitMQ). Empty: the default."),
     Option("broker", "timeout", 10.0, _positive_float, "a number of seconds > 0",
-           "How long postCommit waits for the broker to settle a request's messages."),
+           "The longest a hub request waits for the broker, in total (connecting happens off the request "
+           "path); with the outbox a request stops waiting as soon as the broker goes quiet."),
     Option("broker", "connect_timeout", 5.0, _positive_float, "a number of seconds > 0",
            "How long opening a connection (TCP, TLS, SASL, attach) may take."),
     Option("broker", "heartbeat", 60, _int_range(0, 86400), "an integer number of seconds, 0 to disable",
            "AMQP idle timeout; a connection silent for longer is treated as dead and replaced."),
     Option("broker", "retry_interval", 30.0, _positive_float, "a number of seconds > 0",
-           "After a broker failure, do not try again for this long (grows to at most 10x)."),
+           "After a broker failure the hub's sender thread probes in the background, at most this long (and "
+           "at most 1 s) apart; `koji-messagebus outbox flush` does not try again for this long (grows to at "
+           "most 10x)."),
     Option("broker", "max_pending", 10000, _int_range(0, 10_000_000), "an integer >= 0",
            "Without the outbox: messages kept in memory while the broker is down."),
     Option("broker", "test_mode", False, _bool, "true or false", "Log each message instead of sending it."),
