@@ -298,7 +298,8 @@ def send_own(cnx, ids: list[int], messages: list[Outgoing], send: SendFn) -> Dra
     if not batch:
         cnx.commit()
         return result
-    done, failed = send(batch)
+    outcome = send(batch)
+    done, failed = outcome if isinstance(outcome, tuple) else outcome.split()
     result.sent = len(done)
     if not failed:
         cnx.commit()

@@ -207,7 +207,7 @@ class Runtime:
         pending = self.backlog.take() + messages
         if not pending:
             return
-        limit = max(self.config.get("outbox", "batch_size"), len(messages))
+        limit = max(self.settings().get("outbox", "batch_size"), len(messages))
         pending, later = pending[:limit], pending[limit:]
         result = self.publisher_().send(pending)
         self._report(result)
@@ -223,7 +223,7 @@ class Runtime:
         return cnx is not None and now >= self._outbox_check_at and now >= self._outbox_broken_until
 
     def _drain_outbox(self, cnx: Any, own_ids: list[int]) -> outbox.DrainResult | None:
-        cfg = self.config
+        cfg = self.settings()
         publisher = self.publisher_()
         if publisher.breaker.seconds_left() > 0:
             # the breaker is open: no SQL, no network; the rows wait for a later request or `flush`
@@ -251,7 +251,7 @@ class Runtime:
         if outbox.is_undefined_table(exc):
             self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
         # the rows stay: the drain takes them, at the latest after retry_interval (one error line each time)
-        self._outbox_check_at = time.monotonic() + self.config.get("broker", "retry_interval")
+        self._outbox_check_at = time.monotonic() + self.settings().get("broker", "retry_interval")
         log.error("messagebus: outbox drain failed, messages stay in the outbox: %s", str(exc).strip())
 
     def _send_for_outbox(self, messages: list[Outgoing]) -> tuple[list[Outgoing], list[Outgoing]]:
@@ -276,13 +276,17 @@ class Runtime:
         elif result.error:
             log.warning("messagebus: %s", result.error)
 
+    def settings(self) -> Config:
+        """The config, on paths that only run with one (post_commit returns early without)."""
+        assert self.config is not None, "the plugin is disabled by its config error"
+        return self.config
+
     def delivery_(self) -> Delivery:
         delivery = self.delivery
         if delivery is None:
             with self._lock:
                 if self.delivery is None:
-                    cfg = self.config
-                    assert cfg is not None
+                    cfg = self.settings()
                     connect_db = database_connector(cfg) if cfg.get("outbox", "enabled") else None
                     self.delivery = Delivery(cfg, connect_db=connect_db)
                 delivery = self.delivery
@@ -293,7 +297,7 @@ class Runtime:
         if publisher is None:
             with self._lock:
                 if self.publisher is None:
-                    self.publisher = Publisher(self.config)
+                    self.publisher = Publisher(self.settings())
                 publisher = self.publisher
         return publisher
 
