@@ -189,7 +189,7 @@ class Runtime:
         """Send this request's outbox rows only (older rows wait for the next drain, at most
         retry_interval away); anything left makes the next request drain, oldest first."""
         ids = batch.outbox_ids or []
-        if self.publisher_().breaker.seconds_left() > 0:
+        if self.publisher_().seconds_left() > 0:
             log.debug("messagebus: broker unavailable; %d message(s) kept in the outbox", len(ids))
             self._outbox_check_at = 0.0
             return
@@ -225,7 +225,7 @@ class Runtime:
     def _drain_outbox(self, cnx: Any, own_ids: list[int]) -> outbox.DrainResult | None:
         cfg = self.settings()
         publisher = self.publisher_()
-        if publisher.breaker.seconds_left() > 0:
+        if publisher.seconds_left() > 0:
             # the breaker is open: no SQL, no network; the rows wait for a later request or `flush`
             if own_ids:
                 log.debug("messagebus: broker unavailable; %d message(s) kept in the outbox", len(own_ids))
@@ -257,7 +257,7 @@ class Runtime:
     def _send_for_outbox(self, messages: list[Outgoing]) -> tuple[list[Outgoing], list[Outgoing]]:
         result = self.publisher_().send(messages)
         self._report(result, kept="kept in the outbox")
-        return result.accepted + [m for m, _ in result.lost], result.unsent
+        return result.split()
 
     def _report(self, result: SendResult, kept: str = "kept in memory for the next request") -> None:
         if result.lost:
@@ -268,7 +268,7 @@ class Runtime:
                 log.error("messagebus: lost %s: the broker answered %s", describe(msgs), reason)
         if result.unsent:
             if result.tried:
-                retry = self.publisher.breaker.seconds_left() if self.publisher else 0.0
+                retry = self.publisher.seconds_left() if self.publisher else 0.0
                 log.error("messagebus: not sent (%s), %s (next try in %.1fs): %s", result.error, kept, retry,
                           describe(result.unsent))
             elif log.isEnabledFor(logging.DEBUG):  # the breaker is open: the failure was logged when it happened
