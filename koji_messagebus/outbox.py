@@ -34,10 +34,12 @@ INSUFFICIENT_PRIVILEGE = "42501"
 IN_FAILED_TRANSACTION = "25P02"
 #: lock_not_available (lock_timeout), query_canceled (statement_timeout): this request only
 TIMEOUT_CODES = ("55P03", "57014")
-#: the plugin's own statements in the hub's transaction wait at most this long for a lock or in total
-#: (a migration or backup holding the table delays a hub request by this, never more) ...
-STORE_TIMEOUT_MS = 300
-#: ... plus this much statement time per MB of payload (a 20 MB message takes PostgreSQL a while)
+#: the plugin's store in the hub's transaction waits at most this long for a lock (a migration or
+#: a backup holding the table delays a hub request by this, never more) ...
+LOCK_TIMEOUT_MS = 300
+#: ... and runs at most this long in all (a lock wait is reported as such, before this) ...
+STORE_TIMEOUT_MS = 500
+#: ... plus this much per MB of payload (a 20 MB message takes PostgreSQL a while)
 STORE_MS_PER_MB = 100
 
 SCHEMA = f"""\
@@ -153,7 +155,7 @@ def store_request(cnx: Any, messages: list[Outgoing], marks: list[str | None] | 
     marks = list(marks or []) + [None] * (len(messages) - len(marks or []))
     rows = [(mark, msg) for mark, msg in zip(marks, messages) if mark != ABORTED]
     size_mb = sum(len(msg.payload) for _, msg in rows) / 1e6
-    params: dict[str, Any] = {"lock_timeout": f"{int(timeout_ms)}ms",
+    params: dict[str, Any] = {"lock_timeout": f"{int(min(LOCK_TIMEOUT_MS, timeout_ms))}ms",
                               "statement_timeout": f"{int(timeout_ms + STORE_MS_PER_MB * size_mb)}ms"}
     for i, (mark, msg) in enumerate(rows):
         params.update({f"m{i}": mark, f"i{i}": _text(msg.msg_id), f"c{i}": _float(msg.created),
@@ -194,7 +196,7 @@ def _store_failed(cur: Any, exc: Exception) -> Stored:
                       f"user needs: {' '.join(grants('<hub db user>').split())}", back_off=True)
     if code in TIMEOUT_CODES:
         what = "is locked" if code == "55P03" else "took too long"
-        return Stored(None, alive, f"the insert into outbox table {TABLE} {what} (lock_timeout {STORE_TIMEOUT_MS} ms, "
+        return Stored(None, alive, f"the insert into outbox table {TABLE} {what} (lock_timeout {LOCK_TIMEOUT_MS} ms, "
                       f"statement_timeout {STORE_TIMEOUT_MS} ms + {STORE_MS_PER_MB} ms/MB: {first_line})")
     return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first_line}",
                   back_off=not _batch_specific(exc))
