@@ -1,6 +1,8 @@
 """A consumer for the command line: receivers on the exchange, decoded messages as JSON.
 
-On RabbitMQ 3.x with its AMQP 1.0 plugin a receiver whose source address is
+How each broker is subscribed (RabbitMQ 4.x through /management, Artemis wildcards, Broker-J
+binding filters) is `amqp.receiver`'s job; what follows is the RabbitMQ 3.x story.  On RabbitMQ
+3.x with its AMQP 1.0 plugin a receiver whose source address is
 `/exchange/NAME/BINDING_KEY` gets a server-named queue (`amq.gen-...`) bound to the exchange
 with that key.  That plugin (3.10.8, checked in its code and here) declares the queue neither
 exclusive nor auto-delete, so it outlives the listener and keeps collecting messages.  So when
