@@ -1,0 +1,39 @@
+"""Routing keys in addresses: a Koji tag name may hold `/` (Koji's default name policy allows it).
+With a `{routing_key}` address template the key is percent-encoded in the address, as RabbitMQ 4.x
+wants (it rejected `f44/updates` and routes `f44%2Fupdates`), and consumers still see the real key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.broker import Consumer
+from tests.brokers import target
+from tests.hub import Hub, fire, load_plugin, unload_plugin
+
+pytestmark = [pytest.mark.integration, pytest.mark.matrix]
+
+
+@pytest.fixture
+def rabbitmq4():
+    if target().flavour != "rabbitmq4":
+        pytest.skip("per-message /exchanges/NAME/KEY addresses are RabbitMQ 4.x's (run with KMB_BROKER=rabbitmq4)")
+
+
+@pytest.mark.parametrize("tag", ["f44/updates", "f44+testing/ü", "a%2Fb"])
+def test_a_name_with_a_slash_routes_with_the_real_key(rabbitmq4, tag, monkeypatch, conf_file, exchange_name):
+    consumer = Consumer(exchange_name)
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG",
+                       conf_file(exchange={"address": "/exchanges/{name}/{routing_key}"}))
+    load_plugin()
+    hub = Hub()
+    try:
+        kwargs = {"tag": {"name": tag}, "build": {"name": "bash", "version": "1", "release": "1"},
+                  "user": {"name": "kojiadmin"}, "force": False}
+        hub.request(fire("postTag", kwargs))
+        (got,) = consumer.collect(expect=1)
+        assert got.routing_key == f"koji.event.Tag.{tag}.bash.kojiadmin"
+        assert got.headers["tag"] == tag and got.body["tag"]["name"] == tag
+    finally:
+        unload_plugin()
+        hub.close()
+        consumer.close()
