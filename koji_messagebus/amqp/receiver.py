@@ -239,8 +239,10 @@ class Listener:
         if topic:
             sources = [Source(name, binding=Described(symbol(TOPIC_BINDING), k)) for k in keys]
             return Subscription(sources, f"links from exchange {name} with binding filters {', '.join(keys)}")
+        caveat = (" (Broker-J's headers exchange did not route on AMQP 1.0 application-properties in our tests: "
+                  "use a topic exchange there)") if kind == "brokerj" else ""
         return Subscription([Source(name, binding=Described(symbol(HEADERS_BINDING), {"x-match": "all"}))],
-                            f"a link from exchange {name} with a headers binding filter")
+                            f"a link from exchange {name} with a headers binding filter{caveat}")
 
     def listen(self, handle: Callable[[Message], bool | None], until: float | None = None) -> None:
         self.receivers.listen(handle, until)
