@@ -121,7 +121,7 @@ def delete_exchange(name: str) -> None:
     t = target()
     if t.flavour == "brokerj":
         from tests.receiver import brokerj_manage
-        brokerj_manage("DELETE", "org.apache.qpid.TopicExchange", name)
+        brokerj_manage("DELETE", "org.apache.qpid.Exchange", name)
         return
     if not t.has("exchanges"):
         return

@@ -8,12 +8,13 @@ How each broker lets an AMQP 1.0 client read what went to an exchange:
   Artemis wildcard address (`koji.event.#`: the same `.`-split patterns as AMQP topics; "#" alone
   becomes `koji.event.#` so that Artemis' own notification addresses stay out).  Headers: a
   multicast subscription on the exchange's name with a selector on the application-properties;
-- Broker-J: a link from the exchange with a legacy binding filter (topic pattern or headers map);
-  the exchange is declared through Broker-J's AMQP management node `$management`.
+- Broker-J: topic: a link from the exchange with a legacy topic binding filter; headers: a queue
+  bound through Broker-J's AMQP management node `$management` (which also declares the exchange).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -55,20 +56,32 @@ def _selector(binding: dict) -> str:
     return how.join(parts)
 
 
-def brokerj_manage(operation: str, type_: str, name: str, t: BrokerTarget | None = None) -> int:
-    """One request to Broker-J's AMQP management node; returns its status code."""
+def brokerj_manage(operation: str, type_: str, name: str, t: BrokerTarget | None = None, **params: str) -> int:
+    """One request to Broker-J's AMQP management node; returns its status code.  CREATE names the
+    object in the body; other operations (DELETE, bind) find it by its object-path, with `params`
+    as the operation's arguments."""
     conn = connect(t)
     try:
         reply = conn.create_receiver(None, dynamic=True)
         sender = conn.create_sender("$management")
-        body = {"name": name, "object-path": name, "durable": False} if operation == "CREATE" else None
-        sender.send(Message(properties={"operation": operation, "type": type_, "name": name}, body=body,
-                            reply_to=reply.link.remote_source.address, correlation_id=uuid.uuid4().hex))
+        props: dict[str, Any] = {"operation": operation, "type": type_}
+        body: Any = None
+        if operation == "CREATE":
+            props["name"] = name
+            body = {"name": name, "object-path": name, "durable": type_.endswith("Queue")}
+        else:
+            props.update({"index": "object-path", "key": name, **params})
+        sender.send(Message(properties=props, body=body, reply_to=reply.link.remote_source.address,
+                            correlation_id=uuid.uuid4().hex))
         answer = reply.receive(timeout=10)
         reply.accept()
         return int((answer.properties or {}).get("statusCode", 0))
     finally:
         conn.close()
+
+
+def _brokerj_kind(ex_type: str) -> str:
+    return "org.apache.qpid.TopicExchange" if ex_type == "topic" else "org.apache.qpid.HeadersExchange"
 
 
 class Receiver:
@@ -126,18 +139,31 @@ class Receiver:
             self.receivers.append(self.conn.create_receiver(address, credit=500, options=options))
 
     def _brokerj(self) -> None:
+        """Topic: links from the exchange with a topic binding filter.  Headers: Broker-J binds no
+        link on a headers exchange (no binding is made, nothing arrives), so a queue of its own,
+        bound through the management node with the headers as arguments."""
+        kind = _brokerj_kind(self.ex_type)
         if self.declare:
-            kind = "org.apache.qpid.TopicExchange" if self.ex_type == "topic" else "org.apache.qpid.HeadersExchange"
             status = brokerj_manage("CREATE", kind, self.exchange, self.target)
             if status not in (200, 201):
                 raise RuntimeError(f"Broker-J would not create exchange {self.exchange}: status {status}")
-        for binding in self.bindings:
-            if isinstance(binding, dict):
-                value = Described(symbol("apache.org:legacy-amqp-headers-binding:map"), {"x-match": "all", **binding})
-            else:
+        if self.ex_type == "topic":
+            for binding in self.bindings:
                 value = Described(symbol("apache.org:legacy-amqp-topic-binding:string"), binding)
-            self.receivers.append(self.conn.create_receiver(
-                self.exchange, credit=500, options=Filter({symbol("binding"): value})))
+                self.receivers.append(self.conn.create_receiver(
+                    self.exchange, credit=500, options=Filter({symbol("binding"): value})))
+            return
+        self.queue = f"kmb-test-{uuid.uuid4().hex[:8]}"
+        status = brokerj_manage("CREATE", "org.apache.qpid.StandardQueue", self.queue, self.target)
+        if status not in (200, 201):
+            raise RuntimeError(f"Broker-J would not create queue {self.queue}: status {status}")
+        for i, binding in enumerate(self.bindings):
+            args = json.dumps({"x-match": "all", **binding})
+            status = brokerj_manage("bind", kind, self.exchange, self.target, destination=self.queue,
+                                    bindingKey=f"b{i}", arguments=args)
+            if status != 200:
+                raise RuntimeError(f"Broker-J would not bind {self.queue} to {self.exchange}: status {status}")
+        self.receivers.append(self.conn.create_receiver(self.queue, credit=500))
 
     def collect(self, expect: int | None = None, timeout: float = 5.0, quiet: float = 0.3) -> list[Received]:
         """Messages that arrived: wait for `expect` of them (then `quiet` more for extras)."""
@@ -179,9 +205,11 @@ class Receiver:
                         ch.exchange_delete(self.exchange)
                 finally:
                     conn.close()
-            elif flavour == "brokerj" and delete_exchange:
-                kind = "org.apache.qpid.TopicExchange" if self.ex_type == "topic" else "org.apache.qpid.HeadersExchange"
-                brokerj_manage("DELETE", kind, self.exchange, self.target)
+            elif flavour == "brokerj":
+                if self.queue:
+                    brokerj_manage("DELETE", "org.apache.qpid.StandardQueue", self.queue, self.target)
+                if delete_exchange:
+                    brokerj_manage("DELETE", _brokerj_kind(self.ex_type), self.exchange, self.target)
         except Exception:  # noqa: BLE001 - clean-up only
             pass
 

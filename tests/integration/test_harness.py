@@ -78,7 +78,7 @@ def test_target_comes_from_the_environment(broker):
 
 @pytest.mark.requires("headers-match")
 def test_amqp10_receiver_matches_headers(broker, exchange_name):
-    """Headers bindings (RabbitMQ 4) or selectors (Artemis) see only the matching message."""
+    """Headers bindings (RabbitMQ 4, Broker-J) or selectors (Artemis) see only the matching message."""
     rx = Receiver(exchange_name, ex_type="headers", bindings=[{"type": "Tag", "tag": "f40"}])
     try:
         for props in ({"type": "Tag", "tag": "f40"}, {"type": "Tag", "tag": "f41"}, {"type": "Untag", "tag": "f40"}):
@@ -86,8 +86,10 @@ def test_amqp10_receiver_matches_headers(broker, exchange_name):
             try:
                 if broker.flavour == "rabbitmq4":
                     sender = conn.create_sender(f"/exchanges/{exchange_name}")
-                else:  # Artemis: one address for the headers exchange
+                elif broker.flavour == "artemis":  # one address for the headers exchange
                     sender = conn.create_sender(exchange_name, options=_TopicTarget())
+                else:  # Broker-J: the exchange
+                    sender = conn.create_sender(exchange_name)
                 sender.send(Message(body=props["tag"], properties=props, durable=True),
                             error_states=[Delivery.REJECTED])
             finally:
