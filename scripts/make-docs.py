@@ -24,6 +24,7 @@ EXAMPLES = {  # which recorded call shows each event best
 
 
 INCLUDES = {  # README marker -> file whose text goes there
+    "brokers": "docs/brokers.md",
     "cli": "docs/cli.md",
     "cookbook": "docs/cookbook.md",
     "security": "docs/security.md",
