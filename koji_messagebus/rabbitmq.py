@@ -91,13 +91,17 @@ def temporary_queue(config: Config, keys: Iterable[str]) -> tuple[str | None, st
             conn.close()
 
 
-def declare_hint(config: Config) -> str:
-    """A command, run on the broker's host, that declares the configured exchange on RabbitMQ 3.x
-    and 4.x without the management plugin (idempotent)."""
-    name, ex_type, durable = config.exchange, config.get("exchange", "type"), config.get("exchange", "durable")
-    vhost = config.get("broker", "vhost") or "/"
+def declare_command(name: str, ex_type: str, durable: bool, vhost: str = "/") -> str:
+    """A command, run on the broker's host, that declares an exchange on RabbitMQ 3.x and 4.x
+    without the management plugin (idempotent)."""
     return (f"rabbitmqctl eval 'rabbit_exchange:declare(rabbit_misc:r(<<\"{vhost}\">>, exchange, <<\"{name}\">>), "
             f"{ex_type}, {str(durable).lower()}, false, false, [], <<\"rabbitmqctl\">>).'")
+
+
+def declare_hint(config: Config) -> str:
+    """declare_command for the configured exchange."""
+    return declare_command(config.exchange, config.get("exchange", "type"), config.get("exchange", "durable"),
+                           config.get("broker", "vhost") or "/")
 
 
 def _rabbitmqadmin_args(config: Config) -> list[str]:

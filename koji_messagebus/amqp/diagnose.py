@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from proton import SASL
 
 from ..config import Endpoint
+from ..rabbitmq import declare_command
 from ..security import auth_failure, uses_password
 from .errors import BrokerError, Kind
 
@@ -35,9 +36,8 @@ def remote_closed(what: str, name: str, desc: str, endpoint: Endpoint, exchange:
     if name in ("amqp:not-found", "amqp:resource-deleted") or "no exchange" in desc:
         hint = ""
         if exchange.address and exchange.address.startswith("/exchange/"):
-            hint = (" RabbitMQ 3.x cannot create exchanges over AMQP 1.0; declare it, e.g. "
-                    f"rabbitmqadmin declare exchange name={exchange.name} type={exchange.type} "
-                    f"durable={str(exchange.durable).lower()}")
+            hint = (" RabbitMQ 3.x cannot create exchanges over AMQP 1.0; declare it on the broker's host: "
+                    + declare_command(exchange.name, exchange.type, exchange.durable))
         return BrokerError(Kind.NOT_FOUND, f"exchange '{exchange.name}' (address {target}) does not exist "
                            f"on broker {ep.host}:{ep.port}: {desc or name}.{hint}")
     if name == "amqp:unauthorized-access":

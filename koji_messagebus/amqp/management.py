@@ -22,6 +22,7 @@ from typing import Any
 from proton import Delivery, Endpoint, Link, Message, symbol
 
 from ..config import Config
+from ..rabbitmq import declare_command
 from .address import encode_segment, flavour
 from .connection import BrokerInfo, Connection
 from .errors import BrokerError, Kind
@@ -152,8 +153,8 @@ class Management:
 
 
 def exchange_fix(name: str, ex_type: str, durable: bool) -> str:
-    return (f"declare it (rabbitmqadmin declare exchange name={name} type={ex_type} "
-            f"durable={str(durable).lower()}) or give the plugin's user the configure permission on it")
+    return (f"declare it ({declare_command(name, ex_type, durable)}) or give the plugin's user the configure "
+            "permission on it")
 
 
 def ensure_exchange(mgmt: Management, name: str, ex_type: str, durable: bool, deadline: float) -> str:

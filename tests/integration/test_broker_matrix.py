@@ -128,7 +128,7 @@ def test_a_missing_exchange_rabbitmq3_cannot_create_is_one_clear_error(tmp_path,
     text = str(info.value)
     assert info.value.kind == "not-found" and info.value.final
     assert f"exchange '{exchange_name}'" in text and broker.endpoint in text
-    assert f"rabbitmqadmin declare exchange name={exchange_name} type=topic" in text
+    assert f"<<\"{exchange_name}\">>), topic," in text and "rabbitmqctl eval 'rabbit_exchange:declare(" in text
 
 
 def test_an_unroutable_message_is_not_lost(tmp_path, exchange_name, broker, plugin_log):
@@ -245,7 +245,7 @@ def test_rabbitmq4_exchange_it_may_not_create_is_one_clear_error_in_check(tmp_pa
         assert info.value.kind == "not-found", text
         assert f"exchange '{name}' does not exist on RabbitMQ {broker.version}" in text
         assert f"{broker.endpoint} and the plugin could not create it (PUT /exchanges/{name}: 403" in text
-        assert f"rabbitmqadmin declare exchange name={name} type=topic" in text
+        assert f"<<\"{name}\">>), topic," in text and "rabbitmqctl eval 'rabbit_exchange:declare(" in text
     res = subprocess.run([sys.executable, "-m", "koji_messagebus.cli", "--config", cfg.path, "check"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and f"exchange '{name}' does not exist" in res.stdout + res.stderr

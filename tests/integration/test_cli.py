@@ -218,7 +218,7 @@ def test_check_missing_exchange(exchanges, conf):
     assert res.returncode == 1
     last = res.stderr.splitlines()[-1]
     assert last.startswith(f"error: exchange '{exchange}' (address /exchange/{exchange}) does not exist")
-    assert "rabbitmqadmin declare exchange" in last
+    assert "rabbitmqctl eval 'rabbit_exchange:declare(" in last
 
 
 def test_check_broken_config_lists_every_problem(tmp_path):
