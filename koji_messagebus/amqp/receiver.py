@@ -27,8 +27,10 @@ from typing import Any
 
 from proton import Data, Delivery, Described, Endpoint, Message, symbol
 
+from .. import amqp_codec
 from ..config import Config
 from ..config import Endpoint as BrokerEndpoint
+from ..wire import PROTON_SAFE_BYTES
 from . import management
 from .address import flavour
 from .connection import BrokerInfo, Connection
@@ -120,6 +122,11 @@ class Receivers:
         link.advance()
         msg = Message()
         msg.decode(data)
+        if len(data) >= PROTON_SAFE_BYTES:
+            # proton's decoder keeps at most 65,535 values of a list or map and drops the rest
+            # silently; take the sections from our own decoder, which reads 32-bit counts
+            whole = amqp_codec.decode_message(data)
+            msg.body, msg.properties = whole["body"], whole["headers"]
         self._inbox.append((dlv, msg))
 
     def listen(self, handle: Callable[[Message], bool | None], until: float | None = None) -> None:

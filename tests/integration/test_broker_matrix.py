@@ -323,3 +323,32 @@ def test_cli_listen_says_which_broker_and_prints_what_arrives(tmp_path, exchange
     assert [r["routing_key"] for r in records] == [tag_event().routing_key] * 2
     if broker.flavour != "rabbitmq3":
         Receiver(exchange_name, declare=False, t=broker).close()  # remove the exchange
+
+
+def test_listen_gets_every_value_of_a_message_beyond_protons_65535(tmp_path, exchange_name, broker):
+    """proton's decoder keeps at most 65,535 values of a list or map; the listener must not hand
+    over a truncated body (a content-generator Import with thousands of outputs is realistic)."""
+    cfg = config(tmp_path, exchange_name, exchange={"address": "auto", "durable": "false"})
+    if broker.flavour == "rabbitmq3":
+        Receiver(exchange_name, "topic", t=broker).close(delete_exchange=False)  # declares it (0-9-1)
+    else:
+        management.prepare_exchange(cfg)
+    kwargs = dict(entries("postImport")[0]["converted"])
+    kwargs["outputs"] = list(range(70_000))
+    big = encode(format_event("Import", kwargs, "koji.event"))
+    listener = open_listener(cfg, keys=["koji.event.Import.#"])
+    got: list = []
+    try:
+        sender = opened(cfg)
+        try:
+            out = sender.send([big], time.monotonic() + 20)
+        finally:
+            sender.close()
+        assert out.error is None and out.accepted == [big], out
+        listener.listen(lambda m: got.append(m) or False, time.monotonic() + 20)
+    finally:
+        listener.close()
+        if broker.flavour != "rabbitmq3":
+            Receiver(exchange_name, "topic", declare=False, t=broker).close()
+    assert len(got) == 1 and got[0].body["outputs"] == list(range(70_000))
+    assert got[0].properties["type"] == "Import"
