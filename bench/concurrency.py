@@ -127,7 +127,8 @@ def main() -> None:
     finally:
         setup.drop()
     text = "\n".join([
-        f"## Concurrency: {args.procs} processes x {args.threads} threads (plugin time per request, ms)",
+        f"## Concurrency: {args.procs} processes x {args.threads} threads, {args.think * 1000:.0f} ms between a "
+        "thread's requests (plugin time per request, ms)",
         "",
         f"{run_context()}; `.venv/bin/python bench/concurrency.py {' '.join(sys.argv[1:])}`.",
         f"{args.requests} requests per thread, {args.think * 1000:.0f} ms (x0.5-1.5) between a thread's requests, "
