@@ -28,7 +28,9 @@ from .wire import Outgoing
 log = logging.getLogger("koji.plugin.messagebus")
 
 DELETE_BATCH = 200  # request-path fallback: delete settled rows once this many are waiting...
-DELETE_AFTER = 0.5  # ...or the oldest has waited this many seconds
+#: ...or once they have waited this long: 0, at the first request after they settled, since a row settled
+#: but not deleted before it is min_age old would be sent again by a drain (a hub may go quiet for longer)
+DELETE_AFTER = 0.0
 
 
 def born(messages: list[Outgoing], clock: Callable[[], float] = time.monotonic) -> float:
