@@ -166,7 +166,7 @@ def run_flush(args: argparse.Namespace) -> int:
             counts["refused"] += len(result.lost)
             if result.error and result.unsent:
                 failure.append(result.error)
-            return result.accepted + [m for m, _ in result.lost], result.unsent
+            return result.split()
 
         try:
             total, _age = outbox.status(cnx)
