@@ -1,0 +1,123 @@
+"""The drainer (a hub process's background outbox work) against the real PostgreSQL and RabbitMQ,
+connected from a hub.conf as the plugin reads it: which rows it takes, which it leaves to their
+owner, the batched deletes, and the plugin end to end with it."""
+
+from __future__ import annotations
+
+import time
+
+import koji.plugin
+import pytest
+
+from koji_messagebus import outbox
+from koji_messagebus import plugin as mb_plugin
+from koji_messagebus.config import load_config
+from koji_messagebus.delivery import database_connector
+from koji_messagebus.drainer import Drainer
+from koji_messagebus.messages import format_event
+from koji_messagebus.runtime import Runtime
+from koji_messagebus.sendthread import SenderThread
+from koji_messagebus.wire import encode
+from tests.broker import Consumer
+from tests.conftest import write_config
+from tests.fixtures import entries
+from tests.hub import DSN, Hub, load_plugin, unload_plugin
+from tests.outbox_db import SCHEMA, connect_db, sql
+
+pytestmark = pytest.mark.integration
+
+
+def until(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+@pytest.fixture
+def conf(tmp_path, exchange_name):
+    hub_conf = tmp_path / "hub.conf"
+    hub_conf.write_text(f"[hub]\nDBConnectionString = {DSN} options='-c search_path={SCHEMA}'\n")
+    return write_config(tmp_path / "messagebus.conf", exchange_name, broker={"timeout": 1, "connect_timeout": 2},
+                        outbox={"enabled": True, "hub_config": str(hub_conf)})
+
+
+def insert(count: int, age: float) -> list[str]:
+    """Committed rows `age` seconds old, as another (maybe dead) process left them."""
+    ids = []
+    for _ in range(count):
+        msg = encode(format_event("Tag", entries("postTag")[0]["kwargs"], "koji.event"))
+        sql(f"INSERT INTO {outbox.TABLE} (msg_id, created, msg_type, routing_key, payload, stored) VALUES "
+            "(%s, %s, %s, %s, %s, clock_timestamp() - %s * interval '1 second')",
+            (msg.msg_id, msg.created, msg.type, msg.routing_key, msg.payload, age))
+        ids.append(msg.msg_id)
+    return ids
+
+
+def left() -> list[str]:
+    return [r[0] for r in sql(f"SELECT msg_id FROM {outbox.TABLE} ORDER BY id")]
+
+
+def test_old_rows_are_drained_oldest_first_and_young_ones_left_to_their_owner(db, conf, exchange_name):
+    cfg = load_config(conf)
+    consumer = Consumer(exchange_name)
+    sender = SenderThread(cfg)
+    connect = database_connector(cfg)
+    assert connect is not None
+    drainer = Drainer(cfg, sender, connect)
+    try:
+        old = insert(5, drainer.min_age + 60) + insert(5, drainer.min_age + 1)
+        young = insert(3, 0.5)
+        drainer.kick()
+        got = consumer.collect(expect=10, timeout=10)
+        assert [m.message_id for m in got] == old  # oldest first, each once
+        assert until(lambda: left() == young)  # the owner's (or, once old, the drain's)
+    finally:
+        drainer.close()
+        sender.close()
+        consumer.close()
+
+
+def test_abandoned_rows_are_sent_at_once_under_row_locks(db, conf, exchange_name):
+    cfg = load_config(conf)
+    consumer = Consumer(exchange_name)
+    sender = SenderThread(cfg)
+    drainer = Drainer(cfg, sender, database_connector(cfg))
+    try:
+        young = insert(4, 0.1)
+        row_ids = [r[0] for r in sql(f"SELECT id FROM {outbox.TABLE} ORDER BY id")]
+        with sender._cond:  # what the sender does when it gives rows up after own_window
+            sender.abandoned_rows.extend(row_ids)
+        got = consumer.collect(expect=4, timeout=10)
+        assert sorted(m.message_id for m in got) == sorted(young)
+        assert until(lambda: left() == [])
+    finally:
+        drainer.close()
+        sender.close()
+        consumer.close()
+
+
+def test_the_plugin_with_its_drainer_leaves_no_row_and_delivers_each_message_once(db, conf, exchange_name,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf)
+    consumer = Consumer(exchange_name)
+    load_plugin()
+    mb_plugin.reset(Runtime())
+    hub = Hub(connect_db())
+    kwargs = entries("postTag")[0]["kwargs"]
+    try:
+        for _ in range(20):
+            hub.request(lambda cur: [koji.plugin.run_callbacks("postTag", **kwargs) for _ in range(3)])
+        rt = mb_plugin.runtime()
+        assert rt.delivery is not None and rt.delivery.drainer is not None  # from hub.conf
+        got = consumer.collect(expect=60, timeout=10)
+        ids = [m.message_id for m in got]
+        assert len(ids) == 60 and len(set(ids)) == 60
+        assert until(lambda: left() == [])  # deleted in batches, off the request path
+        assert rt.delivery.drainer.deleted == 60
+    finally:
+        hub.close()
+        unload_plugin()
+        consumer.close()
