@@ -529,6 +529,7 @@ class SenderThread:
                 with self._cond:
                     self._inflight[tag] = item
             conn.poll()
+            self._check_stall()  # also while new messages keep coming
             return
         fd = conn.fileno()
         timeout = IDLE_TICK
@@ -554,11 +555,15 @@ class SenderThread:
             if not self._inflight:
                 return
             oldest = next(iter(self._inflight.values())).sent_at
-            silent = self.clock() - max(self._progress, oldest)
+            now = self.clock()
+            silent = now - max(self._progress, oldest)
             count = len(self._inflight)
         if silent >= self.stall:
             raise BrokerError(Kind.TIMEOUT, f"no settlement from the broker for {silent:.1f}s with {count} "
                               "message(s) in flight")
+        if now - oldest >= self.timeout + self.stall:
+            # others settle but this one does not (bounds an OWNED row's time on the wire, see drainer.py)
+            raise BrokerError(Kind.TIMEOUT, f"a message unsettled for {now - oldest:.1f}s while others settled")
 
     def _settled(self, tag: str, settlement: Settlement) -> None:
         """A settlement arrived (inside conn.poll(), on this thread)."""
