@@ -1,6 +1,7 @@
 """Reliability under faults of the one-lock design (`Runtime(design="lock")`, kept for comparison;
-the sender thread's are in test_sender_faults.py and test_drainer.py): the plugin loaded as the hub loads it, the real RabbitMQ behind a
-fault-injecting proxy (tests/faultproxy.py), the real PostgreSQL, what arrived checked with pika.
+the sender thread's are in test_sender_faults.py and test_drainer.py): the plugin loaded as the hub
+loads it, the real RabbitMQ behind a fault-injecting proxy (tests/faultproxy.py), the real
+PostgreSQL, what arrived checked with pika.
 
 The outbox lives in a private schema of the `test` database (search_path), one per pytest process
 and dropped at its end, so these tests never touch another run's `messagebus_outbox`.  Figures of
