@@ -25,8 +25,8 @@ def test_missing_exchange_on_rabbitmq3_names_it_and_the_fix():
     assert str(err) == ("exchange 'koji.events' (address /exchange/koji.events) does not exist on broker "
                         "broker.example.com:5672: NOT_FOUND - no exchange 'koji.events' in vhost '/'. RabbitMQ 3.x "
                         "cannot create exchanges over AMQP 1.0; declare it on the broker's host: rabbitmqctl eval "
-                        "'rabbit_exchange:declare(rabbit_misc:r(<<\"/\">>, exchange, <<\"koji.events\">>), topic, true, "
-                        "false, false, [], <<\"rabbitmqctl\">>).'")
+                        "'rabbit_exchange:declare(rabbit_misc:r(<<\"/\">>, exchange, <<\"koji.events\">>), topic, "
+                        "true, false, false, [], <<\"rabbitmqctl\">>).'")
 
 
 def test_no_right_and_other_refusals():
