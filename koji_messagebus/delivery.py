@@ -13,7 +13,6 @@ for their settlements only; nothing else on the request path when the drainer ha
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,11 +20,10 @@ from typing import Any
 from . import outbox
 from .config import Config
 from .drainer import DRAIN_EVERY, Drainer, min_age
+from .log import log
 from .publisher import SendResult
 from .sendthread import Hold, SenderThread
 from .wire import Outgoing
-
-log = logging.getLogger("koji.plugin.messagebus")
 
 DELETE_BATCH = 200  # request-path fallback: delete settled rows once this many are waiting...
 #: ...or once they have waited this long: 0, at the first request after they settled, since a row settled
@@ -66,13 +64,13 @@ class Delivery:
         elif outbox_ids is None:
             result = sender.submit(messages, Hold.MEMORY).wait(sender, deadline)
             if result.unsent:
-                log.debug("messagebus: %d message(s) not settled yet (%s); the sender keeps them",
+                log.debug("%d message(s) not settled yet (%s); the sender keeps them",
                           len(result.unsent), result.error)
         else:
             result = sender.submit(messages, Hold.OWNED, rows=outbox_ids, born=born(messages)).wait(
                 sender, deadline, quiet=True)
             if result.unsent:
-                log.debug("messagebus: %d message(s) not settled yet (%s); kept in the outbox",
+                log.debug("%d message(s) not settled yet (%s); kept in the outbox",
                           len(result.unsent), result.error)
         if self.drainer is None and self.config.get("outbox", "enabled") and cnx is not None:
             self._request_path_outbox(cnx)
@@ -90,7 +88,7 @@ class Delivery:
                 outbox.delete(cnx, rows)
             except Exception as exc:  # noqa: BLE001 - the rows are resent by the drain at worst
                 _rollback(cnx)
-                log.error("messagebus: deleting %d sent outbox row(s) failed (they may be sent again): %s",
+                log.error("deleting %d sent outbox row(s) failed (they may be sent again): %s",
                           len(rows), str(exc).strip())
             self._last_delete = now
         if now < self._drain_at or sender.down:
@@ -104,12 +102,12 @@ class Delivery:
                                   min_age=self.min_age, max_age=self.config.get("outbox", "max_age"))
         except Exception as exc:  # noqa: BLE001 - a database error: the rows stay
             _rollback(cnx)
-            log.error("messagebus: outbox drain failed, messages stay in the outbox: %s", str(exc).strip())
+            log.error("outbox drain failed, messages stay in the outbox: %s", str(exc).strip())
             return
         if result.left and not result.locked_out:
             self._drain_at = 0.0  # more to send: the next request goes on (one batch per request)
         if result.expired:
-            log.error("messagebus: dropped %d outbox message(s) older than max_age = %ss (never delivered)",
+            log.error("dropped %d outbox message(s) older than max_age = %ss (never delivered)",
                       result.expired, self.config.get("outbox", "max_age"))
 
     def _send_locked(self, messages: list[Outgoing]) -> SendResult:
@@ -137,7 +135,7 @@ def database_connector(config: Config) -> Callable[[], Any] | None:
     try:
         settings = read_database_settings(config.get("outbox", "hub_config"))
     except HubConfigError as exc:
-        log.info("messagebus: no database connection of the plugin's own (%s); settled outbox rows are "
+        log.info("no database connection of the plugin's own (%s); settled outbox rows are "
                  "deleted and the outbox drained by hub requests", exc)
         return None
     return settings.connect

@@ -17,7 +17,6 @@ settlement and the delete of its row only ever causes a resend.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,11 +24,10 @@ from typing import Any
 
 from . import outbox
 from .config import Config
+from .log import log
 from .publisher import SendResult
 from .sendthread import Hold, SenderThread
 from .wire import Outgoing
-
-log = logging.getLogger("koji.plugin.messagebus")
 
 DELETE_EVERY = 0.1  # seconds between batched deletes of settled rows
 DRAIN_EVERY = 1.0  # seconds between looks for rows left to the drain
@@ -97,12 +95,26 @@ class Drainer:
                     self._drain()
             except Exception as exc:  # noqa: BLE001 - the database may be restarting: retry
                 self.errors += 1
-                log.error("messagebus: background outbox work failed (retrying in %gs): %s", DB_RETRY,
+                if outbox.is_timeout(exc):  # a lock on the table (a migration, a backup): rows stay
+                    self._timed_out(exc)
+                    continue
+                log.error("background outbox work failed (retrying in %gs): %s", DB_RETRY,
                           str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
                 self._reset()
                 with self._cond:
                     self._cond.wait_for(lambda: self._stopping, DB_RETRY)
         self._delete_settled_quietly()
+
+    def _timed_out(self, exc: Exception) -> None:
+        """One line, the transaction rolled back, a pause of DB_RETRY; the connection is kept."""
+        log.warning("messagebus: the outbox table is locked or slow (%s); its rows stay and are sent later: %s",
+                    f"lock_timeout {outbox.AFTER_LOCK_TIMEOUT_MS} ms", str(exc).strip().splitlines()[0])
+        try:
+            self._db().rollback()
+        except Exception:  # noqa: BLE001 - broken after all: reconnect next time
+            self._reset()
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopping, DB_RETRY)
 
     def _db(self) -> Any:
         if self._cnx is None:
@@ -151,7 +163,7 @@ class Drainer:
         try:
             self._delete_settled()
         except Exception:  # noqa: BLE001 - shutting down: the rows are resent later at worst
-            log.debug("messagebus: final delete failed", exc_info=True)
+            log.debug("final delete failed", exc_info=True)
 
     def _drain(self) -> None:
         cfg = self.config
@@ -161,7 +173,7 @@ class Drainer:
                                   max_age=cfg.get("outbox", "max_age"))
             self.drained += result.sent
             if result.expired:
-                log.error("messagebus: dropped %d outbox message(s) older than max_age = %ss (never delivered)",
+                log.error("dropped %d outbox message(s) older than max_age = %ss (never delivered)",
                           result.expired, cfg.get("outbox", "max_age"))
             if not result.left or result.locked_out:
                 return

@@ -12,15 +12,13 @@ by a request now and then and after failures, and by `koji-messagebus outbox flu
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .log import log
 from .subcalls import ABORTED, MARKS_NOW, execute_quietly, parse_marks
 from .wire import Outgoing
-
-log = logging.getLogger("koji.plugin.messagebus")
 
 TABLE = "messagebus_outbox"
 #: pg advisory lock key: only one process drains the backlog at a time ('kojimbus'); combined (XOR)
@@ -41,6 +39,19 @@ LOCK_TIMEOUT_MS = 300
 STORE_TIMEOUT_MS = 500
 #: ... plus this much per MB of payload (a 20 MB message takes PostgreSQL a while)
 STORE_MS_PER_MB = 100
+#: every statement after the hub's commit (deletes, the drain's row locks, expiry) waits at most this
+#: long for a table lock and runs at most AFTER_STATEMENT_MS: a lock held on the table (a migration, a
+#: backup) then costs a request or the drainer this, the rows simply stay (sent again later at worst)
+AFTER_LOCK_TIMEOUT_MS = 300
+AFTER_STATEMENT_MS = 5000
+#: prefixed to the first statement of each transaction after commit (SET LOCAL: this transaction only)
+AFTER_COMMIT = (f"SET LOCAL synchronous_commit TO off; SET LOCAL lock_timeout = '{AFTER_LOCK_TIMEOUT_MS}ms'; "
+                f"SET LOCAL statement_timeout = '{AFTER_STATEMENT_MS}ms'; ")
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """A lock_timeout or statement_timeout of ours: the rows stay for later, nothing is broken."""
+    return getattr(exc, "pgcode", None) in TIMEOUT_CODES
 
 SCHEMA = f"""\
 -- koji-messagebus outbox: messages committed with the hub's transaction, sent after commit.
@@ -186,7 +197,7 @@ def _store_failed(cur: Any, exc: Exception) -> Stored:
                         f"SELECT {MARKS_NOW}", {})
         alive = parse_marks(cur.fetchone()[0])
     except Exception:  # noqa: BLE001 - the connection is gone: the hub's COMMIT fails as well
-        log.debug("messagebus: rollback to savepoint failed", exc_info=True)
+        log.debug("rollback to savepoint failed", exc_info=True)
         return Stored(None, None, f"cannot write to outbox table {TABLE}: {first_line}")
     if code == UNDEFINED_TABLE:
         return Stored(None, alive, f"outbox table {TABLE} does not exist; create it with `koji-messagebus outbox "
@@ -233,8 +244,8 @@ def _rows_to_messages(rows: Iterable[tuple]) -> dict[int, Outgoing]:
     return {row[0]: Outgoing(row[1], row[2], row[3], row[4], bytes(row[5])) for row in rows}
 
 
-def _select(cur, where: str, params: dict, limit: int) -> dict[int, Outgoing]:
-    cur.execute(f"SELECT id, msg_id, created, msg_type, routing_key, payload FROM {TABLE} WHERE {where} "
+def _select(cur, where: str, params: dict, limit: int, prefix: str = "") -> dict[int, Outgoing]:
+    cur.execute(prefix + f"SELECT id, msg_id, created, msg_type, routing_key, payload FROM {TABLE} WHERE {where} "
                 f"ORDER BY id LIMIT {int(limit)} FOR UPDATE SKIP LOCKED", params)
     return _rows_to_messages(cur.fetchall())
 
@@ -252,7 +263,7 @@ def delete(cnx, ids: list[int]) -> int:
     if not ids:
         return 0
     cur = cnx.cursor()
-    cur.execute(f"SET LOCAL synchronous_commit TO off; DELETE FROM {TABLE} WHERE id IN %(ids)s",
+    cur.execute(AFTER_COMMIT + f"DELETE FROM {TABLE} WHERE id IN %(ids)s",
                 {"ids": tuple(int(i) for i in ids)})
     count = cur.rowcount or 0
     cnx.commit()
@@ -294,7 +305,7 @@ def send_own(cnx, ids: list[int], messages: list[Outgoing], send: SendFn) -> Dra
     """
     result = DrainResult()
     cur = cnx.cursor()
-    cur.execute("SET LOCAL synchronous_commit TO off; " + _TAKE_ROWS, {"ids": tuple(ids)})
+    cur.execute(AFTER_COMMIT + _TAKE_ROWS, {"ids": tuple(ids)})
     taken = {msg_id: row_id for row_id, msg_id in cur.fetchall()}
     batch = [m for m in messages if m.msg_id in taken]
     if not batch:
@@ -330,8 +341,8 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
     result = DrainResult()
     cur = cnx.cursor()
     for _ in range(max_batches):
-        cur.execute(f"SELECT pg_try_advisory_xact_lock(%(key)s::bigint # '{TABLE}'::regclass::oid::bigint)",
-                    {"key": DRAIN_LOCK})
+        cur.execute(AFTER_COMMIT + f"SELECT pg_try_advisory_xact_lock(%(key)s::bigint # "
+                    f"'{TABLE}'::regclass::oid::bigint)", {"key": DRAIN_LOCK})
         locked = bool(cur.fetchone()[0])
         if locked:
             if max_age is not None:
@@ -370,7 +381,7 @@ def drain_ids(cnx, ids: list[int], send: SendFn) -> DrainResult:
     if not ids:
         return result
     cur = cnx.cursor()
-    batch = _select(cur, "id IN %(ids)s", {"ids": tuple(ids)}, len(ids))
+    batch = _select(cur, "id IN %(ids)s", {"ids": tuple(ids)}, len(ids), prefix=AFTER_COMMIT)
     if not batch:
         cnx.commit()
         return result

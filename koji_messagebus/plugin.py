@@ -8,18 +8,16 @@ leaves a callback.
 
 from __future__ import annotations
 
-import logging
 import threading
 
 from koji.context import context
 from koji.plugin import callback, ignore_error
 from koji.plugin import callbacks as HUB_CALLBACKS
 
+from .log import log
 from .messages import CALLBACK_TYPES
 from .runtime import RequestBatch, Runtime
 from .wire import Unsendable
-
-log = logging.getLogger("koji.plugin.messagebus")
 
 #: only the event callbacks this hub knows (registering an unknown one fails the hub's load)
 EVENT_CALLBACKS = tuple(cb for cb in CALLBACK_TYPES if cb in HUB_CALLBACKS)
@@ -65,9 +63,9 @@ def messagebus_collect(cbtype, *args, **kws):
         runtime().collect(_batch(), CALLBACK_TYPES[cbtype], kws, getattr(context, "cnx", None),
                           getattr(context, "method", None), getattr(context, "params", None))
     except Unsendable as exc:
-        log.error("messagebus: lost: %s", exc)
+        log.error("lost: %s", exc)
     except Exception:
-        log.exception("messagebus: could not build the %s message; it is lost", cbtype)
+        log.exception("could not build the %s message; it is lost", cbtype)
 
 
 @callback("preCommit")
@@ -80,7 +78,7 @@ def messagebus_store(cbtype, *args, **kws):
     try:
         runtime().pre_commit(batch, getattr(context, "cnx", None))
     except Exception:
-        log.exception("messagebus: preCommit failed; messages will be sent directly")
+        log.exception("preCommit failed; messages will be sent directly")
 
 
 @callback("postCommit")
@@ -92,4 +90,4 @@ def messagebus_send(cbtype, *args, **kws):
         context.messagebus_batch = None
         runtime().post_commit(batch, getattr(context, "cnx", None))
     except Exception:
-        log.exception("messagebus: postCommit failed")
+        log.exception("postCommit failed")

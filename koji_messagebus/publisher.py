@@ -13,7 +13,6 @@ once, without touching the network.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -24,9 +23,8 @@ from .amqp import AmqpConnection, BatchOutcome, BrokerError, Kind, connect_first
 from .breaker import CircuitBreaker, Role
 from .config import Config
 from .config import Endpoint as BrokerEndpoint
+from .log import log
 from .wire import Outgoing
-
-log = logging.getLogger("koji.plugin.messagebus")
 
 
 class BrokerConnection(Protocol):
@@ -134,7 +132,7 @@ class Publisher:
             try:
                 self._send_locked(batch, result)
             except Exception as exc:  # noqa: BLE001 - a bug must not leave the breaker half-open
-                log.exception("messagebus: unexpected error while sending")
+                log.exception("unexpected error while sending")
                 self._drop_connection()
                 done = {m.msg_id for m in result.done}
                 result.unsent = [m for m in batch if m.msg_id not in done]
@@ -143,7 +141,7 @@ class Publisher:
             self._lock.release()
         if result.error and result.unsent:
             interval = self.breaker.failure(str(result.error))
-            log.debug("messagebus: broker failure (%s); no new try for %.1fs", result.error, interval)
+            log.debug("broker failure (%s); no new try for %.1fs", result.error, interval)
         else:
             self.breaker.success()
         result.seconds = self._clock() - start
@@ -177,7 +175,7 @@ class Publisher:
             result.error = outcome.error
             if outcome.error.kind != Kind.CONNECTION_LOST or not remaining or attempt:
                 break
-            log.warning("messagebus: %s; resending %d unsettled message(s) on a new connection", outcome.error,
+            log.warning("%s; resending %d unsettled message(s) on a new connection", outcome.error,
                         len(remaining))
         result.unsent = remaining
         if not remaining and result.error and result.error.kind == Kind.CONNECTION_LOST:
@@ -188,12 +186,12 @@ class Publisher:
         if self._conn is not None:
             if self._conn.healthy():
                 return self._conn
-            log.info("messagebus: connection to %s is gone (%s), reconnecting", self._conn.endpoint,
+            log.info("connection to %s is gone (%s), reconnecting", self._conn.endpoint,
                      self._conn.error)
             self._drop_connection()
         conn, errors = connect_first(self.config, lambda ep: self._make(self.config, ep), self._clock)
         if errors:
-            log.warning("messagebus: connected to %s after: %s", conn.endpoint, "; ".join(str(e) for e in errors))
+            log.warning("connected to %s after: %s", conn.endpoint, "; ".join(str(e) for e in errors))
         self._conn = conn
         self.connects += 1
         return conn

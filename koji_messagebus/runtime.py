@@ -20,12 +20,11 @@ from . import outbox
 from .backlog import MemoryBacklog
 from .config import Config, ConfigError, load_config
 from .delivery import Delivery, database_connector
+from .log import log
 from .messages import format_event
 from .publisher import Publisher, SendResult
 from .subcalls import SubcallMarks, split
 from .wire import Outgoing, encode
-
-log = logging.getLogger("koji.plugin.messagebus")
 
 OUTBOX_RETRY_SECONDS = 300.0
 LOCKED_OUT_RETRY = 1.0  # lock design: seconds before a process that lost the drain-lock race looks again
@@ -59,14 +58,12 @@ class Runtime:
         #: thread sends under one lock (publisher.LockedPublisher, the design before; for comparison)
         self.design = design
         self.delivery: Delivery | None = None
-        self.config_error: ConfigError | None = None
         self.config: Config | None = config
         if config is None:
             try:
                 self.config = load_config(config_path)
             except ConfigError as exc:
-                self.config_error = exc
-                log.error("messagebus plugin disabled: %s", exc)
+                log.logger.error("messagebus plugin disabled: %s", exc)  # its own wording, no prefix
         self.publisher: Publisher | None = None
         self.backlog = MemoryBacklog(self.config.get("broker", "max_pending") if self.config else 0)
         self._lock = threading.Lock()
@@ -74,7 +71,7 @@ class Runtime:
         self._outbox_check_at = 0.0
         if self.config:
             for warning in self.config.warnings:
-                log.warning("messagebus: %s", warning)
+                log.warning("%s", warning)
 
     # ---- the request cycle -----------------------------------------------------------------
     def collect(self, batch: RequestBatch, msg_type: str, kwargs: Mapping[str, Any], cnx: Any = None,
@@ -89,10 +86,10 @@ class Runtime:
         to = cfg.message_to(event.routing_key) if cfg else None
         batch.messages.append(encode(event, to=to))
         if event.conversions.lossy:
-            log.warning("messagebus: %s %s: values converted: %s", msg_type, event.routing_key,
+            log.warning("%s %s: values converted: %s", msg_type, event.routing_key,
                         "; ".join(event.conversions.lossy))
         if event.conversions.lossless and log.isEnabledFor(logging.DEBUG):
-            log.debug("messagebus: %s: values converted: %s", msg_type, "; ".join(event.conversions.lossless))
+            log.debug("%s: values converted: %s", msg_type, "; ".join(event.conversions.lossless))
         batch.marks.add(cnx if cfg is not None else None, method, params)
         batch.seconds += time.perf_counter() - start
 
@@ -126,10 +123,10 @@ class Runtime:
             return
         if stored.back_off:
             self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
-            log.error("messagebus: %s; sending directly for the next %ds; the hub's transaction is unaffected",
+            log.error("%s; sending directly for the next %ds; the hub's transaction is unaffected",
                       stored.problem, OUTBOX_RETRY_SECONDS)
         else:
-            log.warning("messagebus: %s; sending these %d message(s) directly; the hub's transaction is "
+            log.warning("%s; sending these %d message(s) directly; the hub's transaction is "
                         "unaffected", stored.problem, len(batch.messages))
 
     @staticmethod
@@ -141,7 +138,7 @@ class Runtime:
         if dropped:
             why = ("its transaction is aborted, so its COMMIT rolls back" if alive is None
                    else "a multicall sub-call failed and was rolled back to its savepoint")
-            log.info("messagebus: not published: the hub rolled back the change (%s): %s", why, describe(dropped))
+            log.info("not published: the hub rolled back the change (%s): %s", why, describe(dropped))
         batch.messages = kept
         batch.marks = SubcallMarks(of=[None] * len(kept))
 
@@ -153,13 +150,13 @@ class Runtime:
         finally:
             batch.seconds += time.perf_counter() - start
             if batch.messages:
-                log.debug("messagebus: request spent %.2f ms in the plugin", batch.seconds * 1000)
+                log.debug("request spent %.2f ms in the plugin", batch.seconds * 1000)
 
     def _post_commit(self, batch: RequestBatch, cnx: Any) -> None:
         cfg = self.config
         if cfg is None:
             if batch.messages:
-                log.error("messagebus: lost %s: the plugin is disabled by its config error (see above)",
+                log.error("lost %s: the plugin is disabled by its config error (see above)",
                           describe(batch.messages))
             return
         if cfg.get("broker", "test_mode"):
@@ -190,7 +187,7 @@ class Runtime:
         retry_interval away); anything left makes the next request drain, oldest first."""
         ids = batch.outbox_ids or []
         if self.publisher_().seconds_left() > 0:
-            log.debug("messagebus: broker unavailable; %d message(s) kept in the outbox", len(ids))
+            log.debug("broker unavailable; %d message(s) kept in the outbox", len(ids))
             self._outbox_check_at = 0.0
             return
         try:
@@ -214,7 +211,7 @@ class Runtime:
         if result.unsent or later:
             overflow = self.backlog.put_back(result.unsent + later)
             if overflow:
-                log.error("messagebus: lost %s: in-memory backlog full (max_pending = %d); enable the "
+                log.error("lost %s: in-memory backlog full (max_pending = %d); enable the "
                           "outbox to keep messages in the database", describe(overflow), self.backlog.limit)
 
     def _outbox_due(self, cnx: Any) -> bool:
@@ -228,7 +225,7 @@ class Runtime:
         if publisher.seconds_left() > 0:
             # the breaker is open: no SQL, no network; the rows wait for a later request or `flush`
             if own_ids:
-                log.debug("messagebus: broker unavailable; %d message(s) kept in the outbox", len(own_ids))
+                log.debug("broker unavailable; %d message(s) kept in the outbox", len(own_ids))
             return None
         try:
             result = outbox.drain(cnx, self._send_for_outbox, cfg.get("outbox", "batch_size"), own_ids,
@@ -237,7 +234,7 @@ class Runtime:
             self._outbox_failed(cnx, exc)
             return None
         if result.expired:
-            log.error("messagebus: dropped %d outbox message(s) older than max_age = %ss (never delivered)",
+            log.error("dropped %d outbox message(s) older than max_age = %ss (never delivered)",
                       result.expired, cfg.get("outbox", "max_age"))
         retry = cfg.get("broker", "retry_interval")
         if result.locked_out:
@@ -252,7 +249,7 @@ class Runtime:
             self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
         # the rows stay: the drain takes them, at the latest after retry_interval (one error line each time)
         self._outbox_check_at = time.monotonic() + self.settings().get("broker", "retry_interval")
-        log.error("messagebus: outbox drain failed, messages stay in the outbox: %s", str(exc).strip())
+        log.error("outbox drain failed, messages stay in the outbox: %s", str(exc).strip())
 
     def _send_for_outbox(self, messages: list[Outgoing]) -> tuple[list[Outgoing], list[Outgoing]]:
         result = self.publisher_().send(messages)
@@ -265,16 +262,16 @@ class Runtime:
             for msg, reason in result.lost:
                 by_reason.setdefault(reason, []).append(msg)
             for reason, msgs in by_reason.items():
-                log.error("messagebus: lost %s: the broker answered %s", describe(msgs), reason)
+                log.error("lost %s: the broker answered %s", describe(msgs), reason)
         if result.unsent:
             if result.tried:
                 retry = self.publisher.seconds_left() if self.publisher else 0.0
-                log.error("messagebus: not sent (%s), %s (next try in %.1fs): %s", result.error, kept, retry,
+                log.error("not sent (%s), %s (next try in %.1fs): %s", result.error, kept, retry,
                           describe(result.unsent))
             elif log.isEnabledFor(logging.DEBUG):  # the breaker is open: the failure was logged when it happened
-                log.debug("messagebus: not sent (%s), %s: %s", result.error, kept, describe(result.unsent))
+                log.debug("not sent (%s), %s: %s", result.error, kept, describe(result.unsent))
         elif result.error:
-            log.warning("messagebus: %s", result.error)
+            log.warning("%s", result.error)
 
     def settings(self) -> Config:
         """The config, on paths that only run with one (post_commit returns early without)."""

@@ -11,7 +11,6 @@ never passwords or key material.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
 import socket
 import ssl
@@ -19,7 +18,7 @@ from typing import Any
 
 from proton import SASL
 
-log = logging.getLogger("koji.plugin.messagebus")
+from .log import log
 
 #: SASL outcome codes (AMQP 1.0 sasl-code) as proton reports them
 SASL_OUTCOMES = {SASL.AUTH: "authentication failed", SASL.SYS: "system error at the broker",
@@ -59,7 +58,7 @@ def has_cyrus_sasl() -> bool:
 
 def warn_unverified(endpoint) -> None:
     """Logged at every connect made with ssl_verify = false."""
-    log.warning("messagebus: INSECURE: TLS to %s WITHOUT verifying the broker's certificate or host name "
+    log.warning("INSECURE: TLS to %s WITHOUT verifying the broker's certificate or host name "
                 "(ssl_verify = false): anyone on the network path can impersonate the broker and read "
                 "the credentials and messages; set ssl_verify = true", endpoint)
 

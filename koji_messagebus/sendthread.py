@@ -28,7 +28,6 @@ started them; a forked child starts its own).
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import threading
@@ -43,10 +42,9 @@ from .amqp import AmqpConnection, BrokerError, Kind, Settlement, connect_first
 from .amqp import sender as amqp_sender
 from .config import Config
 from .config import Endpoint as BrokerEndpoint
+from .log import log
 from .publisher import ConnectionFactory, Publisher, SendResult, amqp_connection
 from .wire import Outgoing
-
-log = logging.getLogger("koji.plugin.messagebus")
 
 PROBE_FIRST = 0.1  # seconds before the first probe after the broker went down
 PROBE_MAX = 1.0  # the longest pause between probes (also capped by retry_interval)
@@ -401,7 +399,7 @@ class SenderThread:
             from .runtime import describe
 
             self.lost += len(overflow)
-            log.error("messagebus: lost %s: in-memory backlog full (max_pending = %d); enable the outbox to "
+            log.error("lost %s: in-memory backlog full (max_pending = %d); enable the outbox to "
                       "keep messages in the database", describe(overflow), self.max_pending)
 
     # ---- the thread ----------------------------------------------------------------------------
@@ -416,7 +414,7 @@ class SenderThread:
                     self._open()
                 except Exception as exc:  # noqa: BLE001 - BrokerError, or a bug: never end the thread
                     if not isinstance(exc, BrokerError):
-                        log.exception("messagebus: unexpected error while connecting")
+                        log.exception("unexpected error while connecting")
                         exc = BrokerError(Kind.PROTOCOL, f"unexpected error while connecting: {exc!r}")
                     self._went_down(exc)
                     if self._pause(backoff):
@@ -429,7 +427,7 @@ class SenderThread:
             except BrokerError as exc:
                 self._failed(exc)
             except Exception as exc:  # noqa: BLE001 - a bug must not end the thread
-                log.exception("messagebus: unexpected error in the sender thread")
+                log.exception("unexpected error in the sender thread")
                 self._failed(BrokerError(Kind.PROTOCOL, f"unexpected error while sending: {exc!r}"))
         if self._conn is not None:
             self._conn.close(0.5)
@@ -444,7 +442,7 @@ class SenderThread:
         was_down = self._state is State.DOWN
         conn, errors = connect_first(self.config, lambda ep: self._pipe(self.config, ep), self.clock)
         if errors:
-            log.warning("messagebus: connected to %s after: %s", conn.endpoint, "; ".join(str(e) for e in errors))
+            log.warning("connected to %s after: %s", conn.endpoint, "; ".join(str(e) for e in errors))
         conn.on_settled = self._settled
         self.connects += 1
         with self._cond:
@@ -453,13 +451,13 @@ class SenderThread:
             self._progress = self.clock()
             held = len(self._queue)
         if was_down:
-            log.warning("messagebus: broker %s is back after %.1fs; sending %d held message(s)", conn.endpoint,
+            log.warning("broker %s is back after %.1fs; sending %d held message(s)", conn.endpoint,
                         self.clock() - self._down_since, held)
             for callback in list(self.on_recovery):
                 try:
                     callback()
                 except Exception:  # noqa: BLE001 - a recovery hook must not stop the sender
-                    log.exception("messagebus: recovery hook failed")
+                    log.exception("recovery hook failed")
 
     def _pause(self, seconds: float) -> bool:
         """Sleep between probes; True when closing."""
@@ -485,7 +483,7 @@ class SenderThread:
         if first:
             from .runtime import describe
 
-            log.error("messagebus: broker unavailable: %s; probing every %.1fs at most in the background; held: %s",
+            log.error("broker unavailable: %s; probing every %.1fs at most in the background; held: %s",
                       error, self.probe_max, describe(held) if held else "nothing")
 
     def _take(self) -> list[Item]:
@@ -585,7 +583,7 @@ class SenderThread:
             from .runtime import describe
 
             self.lost += 1
-            log.error("messagebus: lost %s: the broker answered %s", describe([item.msg]), lost)
+            log.error("lost %s: the broker answered %s", describe([item.msg]), lost)
         if item.ticket.hold is Hold.OWNED and item.row is not None:
             self.settled_rows.append(item.row)
         item.ticket._settled(item.msg, lost)
@@ -611,7 +609,7 @@ class SenderThread:
             self._queue.extendleft(reversed(back))
         from .runtime import describe
 
-        log.warning("messagebus: %s; resending %d unsettled message(s) on a new connection%s", error, len(back),
+        log.warning("%s; resending %d unsettled message(s) on a new connection%s", error, len(back),
                     f"; set apart for a try alone: {describe([suspect.msg])} (id {suspect.msg.msg_id})" if suspect
                     else "")
 

@@ -19,11 +19,10 @@ transaction is already aborted, the SAVEPOINT itself is refused and nothing chan
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("koji.plugin.messagebus")
+from .log import log
 
 GUC = "koji_messagebus.marks"
 #: the marks set now in the hub's transaction (NULL or '' before the first)
@@ -78,8 +77,8 @@ class SubcallMarks:
                 try:
                     execute_quietly(cur, _UNDO_SQL, {})
                 except Exception:  # noqa: BLE001 - the connection is gone; the hub's COMMIT fails too
-                    log.debug("messagebus: undoing a sub-call mark failed", exc_info=True)
-            log.warning("messagebus: could not mark the sub-call (%s); its messages are published unchecked",
+                    log.debug("undoing a sub-call mark failed", exc_info=True)
+            log.warning("could not mark the sub-call (%s); its messages are published unchecked",
                         (str(exc).strip().splitlines() or [type(exc).__name__])[0])
             return None
 

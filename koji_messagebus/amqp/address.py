@@ -14,7 +14,6 @@ keys in RabbitMQ 4.x addresses are percent-encoded (a Koji tag may hold `/`).
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -22,9 +21,8 @@ from urllib.parse import quote
 from proton import Message
 
 from ..config import Config
+from ..log import log
 from .connection import BrokerInfo
-
-log = logging.getLogger("koji.plugin.messagebus")
 
 AUTO = "auto"
 
@@ -118,7 +116,7 @@ def log_choice_once(endpoint: str, r: Route) -> None:
         if key in _logged:
             return
         _logged.add(key)
-    log.info("messagebus: %s: sending to %s (%s)", endpoint, r.describe(), r.why)
+    log.info("%s: sending to %s (%s)", endpoint, r.describe(), r.why)
 
 
 # ---- setting `to` in an encoded message ----------------------------------------------------------

@@ -11,7 +11,6 @@ Two ways to use it:
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import threading
 import time
@@ -24,13 +23,12 @@ from proton import Sender as ProtonSender
 
 from ..config import Config
 from ..config import Endpoint as BrokerEndpoint
+from ..log import log
 from ..wire import Outgoing
 from . import address as addressing
 from . import diagnose, management
 from .connection import BrokerInfo, Connection
 from .errors import BrokerError
-
-log = logging.getLogger("koji.plugin.messagebus")
 
 OUTCOMES = {
     Delivery.ACCEPTED: "accepted",
@@ -104,7 +102,7 @@ class UnroutableLog:
             if now - self._last < self.interval:
                 return
             count, self._since_log, self._last = self._since_log, 0, now
-        log.info("messagebus: %d message(s) went to exchange '%s' with no queue bound for them (the broker "
+        log.info("%d message(s) went to exchange '%s' with no queue bound for them (the broker "
                  "answered released; not an error: nobody subscribed to e.g. %s); %d so far, said at most once a "
                  "minute", count, exchange, msgs[-1].routing_key, self.total)
 
@@ -206,11 +204,6 @@ class Sender:
         return self._start(msg.payload)
 
     @property
-    def in_flight(self) -> int:
-        """Messages started and not yet settled."""
-        return self._unsettled
-
-    @property
     def credit(self) -> int:
         return self._link.credit if self._link is not None else 0
 
@@ -263,7 +256,6 @@ class AmqpConnection:
         self.sender = Sender(self.connection, config.target_address())
         self.route: addressing.Route | None = None
         self.exchange_state = ""  # created, exists, ... (what the management node said), "" when not asked
-        self.last_used = 0.0
 
     def open(self, deadline: float) -> None:
         """Connect, authenticate, pick the address, make sure of the exchange, attach the sender;
@@ -279,7 +271,6 @@ class AmqpConnection:
         sender = self.sender
         sender.address, sender.hints, sender.route = route.target, route.hints, route
         sender.open(deadline)
-        self.last_used = time.monotonic()
 
     def _ensure_exchange(self, route: addressing.Route, deadline: float) -> str:
         cfg, conn = self.config, self.connection
@@ -288,16 +279,14 @@ class AmqpConnection:
         state = management.ensure_exchange(mgmt, cfg.get("exchange", "name"), cfg.get("exchange", "type"),
                                            bool(cfg.get("exchange", "durable")), deadline)
         if state.startswith("exists ("):
-            log.info("messagebus: exchange '%s' on %s %s; using it as it is", cfg.get("exchange", "name"),
+            log.info("exchange '%s' on %s %s; using it as it is", cfg.get("exchange", "name"),
                      conn.broker, state)
         else:
-            log.debug("messagebus: exchange '%s' on %s: %s", cfg.get("exchange", "name"), conn.broker, state)
+            log.debug("exchange '%s' on %s: %s", cfg.get("exchange", "name"), conn.broker, state)
         return state
 
     def send(self, batch: list[Outgoing], deadline: float) -> BatchOutcome:
-        outcome = self.sender.send(batch, deadline)
-        self.last_used = time.monotonic()
-        return outcome
+        return self.sender.send(batch, deadline)
 
     @property
     def opened_at(self) -> float:

@@ -8,12 +8,11 @@ log when the hub starts, not at the first request; nothing connects to the broke
 nothing here can stop the hub from loading.
 """
 
-import logging
-
+from koji_messagebus.log import log
 from koji_messagebus.plugin import messagebus_collect, messagebus_send, messagebus_store  # noqa: F401
 from koji_messagebus.plugin import runtime as _runtime
 
 try:
     _runtime()
 except Exception:  # noqa: BLE001 - the hub must load; the first request tries again
-    logging.getLogger("koji.plugin.messagebus").exception("messagebus: could not start at load time")
+    log.exception("could not start at load time")
