@@ -13,6 +13,7 @@ for their settlements only; nothing else on the request path when the drainer ha
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -88,8 +89,11 @@ class Delivery:
                 outbox.delete(cnx, rows)
             except Exception as exc:  # noqa: BLE001 - the rows are resent by the drain at worst
                 _rollback(cnx)
-                log.error("deleting %d sent outbox row(s) failed (they may be sent again): %s",
-                          len(rows), str(exc).strip())
+                log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
+                        "deleting %d sent outbox row(s) failed (they may be sent again): %s",
+                        len(rows), _first_line(exc))
+                if outbox.is_timeout(exc):  # the table is locked: no drain now, it would wait as long
+                    self._drain_at = max(self._drain_at, now + DRAIN_EVERY)
             self._last_delete = now
         if now < self._drain_at or sender.down:
             return
@@ -100,9 +104,10 @@ class Delivery:
                 outbox.drain_ids(cnx, abandoned, self._send_locked)
             result = outbox.drain(cnx, self._send_locked, self.config.get("outbox", "batch_size"),
                                   min_age=self.min_age, max_age=self.config.get("outbox", "max_age"))
-        except Exception as exc:  # noqa: BLE001 - a database error: the rows stay
+        except Exception as exc:  # noqa: BLE001 - a database error (a time-out: a lock on the table): the rows stay
             _rollback(cnx)
-            log.error("outbox drain failed, messages stay in the outbox: %s", str(exc).strip())
+            log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
+                    "outbox drain failed, messages stay in the outbox: %s", _first_line(exc))
             return
         if result.left and not result.locked_out:
             self._drain_at = 0.0  # more to send: the next request goes on (one batch per request)
@@ -118,6 +123,10 @@ class Delivery:
         if self.drainer is not None:
             self.drainer.close()
         self.sender.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _rollback(cnx: Any) -> None:

@@ -107,7 +107,7 @@ class Drainer:
 
     def _timed_out(self, exc: Exception) -> None:
         """One line, the transaction rolled back, a pause of DB_RETRY; the connection is kept."""
-        log.warning("messagebus: the outbox table is locked or slow (%s); its rows stay and are sent later: %s",
+        log.warning("the outbox table is locked or slow (%s); its rows stay and are sent later: %s",
                     f"lock_timeout {outbox.AFTER_LOCK_TIMEOUT_MS} ms", str(exc).strip().splitlines()[0])
         try:
             self._db().rollback()
