@@ -32,7 +32,7 @@ setup(
         "koji": ["koji"],
         "outbox": ["psycopg2-binary"],
         "cli": ["pika", "psycopg2-binary"],
-        "test": ["koji", "pytest", "pika", "psycopg2-binary", "ruff", "wheel"],
+        "test": ["koji", "pytest", "pika", "psycopg2-binary", "ruff", "mypy", "wheel"],
     },
     entry_points={"console_scripts": ["koji-messagebus = koji_messagebus.cli:main"]},
     classifiers=[

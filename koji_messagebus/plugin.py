@@ -45,11 +45,16 @@ def reset(new: Runtime | None = None) -> None:
         _runtime = new
 
 
-def _batch(create: bool = True) -> RequestBatch | None:
-    batch = getattr(context, "messagebus_batch", None)
-    if batch is None and create:
-        batch = RequestBatch()
-        context.messagebus_batch = batch
+def _current_batch() -> RequestBatch | None:
+    """The request's batch, if an event of it was collected."""
+    return getattr(context, "messagebus_batch", None)
+
+
+def _batch() -> RequestBatch:
+    """The request's batch, made at its first event."""
+    batch = _current_batch()
+    if batch is None:
+        batch = context.messagebus_batch = RequestBatch()
     return batch
 
 
@@ -72,7 +77,7 @@ def messagebus_collect(cbtype, *args, **kws):
 @ignore_error
 def messagebus_store(cbtype, *args, **kws):
     """Before COMMIT: drop what the hub rolled back (multicall), store the rest in the outbox (when enabled)."""
-    batch = _batch(create=False)
+    batch = _current_batch()
     if batch is None or not batch.messages:
         return
     try:
@@ -85,7 +90,7 @@ def messagebus_store(cbtype, *args, **kws):
 @ignore_error
 def messagebus_send(cbtype, *args, **kws):
     """After COMMIT: send the request's messages and wait for the broker (bounded)."""
-    batch = _batch(create=False) or RequestBatch()
+    batch = _current_batch() or RequestBatch()
     try:
         context.messagebus_batch = None
         runtime().post_commit(batch, getattr(context, "cnx", None))
