@@ -334,16 +334,17 @@ def test_older_backlog_is_drained_within_retry_interval_in_its_order(bus, monkey
     retry, period = 1.0, 0.05
     paths = Paths(monkeypatch)
     b = bus(outbox={"enabled": True, "batch_size": 20}, broker={"retry_interval": retry})
-    b.request(events=1, note="warm")  # drains (nothing there); the next look is due in `retry`
+    warm = b.request(events=1, note="warm")  # drains (nothing there); the next look is due in `retry`
     warm_drain = time.monotonic()
-    assert len(b.collect(1)) == 1 and paths.counts() == (0, 1)
+    assert paths.counts() == (0, 1)  # its message is collected below, with the others: no time lost here
     backlog = insert_backlog(b.conf, 50)
 
-    reqs, drained = [], []  # drained: (time, request index) of each request that drained
+    reqs, drained, starts = [], [], []  # drained: (time, request index) of each request that drained
     end = warm_drain + 3.5 * retry
     while time.monotonic() < end:
         drains = len(paths.drain)
         started = time.monotonic()
+        starts.append(started)
         reqs.append(b.request(events=1, note=f"r{len(reqs)}"))
         if len(paths.drain) > drains:
             drained.append((started, len(reqs) - 1))
@@ -356,16 +357,21 @@ def test_older_backlog_is_drained_within_retry_interval_in_its_order(bus, monkey
     first_time, first = drained[0]
     assert retry - 0.05 <= first_time - warm_drain < retry + 2 * period + 0.5
     assert [i for _, i in drained[:3]] == [first, first + 1, first + 2]
-    assert first > 3, "the requests before the interval ran out should have sent only their own rows"
+    # every request that started while the interval ran sent only its own rows (how many those are
+    # depends on the machine's speed: count them, do not guess)
+    in_interval = sum(1 for t in starts if t < warm_drain + retry - 0.05)
+    assert in_interval >= 1 and first >= in_interval, (first, in_interval)
     # then one drain per retry_interval, and only the requests' own rows in between
     periodic = [t for t, _ in drained[2:]]
     assert len(periodic) >= 2 and all(later - earlier >= retry for earlier, later in zip(periodic, periodic[1:]))
     assert len(drained) <= 3 + 3
 
-    given = backlog + [i for r in reqs for i in r.ids]
+    given = [i for i in warm.ids] + backlog + [i for r in reqs for i in r.ids]
     received = b.collect(len(given))
     assert assert_all_arrived(given, received, in_order=False) == 0
     got = ids_of(received)
+    assert got[:len(warm.ids)] == warm.ids
+    got = got[len(warm.ids):]
     assert [i for i in got if i in set(backlog)] == backlog  # the backlog in its own order, oldest first
     # the requests before the first drain did not wait for the backlog: their messages came first
     early = {i for r in reqs[:first] for i in r.ids}
