@@ -229,28 +229,14 @@ class BrokerSettings:
     test_mode: bool = False
 
 
-class ExchangeSettings(str):
-    """[exchange], typed: `.name`, `.type`, `.durable`, `.address`.  Still a str equal to the name,
-    so that code written for the old `config.exchange` (the name) keeps working; new code should
-    say `config.exchange.name`.  Immutable like the other sections."""
+@dataclass(frozen=True)
+class ExchangeSettings:
+    """[exchange], typed."""
 
     name: str
     type: str
     durable: bool
     address: str
-
-    def __new__(cls, name: str, type: str, durable: bool, address: str) -> ExchangeSettings:  # noqa: A002
-        obj = super().__new__(cls, name)
-        for attr, value in (("name", name), ("type", type), ("durable", durable), ("address", address)):
-            object.__setattr__(obj, attr, value)
-        return obj
-
-    def __setattr__(self, attr: str, value: Any) -> None:
-        raise AttributeError(f"ExchangeSettings is immutable ({attr})")
-
-    def __repr__(self) -> str:
-        return (f"ExchangeSettings(name={self.name!r}, type={self.type!r}, durable={self.durable!r}, "
-                f"address={self.address!r})")
 
 
 @dataclass(frozen=True)
@@ -270,7 +256,8 @@ class OutboxSettings:
     hub_config: str
 
 
-_SECTIONS: dict[str, type] = {"broker": BrokerSettings, "topic": TopicSettings, "outbox": OutboxSettings}
+_SECTIONS: dict[str, type] = {"broker": BrokerSettings, "exchange": ExchangeSettings, "topic": TopicSettings,
+                              "outbox": OutboxSettings}
 
 
 def _section(values: Mapping[tuple[str, str], Any], section: str, cls: type) -> Any:
@@ -298,9 +285,6 @@ class Config:
         object.__setattr__(self, "values", values)
         for section, cls in _SECTIONS.items():
             object.__setattr__(self, section, _section(values, section, cls))
-        object.__setattr__(self, "exchange", ExchangeSettings(
-            values[("exchange", "name")], values[("exchange", "type")], values[("exchange", "durable")],
-            values[("exchange", "address")]))
 
     def get(self, section: str, key: str) -> Any:
         """The value of one option (older code; prefer the typed sections)."""

@@ -66,8 +66,8 @@ def source_addresses(config: Config, keys: Iterable[str], template: str = DEFAUL
     """One receiver source per binding key (a headers exchange gets one unfiltered binding)."""
     keys = list(keys)
     if config.get("exchange", "type") == "headers":
-        return [template.replace("/{key}", "").replace("{key}", "").format(name=config.exchange)]
-    return [template.format(name=config.exchange, key=key.replace("/", "%2F")) for key in keys or ["#"]]
+        return [template.replace("/{key}", "").replace("{key}", "").format(name=config.exchange.name)]
+    return [template.format(name=config.exchange.name, key=key.replace("/", "%2F")) for key in keys or ["#"]]
 
 
 # ---- rendering ---------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def temporary_queue(config: Config, keys: Iterable[str]) -> tuple[str | None, st
                               arguments={"x-expires": QUEUE_EXPIRES_MS})
         try:
             for key in keys:
-                channel.queue_bind(name, config.exchange, key)
+                channel.queue_bind(name, config.exchange.name, key)
         except pika.exceptions.ChannelClosedByBroker as exc:
             conn.channel().queue_delete(name)
             return None, f"binding failed: {exc.reply_text}"
@@ -100,12 +100,12 @@ def declare_command(name: str, ex_type: str, durable: bool, vhost: str = "/") ->
 
 def declare_hint(config: Config) -> str:
     """declare_command for the configured exchange."""
-    return declare_command(config.exchange, config.get("exchange", "type"), config.get("exchange", "durable"),
+    return declare_command(config.exchange.name, config.get("exchange", "type"), config.get("exchange", "durable"),
                            config.get("broker", "vhost") or "/")
 
 
 def _rabbitmqadmin_args(config: Config) -> list[str]:
-    name, ex_type, durable = config.exchange, config.get("exchange", "type"), config.get("exchange", "durable")
+    name, ex_type, durable = config.exchange.name, config.get("exchange", "type"), config.get("exchange", "durable")
     return ["declare", "exchange", f"name={name}", f"type={ex_type}", f"durable={str(durable).lower()}"]
 
 
@@ -113,7 +113,7 @@ def declare_exchange(config: Config) -> str:
     """Declare the exchange over AMQP 0-9-1 with pika if installed, else with rabbitmqadmin (which
     needs the management plugin).  Returns what was done, or the command to run; DeclareError if
     it exists with other settings."""
-    name, ex_type, durable = config.exchange, config.get("exchange", "type"), config.get("exchange", "durable")
+    name, ex_type, durable = config.exchange.name, config.get("exchange", "type"), config.get("exchange", "durable")
     hint = declare_hint(config)
     conn, why = amqp091_connect(config)
     if conn is None:
@@ -135,7 +135,7 @@ def declare_exchange(config: Config) -> str:
 
 def _declare_with_rabbitmqadmin(config: Config, hint: str) -> str:
     admin = shutil.which("rabbitmqadmin")
-    name = config.exchange
+    name = config.exchange.name
     if not admin:
         return f"did not declare exchange '{name}' (neither pika nor rabbitmqadmin here); if it is missing: {hint}"
     cmd = [admin, "-H", config.endpoints[0].host, *_rabbitmqadmin_args(config)]

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         publisher.close()
     target = route or config.target_address() or "per-message addresses ({routing_key} in [exchange] address)"
     out(f"ok: broker {describe_connection(config, endpoint)} accepted the login and the sender attached to "
-        f"exchange '{config.exchange}' (address {target}) in {(time.monotonic() - start) * 1000:.0f} ms; "
+        f"exchange '{config.exchange.name}' (address {target}) in {(time.monotonic() - start) * 1000:.0f} ms; "
         "nothing was sent")
     code = EXIT_OK
     if config.get("outbox", "enabled"):

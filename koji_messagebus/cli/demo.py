@@ -89,11 +89,11 @@ def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
     total = sum(len(events) for _, _, events in story)
     out(f"koji-messagebus demo: a build from task to tag to repo — {len(story)} hub requests, {total} events")
     out(f"  config: {source}; broker {describe_connection(config, str(config.endpoints[0]))}, exchange "
-        f"'{config.exchange}' ({config.get('exchange', 'type')})")
+        f"'{config.exchange.name}' ({config.get('exchange', 'type')})")
     if not args.no_declare:
         info, state = prepare_exchange(config)  # over AMQP 1.0 where the broker allows (RabbitMQ 4.x, Broker-J)
         if state:
-            out(f"  exchange '{config.exchange}' on {info}: {state} (over AMQP 1.0)")
+            out(f"  exchange '{config.exchange.name}' on {info}: {state} (over AMQP 1.0)")
         elif flavour(info) == "rabbitmq3":
             out(f"  {declare(config)}")
         else:

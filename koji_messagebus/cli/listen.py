@@ -82,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
         config = with_exchange(config, args.exchange)
         if demo and not args.broker:
             err(f"note: no config at {default_path()}: using the built-in demo config (local RabbitMQ, exchange "
-                f"'{config.exchange}'); pass --config for another")
+                f"'{config.exchange.name}'); pass --config for another")
         if args.key and config.get("exchange", "type") != "topic":
-            raise CliError(f"--key needs a topic exchange; '{config.exchange}' is configured as "
+            raise CliError(f"--key needs a topic exchange; '{config.exchange.name}' is configured as "
                            f"{config.get('exchange', 'type')}: use --header", EXIT_USAGE)
         keys = (args.key or ["#"]) if config.get("exchange", "type") == "topic" else [""]
         if args.source:
@@ -117,7 +117,7 @@ def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: li
 
     until = time.monotonic() + args.timeout if args.timeout else None
     try:  # from the line that says Ctrl-C on, Ctrl-C is the normal end
-        err(f"listening on {listener.endpoint} ({listener.broker_info}) exchange '{config.exchange}' "
+        err(f"listening on {listener.endpoint} ({listener.broker_info}) exchange '{config.exchange.name}' "
             f"({config.get('exchange', 'type')}), binding {binding}{filters}, via {via}; Ctrl-C to stop")
         note = listener.leftover_queue_note() if (sub.leftover or listener.keys is None) else None
         if note and not args.quiet:

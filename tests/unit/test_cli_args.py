@@ -185,7 +185,7 @@ def test_main_leaves_logging_and_signals_as_it_found_them(tmp_path):
 def test_listen_without_a_config_uses_the_demo_config_but_check_does_not(capsys):
     args = cli.build_parser().parse_args(["listen"])
     with common.config_or_demo(args, "listen") as (config, demo):
-        assert demo and config.exchange == common.DEMO_EXCHANGE
+        assert demo and config.exchange.name == common.DEMO_EXCHANGE
         assert os.stat(config.path).st_mode & 0o077 == 0
         path = config.path
     assert not os.path.exists(path)  # the temporary file is gone
@@ -197,12 +197,12 @@ def test_demo_ignores_the_hubs_config_unless_given(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "DEFAULT_PATH", hub_conf)
     args = cli.build_parser().parse_args(["demo"])
     with common.config_or_demo(args, "demo") as (config, demo):
-        assert demo and config.exchange == common.DEMO_EXCHANGE
+        assert demo and config.exchange.name == common.DEMO_EXCHANGE
     with common.config_or_demo(args, "listen") as (config, demo):  # listen uses the hub's config if present...
-        assert not demo and config.exchange == "production.exchange"
+        assert not demo and config.exchange.name == "production.exchange"
     args = cli.build_parser().parse_args(["demo", "--config", hub_conf])
     with common.config_or_demo(args, "demo") as (config, demo):  # ...and demo only when asked to
-        assert not demo and config.exchange == "production.exchange"
+        assert not demo and config.exchange.name == "production.exchange"
 
 
 # ---- install-plugin ------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ def test_broker_replaces_the_demo_brokers_address_and_account(tmp_path):
     config = load_config(str(path))
     assert [str(ep) for ep in config.endpoints] == ["amqps://broker.example.com:5671"]
     assert (config.get("broker", "username"), config.get("broker", "password")) == ("alice", "p@ss")
-    assert config.exchange == common.DEMO_EXCHANGE
+    assert config.exchange.name == common.DEMO_EXCHANGE
     path.write_text(common.demo_config_text("amqp://127.0.0.1:5673"))
     config = load_config(str(path))
     assert [str(ep) for ep in config.endpoints] == ["amqp://127.0.0.1:5673"]
@@ -367,5 +367,5 @@ def test_listen_with_broker_uses_the_demo_config_even_beside_the_hubs(tmp_path, 
     monkeypatch.setattr(common, "DEFAULT_PATH", write_config(tmp_path / "hub.conf", "production.exchange"))
     args = cli.build_parser().parse_args(["listen", "--broker", "amqp://127.0.0.1:5673"])
     with common.config_or_demo(args, "listen") as (config, demo):
-        assert demo and config.exchange == common.DEMO_EXCHANGE
+        assert demo and config.exchange.name == common.DEMO_EXCHANGE
         assert [str(ep) for ep in config.endpoints] == ["amqp://127.0.0.1:5673"]

@@ -27,7 +27,7 @@ def test_defaults(tmp_path):
     cfg = load_config(conf(tmp_path, MINIMAL))
     assert [str(e) for e in cfg.endpoints] == ["amqp://localhost:5672"]
     assert cfg.get("broker", "auth") == "PLAIN" and cfg.get("broker", "timeout") == 10.0
-    assert cfg.exchange == "koji.events" and cfg.get("exchange", "type") == "topic"
+    assert cfg.exchange.name == "koji.events" and cfg.get("exchange", "type") == "topic"
     assert cfg.get("topic", "prefix") == "koji.event" and cfg.get("outbox", "enabled") is False
     assert cfg.get("exchange", "address") == "auto"  # chosen per broker once connected (amqp.address)
     assert cfg.target_address() is None and cfg.message_to("k") is None
@@ -43,7 +43,7 @@ def test_ssl_default_port_and_urls(tmp_path):
 def test_env_var_selects_the_file(tmp_path, monkeypatch):
     path = conf(tmp_path, MINIMAL + "[exchange]\nname = from.env\n")
     monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", path)
-    assert load_config().exchange == "from.env"
+    assert load_config().exchange.name == "from.env"
 
 
 def test_address_templates(tmp_path):
