@@ -24,6 +24,7 @@ from .drainer import DRAIN_EVERY, Drainer, min_age
 from .log import log
 from .publisher import SendResult
 from .sendthread import Hold, SenderThread
+from .subcalls import rollback_quietly
 from .wire import Outgoing
 
 DELETE_BATCH = 200  # request-path fallback: delete settled rows once this many are waiting...
@@ -88,7 +89,7 @@ class Delivery:
             try:
                 outbox.delete(cnx, rows)
             except Exception as exc:  # noqa: BLE001 - the rows are resent by the drain at worst
-                _rollback(cnx)
+                rollback_quietly(cnx)
                 log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
                         "deleting %d sent outbox row(s) failed (they may be sent again): %s",
                         len(rows), _first_line(exc))
@@ -105,7 +106,7 @@ class Delivery:
             result = outbox.drain(cnx, self._send_locked, self.config.get("outbox", "batch_size"),
                                   min_age=self.min_age, max_age=self.config.get("outbox", "max_age"))
         except Exception as exc:  # noqa: BLE001 - a database error (a time-out: a lock on the table): the rows stay
-            _rollback(cnx)
+            rollback_quietly(cnx)
             log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
                     "outbox drain failed, messages stay in the outbox: %s", _first_line(exc))
             return
@@ -127,13 +128,6 @@ class Delivery:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _rollback(cnx: Any) -> None:
-    try:
-        cnx.rollback()
-    except Exception:  # noqa: BLE001 - nothing more to do
-        log.debug("rollback failed", exc_info=True)
 
 
 def database_connector(config: Config) -> Callable[[], Any] | None:

@@ -23,7 +23,7 @@ from .delivery import Delivery, database_connector
 from .log import log
 from .messages import format_event
 from .publisher import Publisher, SendResult
-from .subcalls import SubcallMarks, split
+from .subcalls import SubcallMarks, rollback_quietly, split
 from .wire import Outgoing, encode
 
 OUTBOX_RETRY_SECONDS = 300.0
@@ -244,7 +244,7 @@ class Runtime:
 
     def _outbox_failed(self, cnx: Any, exc: Exception) -> None:
         """A database error while sending from the outbox (the broker's are in the results)."""
-        _rollback(cnx)
+        rollback_quietly(cnx)
         if outbox.is_undefined_table(exc):
             self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
         # the rows stay: the drain takes them, at the latest after retry_interval (one error line each time)
@@ -303,13 +303,6 @@ class Runtime:
             self.delivery.close()
         if self.publisher is not None:
             self.publisher.close()
-
-
-def _rollback(cnx: Any) -> None:
-    try:
-        cnx.rollback()
-    except Exception:  # noqa: BLE001 - nothing more to do
-        log.debug("rollback failed", exc_info=True)
 
 
 def render(msg: Outgoing) -> str:

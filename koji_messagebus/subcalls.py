@@ -115,3 +115,11 @@ def execute_quietly(cur: Any, sql: str, params: dict[str, Any]) -> None:
         if "log_errors" not in str(exc):
             raise
         cur.execute(sql, params)
+
+
+def rollback_quietly(cnx: Any) -> None:
+    """Roll back after a failed statement; a connection too broken for that is the caller's next error."""
+    try:
+        cnx.rollback()
+    except Exception:  # noqa: BLE001 - nothing more to do
+        log.debug("rollback failed", exc_info=True)
