@@ -63,10 +63,23 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     stored TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
     msg_type TEXT NOT NULL,
     routing_key TEXT NOT NULL,
-    payload BYTEA NOT NULL
+    payload BYTEA NOT NULL,
+    owner_pid INTEGER DEFAULT pg_backend_pid()
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_stored ON {TABLE} (stored);
+-- the storing connection's backend: a row whose backend is gone (its hub process died) is sent at
+-- once by another process; rows stored before this column existed keep NULL (the age rule)
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS owner_pid INTEGER;
+ALTER TABLE {TABLE} ALTER COLUMN owner_pid SET DEFAULT pg_backend_pid();
 """
+
+#: true when the outbox table has the owner_pid column (tables made before it: `outbox init` adds it)
+_HAS_OWNER = (f"EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{TABLE}'::regclass "
+              "AND attname = 'owner_pid' AND NOT attisdropped)")
+#: a row whose storing backend is gone: no process is sending it any more (pg_stat_activity lists
+#: every backend's pid to every role, no grant needed); NULL (an old row) is not "gone"
+_OWNER_GONE = "(owner_pid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = owner_pid))"
+_said_no_owner = False
 
 #: exactly the privileges the plugin and `koji-messagebus outbox` need, for the hub's database user
 #: (`{role}`) when another role owns the table: INSERT (store), SELECT + UPDATE (the row locks of
@@ -332,22 +345,23 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
     With the advisory lock (one drainer per outbox table) the oldest rows are sent; without it only
     `own_ids` (this request's rows).  Rows are locked FOR UPDATE SKIP LOCKED, so two drainers
     never send the same row; `min_age` leaves younger rows to the process that stored them (its
-    sender sends them without a row lock, see drainer.py).  `send(batch)` returns (done, failed):
-    done rows (accepted or finally refused) are deleted; failed ones stay for later.  Commits
-    after each batch.  `lost` counts the rows the broker refused for good.
+    sender sends them without a row lock, see drainer.py), unless that process's database backend
+    is gone (`owner_pid` not in pg_stat_activity: the process died), whatever their age.
+    `send(batch)` returns (done, failed): done rows (accepted or finally refused) are deleted;
+    failed ones stay for later.  Commits after each batch.  `lost` counts the rows the broker refused for good.
     """
-    old = "TRUE" if min_age <= 0 else "stored < clock_timestamp() - %(min_age)s * interval '1 second'"
+    aged = "stored < clock_timestamp() - %(min_age)s * interval '1 second'"
     params: dict[str, Any] = {"min_age": float(min_age)}
     result = DrainResult()
     cur = cnx.cursor()
     for _ in range(max_batches):
         cur.execute(AFTER_COMMIT + f"SELECT pg_try_advisory_xact_lock(%(key)s::bigint # "
-                    f"'{TABLE}'::regclass::oid::bigint)", {"key": DRAIN_LOCK})
-        locked = bool(cur.fetchone()[0])
+                    f"'{TABLE}'::regclass::oid::bigint), {_HAS_OWNER}", {"key": DRAIN_LOCK})
+        locked, has_owner = cur.fetchone()
         if locked:
             if max_age is not None:
                 result.expired += expire(cur, max_age)
-            batch = _select(cur, old, params, batch_size)
+            batch = _select(cur, _drainable(min_age, bool(has_owner), aged), params, batch_size)
         elif own_ids:
             result.locked_out = True
             batch = _select(cur, "id IN %(ids)s", {"ids": tuple(own_ids)}, batch_size)
@@ -372,6 +386,21 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
             return result
     result.left = True
     return result
+
+
+def _drainable(min_age: float, has_owner: bool, aged: str) -> str:
+    """The drain's WHERE: every row (min_age 0), else rows older than min_age and, when the table
+    records owners, rows whose owner's backend is gone (a dead hub process) at any age."""
+    global _said_no_owner
+    if min_age <= 0:
+        return "TRUE"
+    if has_owner:
+        return f"({aged} OR {_OWNER_GONE})"
+    if not _said_no_owner:
+        _said_no_owner = True
+        log.info("outbox table %s has no owner_pid column: rows of a dead hub process wait until they are "
+                 "%gs old; `koji-messagebus outbox init` adds the column", TABLE, min_age)
+    return aged
 
 
 def drain_ids(cnx, ids: list[int], send: SendFn) -> DrainResult:

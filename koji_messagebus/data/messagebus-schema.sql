@@ -7,6 +7,11 @@ CREATE TABLE IF NOT EXISTS messagebus_outbox (
     stored TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
     msg_type TEXT NOT NULL,
     routing_key TEXT NOT NULL,
-    payload BYTEA NOT NULL
+    payload BYTEA NOT NULL,
+    owner_pid INTEGER DEFAULT pg_backend_pid()
 );
 CREATE INDEX IF NOT EXISTS messagebus_outbox_stored ON messagebus_outbox (stored);
+-- the storing connection's backend: a row whose backend is gone (its hub process died) is sent at
+-- once by another process; rows stored before this column existed keep NULL (the age rule)
+ALTER TABLE messagebus_outbox ADD COLUMN IF NOT EXISTS owner_pid INTEGER;
+ALTER TABLE messagebus_outbox ALTER COLUMN owner_pid SET DEFAULT pg_backend_pid();

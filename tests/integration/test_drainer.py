@@ -44,16 +44,31 @@ def conf(tmp_path, exchange_name):
                         outbox={"enabled": True, "hub_config": str(hub_conf)})
 
 
-def insert(count: int, age: float) -> list[str]:
-    """Committed rows `age` seconds old, as another (maybe dead) process left them."""
+def insert(count: int, age: float, owner=None) -> list[str]:
+    """Committed rows `age` seconds old, stored by `owner` (an open connection: a live hub process)
+    or by a connection closed right after (a process that died since)."""
+    cnx = owner or connect_db()
     ids = []
-    for _ in range(count):
-        msg = encode(format_event("Tag", entries("postTag")[0]["kwargs"], "koji.event"))
-        sql(f"INSERT INTO {outbox.TABLE} (msg_id, created, msg_type, routing_key, payload, stored) VALUES "
-            "(%s, %s, %s, %s, %s, clock_timestamp() - %s * interval '1 second')",
-            (msg.msg_id, msg.created, msg.type, msg.routing_key, msg.payload, age))
-        ids.append(msg.msg_id)
+    try:
+        with cnx.cursor() as cur:
+            for _ in range(count):
+                msg = encode(format_event("Tag", entries("postTag")[0]["kwargs"], "koji.event"))
+                cur.execute(f"INSERT INTO {outbox.TABLE} (msg_id, created, msg_type, routing_key, payload, stored) "
+                            "VALUES (%s, %s, %s, %s, %s, clock_timestamp() - %s * interval '1 second')",
+                            (msg.msg_id, msg.created, msg.type, msg.routing_key, msg.payload, age))
+                ids.append(msg.msg_id)
+        cnx.commit()
+    finally:
+        if owner is None:
+            cnx.close()
     return ids
+
+
+def backend_gone(cnx) -> None:
+    """Close `cnx` (its hub process is killed) and wait until PostgreSQL no longer lists its backend."""
+    pid = cnx.get_backend_pid()
+    cnx.close()
+    assert until(lambda: sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))[0][0] == 0, 5)
 
 
 def left() -> list[str]:
@@ -67,13 +82,76 @@ def test_old_rows_are_drained_oldest_first_and_young_ones_left_to_their_owner(db
     connect = database_connector(cfg)
     assert connect is not None
     drainer = Drainer(cfg, sender, connect)
+    owner = connect_db()  # a live hub process
     try:
-        old = insert(5, drainer.min_age + 60) + insert(5, drainer.min_age + 1)
-        young = insert(3, 0.5)
+        old = insert(5, drainer.min_age + 60, owner) + insert(5, drainer.min_age + 1, owner)
+        young = insert(3, 0.5, owner)
         drainer.kick()
         got = consumer.collect(expect=10, timeout=10)
         assert [m.message_id for m in got] == old  # oldest first, each once
         assert until(lambda: left() == young)  # the owner's (or, once old, the drain's)
+    finally:
+        owner.close()
+        drainer.close()
+        sender.close()
+        consumer.close()
+
+
+def test_rows_of_a_dead_process_are_drained_at_once_in_order_and_a_live_owners_are_left(db, conf, exchange_name):
+    """Rows whose storing backend is gone (the hub process died) go out at once, oldest first, each
+    once; young rows of a live process stay its own (no duplicate)."""
+    cfg = load_config(conf)
+    consumer = Consumer(exchange_name)
+    sender = SenderThread(cfg)
+    drainer = Drainer(cfg, sender, database_connector(cfg))
+    dead, live = connect_db(), connect_db()
+    try:
+        assert consumer.collect(quiet=0.5) == []  # the drainer's first look: nothing there
+        first = insert(10, 0.0, dead)
+        mine = insert(10, 0.0, live)
+        orphans = first + insert(10, 0.0, dead)
+        started = time.monotonic()
+        backend_gone(dead)
+        got = consumer.collect(expect=20, timeout=5)
+        seconds = time.monotonic() - started
+        assert [m.message_id for m in got] == orphans  # in their order, each once
+        assert seconds < 3.0, seconds  # well before min_age (the age rule alone: 25 s by default)
+        assert drainer.min_age > 3.0  # so the age rule cannot be what sent them
+        print(f"dead process's rows delivered in {seconds:.2f}s")
+        assert consumer.collect(quiet=1.5) == []  # the live owner's rows are not taken early
+        assert left() == mine
+    finally:
+        live.close()
+        drainer.close()
+        sender.close()
+        consumer.close()
+
+
+def test_without_the_owner_column_the_age_rule_alone_applies(db, conf, exchange_name, monkeypatch, caplog):
+    """A table made before owner_pid: the drain works as before (says once at INFO that `outbox
+    init` adds the column); `outbox init` (the schema) adds it, existing rows keep NULL."""
+    monkeypatch.setattr(outbox, "_said_no_owner", False)
+    sql(f"ALTER TABLE {outbox.TABLE} DROP COLUMN owner_pid")
+    cfg = load_config(conf)
+    consumer = Consumer(exchange_name)
+    sender = SenderThread(cfg)
+    drainer = Drainer(cfg, sender, database_connector(cfg))
+    try:
+        caplog.set_level("INFO", logger="koji.plugin.messagebus")
+        old = insert(3, drainer.min_age + 1)
+        young = insert(3, 0.0)  # its process is gone, but the table cannot tell
+        drainer.kick()
+        got = consumer.collect(expect=3, timeout=10)
+        assert [m.message_id for m in got] == old
+        assert consumer.collect(quiet=1.5) == [] and left() == young
+        assert sum("has no owner_pid column" in r.getMessage() for r in caplog.records) == 1
+        sql(outbox.SCHEMA)  # `koji-messagebus outbox init` on the old table
+        assert sql(f"SELECT owner_pid FROM {outbox.TABLE}") == [(None,)] * 3  # unknown owner: the age rule
+        fresh = connect_db()
+        orphans = insert(2, 0.0, fresh)
+        backend_gone(fresh)
+        got = consumer.collect(expect=2, timeout=5)
+        assert [m.message_id for m in got] == orphans
     finally:
         drainer.close()
         sender.close()
@@ -85,8 +163,9 @@ def test_abandoned_rows_are_sent_at_once_under_row_locks(db, conf, exchange_name
     consumer = Consumer(exchange_name)
     sender = SenderThread(cfg)
     drainer = Drainer(cfg, sender, database_connector(cfg))
+    owner = connect_db()  # rows of this (live) process: not the drain's by age or owner
     try:
-        young = insert(4, 0.1)
+        young = insert(4, 0.1, owner)
         row_ids = [r[0] for r in sql(f"SELECT id FROM {outbox.TABLE} ORDER BY id")]
         with sender._cond:  # what the sender does when it gives rows up after own_window
             sender.abandoned_rows.extend(row_ids)
@@ -94,6 +173,7 @@ def test_abandoned_rows_are_sent_at_once_under_row_locks(db, conf, exchange_name
         assert sorted(m.message_id for m in got) == sorted(young)
         assert until(lambda: left() == [])
     finally:
+        owner.close()
         drainer.close()
         sender.close()
         consumer.close()
