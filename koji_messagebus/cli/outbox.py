@@ -39,7 +39,12 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                         description="Send the outbox's messages now, oldest first, in batches of [outbox] "
                         "batch_size, with a progress line; stops when empty (exit 0) or when the broker fails "
                         "(exit 1; the rest stays). Rows older than [outbox] max_age are dropped, as the plugin "
-                        "does. koji-messagebus-flush.timer runs this periodically.")
+                        "does. Young rows of a running hub process (stored less than 2 x [broker] timeout "
+                        "+ 5 s ago by a database connection that is still open) are left to it, which sends "
+                        "them itself; rows of a process that died are sent at once. "
+                        "koji-messagebus-flush.timer runs this periodically.")
+    o.add_argument("--all", action="store_true",
+                   help="send the young rows of running hub processes too (they may then arrive twice)")
     o.set_defaults(func=run_flush)
     o = osub.add_parser("purge", parents=parents, help="delete rows older than an age",
                         description="Delete the outbox rows stored longer ago than AGE, without sending them "
@@ -151,9 +156,12 @@ def run_schema(args: argparse.Namespace) -> int:
 
 def run_flush(args: argparse.Namespace) -> int:
     from .. import outbox
+    from ..drainer import min_age
     from ..publisher import Publisher
 
     config = get_config(args)
+    timeout = float(config.get("broker", "timeout"))
+    young = 0.0 if args.all else min_age(timeout, timeout)  # as a hub's drainer: own_window = timeout
     counts = {"sent": 0, "refused": 0}
     failure: list[BrokerError] = []
     expired = 0
@@ -174,7 +182,7 @@ def run_flush(args: argparse.Namespace) -> int:
             lock_wait_until = time.monotonic() + LOCK_WAIT
             while True:
                 result = outbox.drain(cnx, send, config.get("outbox", "batch_size"),
-                                      max_age=config.get("outbox", "max_age"), max_batches=1)
+                                      max_age=config.get("outbox", "max_age"), max_batches=1, min_age=young)
                 expired += result.expired
                 if result.locked_out:
                     if time.monotonic() < lock_wait_until:
@@ -187,6 +195,7 @@ def run_flush(args: argparse.Namespace) -> int:
                 progress.update(counts["sent"])
                 if failure or not result.left:
                     break
+            remaining = 0 if args.all or failure or taken_over else outbox.status(cnx)[0]
         finally:
             publisher.close()
     progress.done()
@@ -204,5 +213,9 @@ def run_flush(args: argparse.Namespace) -> int:
         err(f"error: {failure[0]}")
         out(f"{summary}; stopped: the broker failed, {max(left, 0)} row(s) stay in the outbox")
         return EXIT_FAIL
+    if remaining:
+        out(f"{summary}; {remaining} young row(s) left to the running hub process(es) sending them "
+            "(--all sends them too)")
+        return EXIT_OK
     out(f"{summary}; the outbox is empty")
     return EXIT_OK

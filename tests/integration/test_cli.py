@@ -764,3 +764,32 @@ def test_readme_and_hint_declare_the_exchange_on_rabbitmq(exchanges, conf):
             conn.close()
     res = run("--config", conf(name), "check")
     assert res.returncode == 0, res.stderr
+
+
+def test_outbox_flush_leaves_a_running_processs_young_rows_to_it_unless_all(pg, exchanges, conf):
+    """Young rows whose storing connection is still open belong to a running hub process (its sender
+    sends them without a row lock): flush leaves them, so nothing arrives twice; `--all` sends them.
+    Rows of a connection that is gone (a dead process) are flushed at any age."""
+    pg.create_table()
+    exchange = exchanges()
+    path = conf(exchange)
+    dead = pg.store(STORY[:3])  # stored by a connection closed since
+    live = psycopg2.connect(DSN, options=f"-c search_path={pg.schema}")
+    consumer = Consumer(exchange, declare=False)
+    try:
+        messages = [encode(format_event(CALLBACK_TYPES[cb], encode_datetime_recurse(kw), "koji.event"))
+                    for cb, kw in STORY[3:5]]
+        outbox.store(live, messages)
+        live.commit()
+        res = run("--config", path, "outbox", "flush", "--hub-config", pg.hub_conf)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == ("sent 3 message(s); 2 young row(s) left to the running hub process(es) "
+                                      "sending them (--all sends them too)")
+        assert [r.message_id for r in consumer.collect(expect=3)] == dead
+        assert pg.rows() == 2
+        res = run("--config", path, "outbox", "flush", "--all", "--hub-config", pg.hub_conf)
+        assert res.returncode == 0 and res.stdout.strip() == "sent 2 message(s); the outbox is empty", res.stderr
+        assert [r.message_id for r in consumer.collect(expect=2)] == [m.msg_id for m in messages]
+    finally:
+        live.close()
+        consumer.close(delete_exchange=False)
