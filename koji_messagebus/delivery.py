@@ -40,6 +40,10 @@ def born(messages: list[Outgoing], clock: Callable[[], float] = time.monotonic) 
     return clock() - max(0.0, time.time() - oldest)
 
 
+#: seconds of the request's `timeout` kept for the work after the wait (results, the log line)
+POST_WAIT_RESERVE = 0.002
+
+
 class Delivery:
     """The per-process after-commit path of the sender-thread design."""
 
@@ -58,9 +62,13 @@ class Delivery:
     def _recovered(self) -> None:
         self._drain_at = 0.0  # request-path fallback: the next request drains
 
-    def post_commit(self, messages: list[Outgoing], outbox_ids: list[int] | None, cnx: Any) -> SendResult:
+    def post_commit(self, messages: list[Outgoing], outbox_ids: list[int] | None, cnx: Any,
+                    spent: float = 0.0) -> SendResult:
+        """Hand the request's messages to the sender and wait for their settlements; `spent` is
+        what the request already spent in the plugin (collect, preCommit), so that the request's
+        whole time in the plugin stays within `timeout`, not just the wait."""
         sender = self.sender
-        deadline = time.monotonic() + sender.timeout
+        deadline = time.monotonic() + max(0.0, sender.timeout - spent - POST_WAIT_RESERVE)
         if not messages:
             result = SendResult()
         elif outbox_ids is None:

@@ -165,7 +165,7 @@ class Runtime:
             return
         if self.design == "thread":
             if batch.messages:
-                self.delivery_().post_commit(batch.messages, batch.outbox_ids, cnx)
+                self.delivery_().post_commit(batch.messages, batch.outbox_ids, cnx, spent=batch.seconds)
             elif self.delivery is not None and self.delivery.drainer is None and cnx is not None:
                 self.delivery.post_commit([], [], cnx)  # the request-path fallback's deletes and drain
             return

@@ -150,3 +150,18 @@ def test_lock_design_losing_the_drain_race_looks_again_soon(tmp_path, monkeypatc
     rt._drain_outbox(RecordingCnx(), [1])
     assert rt._outbox_check_at - before <= mb_runtime.LOCKED_OUT_RETRY + 0.1
     rt.close()
+
+
+def test_the_whole_request_stays_within_timeout_not_only_the_wait(make_runtime, broker):
+    """Issue 13: a request never spends longer than `timeout` in the plugin in total: what collect
+    and preCommit took comes off the time it may wait for a broker that does not settle."""
+    rt = make_runtime(timeout=0.5)
+    rt.post_commit(RequestBatch(messages=msgs("warm")), None)  # connected and warm
+    broker.hold = True  # the broker takes the message and never settles it
+    batch = RequestBatch(messages=msgs("held"), seconds=0.3)  # 0.3 s already spent before postCommit
+    start = time.monotonic()
+    rt.post_commit(batch, None)
+    assert 0.15 < time.monotonic() - start < 0.3
+    assert batch.seconds <= 0.5
+    broker.hold = False
+    broker.release()
