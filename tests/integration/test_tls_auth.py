@@ -225,7 +225,16 @@ def test_refusal_is_one_clear_line(case, tmp_path, exchange_name, consumer, hub,
     # through the plugin: exactly one ERROR line, and it says what failed
     plugin_log.clear()
     hub(path).request(fire("postTag", first("postTag")))
-    errors = [r.getMessage() for r in plugin_log.records if r.levelno >= logging.ERROR]
+
+    def error_lines() -> list[str]:
+        return [r.getMessage() for r in plugin_log.records if r.levelno >= logging.ERROR]
+
+    # the sender thread logs the failure; the request may return before it has (it keeps the message)
+    end = time.monotonic() + 10
+    while not error_lines() and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(0.3)  # and no second line after it
+    errors = error_lines()
     assert len(errors) == 1, errors
     assert phrase in errors[0] and "\n" not in errors[0], errors[0]
     assert consumer.collect(expect=0, timeout=0.5) == []
