@@ -372,14 +372,7 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
         if not batch:
             cnx.commit()
             return result
-        outcome = send(list(batch.values()))
-        done, failed = outcome if isinstance(outcome, tuple) else outcome.split()
-        done_ids = {m.msg_id for m in done}
-        _delete(cur, [rid for rid, m in batch.items() if m.msg_id in done_ids])
-        cnx.commit()
-        result.sent += len(done)
-        result.lost += 0 if isinstance(outcome, tuple) else len(outcome.lost)
-        if failed:
+        if _send_and_delete(cnx, cur, batch, send, result):
             result.left = True
             return result
         if not locked or len(batch) < batch_size:
@@ -414,15 +407,21 @@ def drain_ids(cnx, ids: list[int], send: SendFn) -> DrainResult:
     if not batch:
         cnx.commit()
         return result
+    result.left = _send_and_delete(cnx, cur, batch, send, result)
+    return result
+
+
+def _send_and_delete(cnx, cur, batch: dict[int, Outgoing], send: SendFn, result: DrainResult) -> bool:
+    """Send the locked rows of `batch`, delete the done ones (accepted or finally refused) and
+    commit; count them in `result`.  True if some failed (they stay for later)."""
     outcome = send(list(batch.values()))
     done, failed = outcome if isinstance(outcome, tuple) else outcome.split()
     done_ids = {m.msg_id for m in done}
     _delete(cur, [rid for rid, m in batch.items() if m.msg_id in done_ids])
     cnx.commit()
-    result.sent = len(done)
-    result.lost = 0 if isinstance(outcome, tuple) else len(outcome.lost)
-    result.left = bool(failed)
-    return result
+    result.sent += len(done)
+    result.lost += 0 if isinstance(outcome, tuple) else len(outcome.lost)
+    return bool(failed)
 
 
 def status(cnx) -> tuple[int, float | None]:
