@@ -20,17 +20,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import koji.plugin  # noqa: E402
 import pika  # noqa: E402
 import psycopg2  # noqa: E402
-from koji.context import context  # noqa: E402
 
-from bench.run import request_events, write_config  # noqa: E402
+from bench.run import hub_request, request_events, write_config  # noqa: E402
 from koji_messagebus import outbox, subcalls  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.config import load_config  # noqa: E402
 from koji_messagebus.runtime import Runtime  # noqa: E402
-from tests.hub import DBWrapper, load_plugin  # noqa: E402
+from tests.hub import load_plugin  # noqa: E402
 
 SCHEMA = f"kmb_mccost_{os.getpid()}"
 REQUESTS = {1: ("host.completeBuild", 1), 3: ("importRPM src", 3), 10: ("host.completeBuild", 10)}
@@ -38,32 +36,14 @@ perf = time.perf_counter
 
 
 def request(raw, events, marks: bool) -> tuple[float, float]:
-    """One hub request as kojixmlrpc runs it; (collect, preCommit + postCommit) seconds."""
-    raw.cursor().execute("BEGIN")
-    raw.rollback()
-    context._threadclear()
-    context.method, context.params, context.commit_pending = "host.completeBuild", [1], False
-    context.cnx = DBWrapper(raw)
+    """One hub request (bench/run.py's hub_request), with the sub-call marks on or off."""
     real = subcalls.SubcallMarks.add
     if not marks:
         subcalls.SubcallMarks.add = lambda self, cnx, method, params: real(self, None, method, params)
     try:
-        t0 = perf()
-        for cbtype, kwargs in events:
-            koji.plugin.run_callbacks(cbtype, **kwargs)
-        t1 = perf()
-        context.commit_pending = True
-        koji.plugin.run_callbacks("preCommit")
-        t2 = perf()
-        context.cnx.commit()
-        t3 = perf()
-        koji.plugin.run_callbacks("postCommit")
-        t4 = perf()
+        return hub_request(raw, events)
     finally:
         subcalls.SubcallMarks.add = real
-        context.cnx.close()
-        context._threadclear()
-    return t1 - t0, (t2 - t1) + (t4 - t3)
 
 
 def main() -> int:

@@ -19,13 +19,7 @@ apt_install openjdk-17-jre-headless maven unzip
 
 # the distribution: Maven Central through mvn, unpacked once
 zip=$STATE/dl/apache-artemis-$VERSION-bin.zip
-if [ ! -f "$zip" ]; then
-  say "mvn dependency:copy apache-artemis $VERSION (bin zip)"
-  mkdir -p "$STATE/dl"
-  mvn -q -B dependency:copy -Dartifact="org.apache.activemq:apache-artemis:$VERSION:zip:bin" \
-    -DoutputDirectory="$STATE/dl" >"$STATE/mvn-artemis.log" 2>&1 \
-    || { tail -n 30 "$STATE/mvn-artemis.log" >&2; die "could not fetch Artemis $VERSION from Maven Central"; }
-fi
+maven_fetch "org.apache.activemq:apache-artemis:$VERSION:zip:bin" "$zip" artemis
 if [ ! -x "$HOMEDIR/bin/artemis" ]; then
   rm -rf "$HOMEDIR" "$HOMEDIR.tmp"
   mkdir -p "$HOMEDIR.tmp"

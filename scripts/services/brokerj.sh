@@ -18,13 +18,7 @@ LOG=$WORK/log/qpid.log
 apt_install openjdk-17-jre-headless maven
 
 tgz=$STATE/dl/apache-qpid-broker-j-$VERSION-bin.tar.gz
-if [ ! -f "$tgz" ]; then
-  say "mvn dependency:copy apache-qpid-broker-j $VERSION (bin tar.gz)"
-  mkdir -p "$STATE/dl"
-  mvn -q -B dependency:copy -Dartifact="org.apache.qpid:apache-qpid-broker-j:$VERSION:tar.gz:bin" \
-    -DoutputDirectory="$STATE/dl" >"$STATE/mvn-brokerj.log" 2>&1 \
-    || { tail -n 30 "$STATE/mvn-brokerj.log" >&2; die "could not fetch Qpid Broker-J $VERSION from Maven Central"; }
-fi
+maven_fetch "org.apache.qpid:apache-qpid-broker-j:$VERSION:tar.gz:bin" "$tgz" brokerj
 if [ ! -x "$HOMEDIR/bin/qpid-server" ]; then
   rm -rf "$HOMEDIR" "$HOMEDIR.tmp"
   mkdir -p "$HOMEDIR.tmp"

@@ -42,3 +42,15 @@ record() { echo "${2:-}" >"$STATE/started.$1"; }
 
 # recorded NAME: the PID recorded for NAME (empty when none); fails when NAME was not recorded.
 recorded() { [ -f "$STATE/started.$1" ] && cat "$STATE/started.$1"; }
+
+# maven_fetch GROUP:ARTIFACT:VERSION:TYPE:CLASSIFIER FILE NAME: download FILE (under $STATE/dl)
+# from Maven Central with mvn, once; on failure print mvn's log tail and exit.
+maven_fetch() {
+  local artifact=$1 file=$2 name=$3
+  [ -f "$file" ] && return 0
+  say "mvn dependency:copy $artifact"
+  mkdir -p "$STATE/dl"
+  mvn -q -B dependency:copy -Dartifact="$artifact" -DoutputDirectory="$STATE/dl" >"$STATE/mvn-$name.log" 2>&1 \
+    || { tail -n 30 "$STATE/mvn-$name.log" >&2; die "could not fetch $artifact from Maven Central"; }
+  [ -f "$file" ] || die "mvn fetched $artifact but $file is not there (see $STATE/mvn-$name.log)"
+}
