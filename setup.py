@@ -24,7 +24,7 @@ setup(
     license="LGPL-2.1-or-later",
     python_requires=">=3.9",
     packages=find_packages(include=["koji_messagebus", "koji_messagebus.*"]),
-    package_data={"koji_messagebus": ["data/*"]},
+    package_data={"koji_messagebus": ["data/*", "schemas/*.json"]},
     # koji is NOT a hard dependency: on a hub it comes from the python3-koji RPM (or the hub's own
     # install), and pip must never replace or shadow it.  `[koji]` is for machines without it.
     install_requires=["python-qpid-proton>=0.37"],
