@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from .messages import MESSAGE_TYPES
@@ -41,7 +41,7 @@ class Problem:
         return f"{self.path}: {self.reason}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(msg_type: str) -> str:
     with open(os.path.join(SCHEMA_DIR, f"{msg_type}.json"), encoding="utf-8") as fh:
         return fh.read()
@@ -80,7 +80,7 @@ def json_path(parts: Any) -> str:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(msg_type: str) -> Any:
     try:
         from jsonschema import Draft202012Validator

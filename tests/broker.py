@@ -16,6 +16,7 @@ import pika
 from proton import Data
 
 from tests.brokers import need, target
+from tests.contract import check
 
 AMQP_HOST = target().host
 AMQP_PORT = target().amqp091_port or target().port  # pika's port; only used where the broker has 0-9-1
@@ -105,7 +106,7 @@ class Consumer:
                 if time.monotonic() >= settle_until:
                     break
             self.conn.sleep(0.02)
-        return got
+        return check(got)  # every plugin message matches its schema (tests/contract.py)
 
     def close(self, delete_exchange: bool = True):
         try:

@@ -26,6 +26,7 @@ from proton.utils import BlockingConnection, BlockingReceiver
 
 from tests.broker import Received, pika_parameters
 from tests.brokers import BrokerTarget, target
+from tests.contract import check
 
 TOPIC_PREFIX = "koji.event"
 
@@ -186,7 +187,7 @@ class Receiver:
                 settle_until = settle_until or time.monotonic() + quiet
                 if time.monotonic() >= settle_until:
                     break
-        return got
+        return check(got)  # every plugin message matches its schema (tests/contract.py)
 
     def close(self, delete_exchange: bool = True) -> None:
         try:

@@ -3,8 +3,9 @@ with and without the outbox, on the real PostgreSQL and RabbitMQ 3.10 (read back
 
 For every case: no exception out of any callback (koji's run_callbacks neither raises nor logs
 "Error running ... callback"), the hub's own row committed, and the message either delivered
-once with a routing key of the type's constant token count, or logged at ERROR with its type,
-routing key and reason.
+once with a routing key of the type's constant token count and matching its type's JSON Schema
+(or, for input no hub passes, `hostile.off_contract`, missing it), or logged at ERROR with its
+type, routing key and reason.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import time
 import koji.plugin
 import pytest
 
+from koji_messagebus.amqp_codec import decode_value
 from koji_messagebus.messages import CALLBACK_TYPES, format_event
-from tests import hostile
+from tests import contract, hostile
 from tests.broker import Consumer, _decode_section
 from tests.hub import Hub, dml, load_plugin, unload_plugin
 from tests.outbox_db import connect_db, sql
@@ -26,18 +28,18 @@ pytestmark = pytest.mark.integration
 CASES = hostile.cases()
 
 
-def arrived(consumer: Consumer, timeout: float = 15.0, quiet: float = 0.3) -> list[tuple[str, str | None]]:
-    """(routing key, header 'type') of each message that arrived; the body is not decoded (proton's
-    decoder, which tests.broker uses, keeps at most 65,535 values)."""
-    out: list[tuple[str, str | None]] = []
+def arrived(consumer: Consumer, timeout: float = 15.0, quiet: float = 0.3) -> list[tuple[str, dict, object]]:
+    """(routing key, headers, body) of each message that arrived; the body decoded by the plugin's
+    own decoder (proton's, which tests.broker uses, keeps at most 65,535 values)."""
+    out: list[tuple[str, dict, object]] = []
     deadline, settle = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        method, props, _body = consumer.ch.basic_get(consumer.queue, auto_ack=True)
+        method, props, body = consumer.ch.basic_get(consumer.queue, auto_ack=True)
         if method is not None:
             raw = (props.headers or {}).get("x-amqp-1.0-app-properties")
             app = _decode_section(raw) if raw else {}
             headers = dict(getattr(app, "value", app) or {})
-            out.append((method.routing_key, headers.get("type")))
+            out.append((method.routing_key, headers, decode_value(body)[0]))
             continue
         if out:
             settle = settle or time.monotonic() + quiet
@@ -92,8 +94,13 @@ def test_hostile_input(case, outbox_on, hub, caplog):
     msg_type = CALLBACK_TYPES[case.cbtype]
     if got:
         assert len(got) == 1, f"delivered {len(got)} times"
-        key, header_type = got[0]
-        assert header_type == msg_type
+        key, headers, body = got[0]
+        assert headers.get("type") == msg_type
+        problems = contract.problems(key, headers, body)
+        if hostile.off_contract(case.name):
+            assert problems, "input no hub passes, yet the message matches its schema: hostile.off_contract is wrong"
+        else:
+            assert not problems, f"does not match the {msg_type} schema: {'; '.join(map(str, problems))}"
         assert len(key.split(".")) == tokens(case.cbtype), f"routing key {key!r}: token count"
         assert "None" not in key.split("."), f"routing key {key!r}: a missing name became 'None'"
         return
