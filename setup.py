@@ -32,7 +32,10 @@ setup(
         "koji": ["koji"],
         "outbox": ["psycopg2-binary"],
         "cli": ["pika", "psycopg2-binary"],
-        "test": ["koji", "pytest", "pika", "psycopg2-binary", "ruff", "mypy", "wheel"],
+        # validating messages against the shipped JSON Schemas (listen/preview --validate); never the hub
+        "schema": ["jsonschema>=4.0"],
+        "docs": ["sphinx", "myst-parser"],
+        "test": ["koji", "pytest", "pika", "psycopg2-binary", "ruff", "mypy", "wheel", "jsonschema>=4.0"],
     },
     entry_points={"console_scripts": ["koji-messagebus = koji_messagebus.cli:main"]},
     classifiers=[
