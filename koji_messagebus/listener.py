@@ -132,4 +132,5 @@ def render(record: Mapping[str, Any], pretty: bool = False) -> str:
              f"   headers: {head or '(none)'}",
              "   body: " + json.dumps(record.get("body"), indent=2, sort_keys=True,
                                       ensure_ascii=False).replace("\n", "\n   ")]
+    lines += [f"   DOES NOT MATCH ITS SCHEMA: {p['path']}: {p['reason']}" for p in record.get("schema_problems", [])]
     return "\n".join(lines)

@@ -90,6 +90,16 @@ def _validator(msg_type: str) -> Any:
     return Draft202012Validator(schema(msg_type))
 
 
+def require_validator() -> None:
+    """Raise SchemaError (saying how to install it) when jsonschema is missing."""
+    _validator(MESSAGE_TYPES[0])
+
+
+def problem_list(problems: list[Problem]) -> list[dict[str, str]]:
+    """Problems as JSON: [{"path": ..., "reason": ...}]."""
+    return [{"path": p.path, "reason": p.reason} for p in problems]
+
+
 def validate(doc: Mapping[str, Any], msg_type: str | None = None) -> list[Problem]:
     """Every way `doc` misses its type's schema (the type from `headers.type` unless given);
     empty when it matches."""

@@ -48,6 +48,10 @@ deletes it when the listener leaves. Without pika (or with --source) it uses /ex
 then a queue policy removes the leftovers once unused:
   rabbitmqctl set_policy --apply-to queues koji-messagebus-listeners '^amq\\.gen-' '{"expires":600000}'
 
+--validate checks each message against its type's JSON Schema (`koji-messagebus schema TYPE`;
+needs the jsonschema package): a message that does not match gets "schema_problems", a list of
+{"path": JSON path, "reason": ...} (with --pretty, a line per problem), and a count at the end.
+
 Exit: 0 after --count messages, at --timeout, or on Ctrl-C; 1 if the broker fails, or if
 --timeout ends before --count messages arrived."""
 
@@ -66,9 +70,20 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     p.add_argument("--source", metavar="TEMPLATE",
                    help="receiver source address with {name} and {key}, e.g. /exchange/{name}/{key} "
                    "(RabbitMQ 3.x); default: the broker's own way (see above)")
+    p.add_argument("--validate", action="store_true",
+                   help="check each message against its type's JSON Schema and mark those that do not match")
     p.add_argument("--quiet", action="store_true", help="no note about RabbitMQ 3.x leaving a queue behind")
     add_broker_option(p)
     p.set_defaults(func=run)
+
+
+def require_validator() -> None:
+    from ..schema import SchemaError, require_validator
+
+    try:
+        require_validator()
+    except SchemaError as exc:
+        raise CliError(f"--validate: {exc}", EXIT_USAGE) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         matches = [HeaderMatch(spec) for spec in args.header or []]
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    if args.validate:
+        require_validator()
     with config_or_demo(args, "listen") as (config, demo):
         config = with_exchange(config, args.exchange)
         if demo and not args.broker:
@@ -99,18 +116,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: list[Any]) -> int:
     from ..listener import message_record, render
+    from ..schema import document, problem_list, validate
 
     binding = ", ".join(args.key or ["#"]) if config.get("exchange", "type") == "topic" else "(all)"
     filters = f"; header match (client-side): {' '.join(map(str, matches))}" if matches else ""
     sub = listener.subscription
     via = sub.how if listener.keys is not None else ", ".join(map(str, listener.sources))
-    shown = 0
+    shown = mismatched = 0
 
     def handle(msg: Any) -> bool:
-        nonlocal shown
+        nonlocal shown, mismatched
         record = message_record(msg)
         if not all(m.matches(record["headers"]) for m in matches):
             return True
+        if args.validate:
+            problems = validate(document(record["routing_key"], record["headers"], record["body"]))
+            if problems:
+                record["schema_problems"] = problem_list(problems)
+                mismatched += 1
         out(render(record, args.pretty))
         shown += 1
         return not (args.count and shown >= args.count)
@@ -126,6 +149,9 @@ def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: li
     except KeyboardInterrupt:
         err(f"stopped after {shown} message(s)")
         return EXIT_OK
+    finally:
+        if args.validate:
+            err(f"schema: {mismatched} of {shown} message(s) did not match their schema")
     if args.count and shown < args.count:
         err(f"timeout: {shown} of {args.count} message(s) within {args.timeout:g}s")
         return EXIT_FAIL

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from ..messages import MESSAGE_TYPES, format_event
-from .common import EXIT_OK, EXIT_USAGE, CliError, config_if_any, message_type_arg, out
+from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, config_if_any, message_type_arg, out
 
 HELP = "print the message the plugin would send for an event"
 DESCRIPTION = ("Print the routing key, headers and body the plugin would send for an event, from the callback's "
@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                    help="file with the callback's keyword arguments as a JSON object, or - for stdin")
     p.add_argument("--prefix", help="routing key prefix (default: [topic] prefix, or koji.event)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the readable form")
+    p.add_argument("--validate", action="store_true",
+                   help="check the message against its type's JSON Schema (needs jsonschema); exit 1 if it does not "
+                   "match")
     p.set_defaults(func=run)
 
 
@@ -55,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from ..listener import jsonable
     from ..wire import decode, encode
 
+    if args.validate:
+        from .listen import require_validator
+        require_validator()
     config = config_if_any(args)
     prefix = args.prefix if args.prefix is not None else (config.get("topic", "prefix") if config else "koji.event")
     if args.kwargs:
@@ -69,11 +75,15 @@ def run(args: argparse.Namespace) -> int:
     headers, body = jsonable(received["headers"]), jsonable(received["body"])
     address = to or (config.target_address() if config else "/exchange/koji.events")
     notes = event.conversions.lossy + event.conversions.lossless
+    problems = validated(args.validate, event.routing_key, headers, body)
+    code = EXIT_FAIL if problems else EXIT_OK
     if args.json:
-        out(json.dumps({"type": event.type, "routing_key": event.routing_key, "address": address,
-                        "headers": headers, "body": body, "conversions": notes},
-                       sort_keys=True, ensure_ascii=False))
-        return EXIT_OK
+        record = {"type": event.type, "routing_key": event.routing_key, "address": address,
+                  "headers": headers, "body": body, "conversions": notes}
+        if problems is not None:
+            record["schema_problems"] = problems
+        out(json.dumps(record, sort_keys=True, ensure_ascii=False))
+        return code
     out(f"# {event.type} from {origin} (prefix '{prefix}'; nothing is sent)")
     out(f"routing key / subject: {event.routing_key}")
     out(f"address:               {address}")
@@ -84,5 +94,17 @@ def run(args: argparse.Namespace) -> int:
     out(json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False))
     for note in notes:
         out(f"converted: {note}")
-    return EXIT_OK
+    if problems is not None:
+        out(f"schema: {'DOES NOT MATCH' if problems else 'matches'} `koji-messagebus schema {event.type}`")
+        for p in problems:
+            out(f"  {p['path']}: {p['reason']}")
+    return code
+
+
+def validated(wanted: bool, routing_key: str, headers: Any, body: Any) -> list[dict[str, str]] | None:
+    """None unless --validate; else how the message misses its schema ([] when it matches)."""
+    if not wanted:
+        return None
+    from ..schema import document, problem_list, validate
+    return problem_list(validate(document(routing_key, headers, body)))
 

@@ -793,3 +793,19 @@ def test_outbox_flush_leaves_a_running_processs_young_rows_to_it_unless_all(pg, 
     finally:
         live.close()
         consumer.close(delete_exchange=False)
+
+
+def test_listen_validate_marks_messages_that_do_not_match(exchanges, conf):
+    """Plugin messages match their schemas; one with a header of the wrong type is marked with the
+    JSON path and reason (sent as the plugin would, with a broken tag name)."""
+    path = conf(exchanges())
+    listener = Listen("--config", path, "--validate", "--count", "3", "--timeout", "20")
+    broken = examples.tag()
+    broken["tag"] = {**broken["tag"], "name": 44}
+    publish(path, [("postTag", examples.tag()), ("postRepoInit", examples.repo_init()), ("postTag", broken)])
+    rc, lines, err = listener.finish()
+    assert rc == 0, err
+    records = [json.loads(line) for line in lines]
+    assert ["schema_problems" in r for r in records] == [False, False, True]
+    assert {"path": "$.headers.tag", "reason": "44 is not of type 'string'"} in records[2]["schema_problems"]
+    assert "schema: 1 of 3 message(s) did not match their schema" in err

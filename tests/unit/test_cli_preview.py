@@ -97,3 +97,41 @@ def test_broken_config_is_reported_not_ignored(tmp_path, capsys):
     path = write_config(tmp_path / "m.conf", "x", topic={"prefix": "a.#"})
     assert cli.main(["--config", path, "preview", "Tag"]) == 2
     assert "[topic] prefix" in capsys.readouterr().err
+
+
+# ---- preview --validate and schema -------------------------------------------------------------
+@pytest.mark.parametrize("msg_type", MESSAGE_TYPES)
+def test_preview_validate_every_builtin_example_matches(msg_type, capsys):
+    assert cli.main(["preview", msg_type, "--validate", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["schema_problems"] == []
+
+
+def test_preview_validate_marks_a_mismatch_with_path_and_reason(tmp_path, capsys):
+    kwargs = {**first("postTag"), "force": "yes"}
+    kwargs["tag"] = {**kwargs["tag"], "name": 44}
+    path = tmp_path / "kw.json"
+    path.write_text(json.dumps(encode_datetime_recurse(kwargs)))
+    assert cli.main(["preview", "Tag", str(path), "--validate", "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)["schema_problems"]
+    assert {"path": "$.body.force", "reason": "'yes' is not of type 'boolean', 'null'"} in problems
+    assert {"path": "$.headers.tag", "reason": "44 is not of type 'string'"} in problems
+    assert cli.main(["preview", "Tag", str(path), "--validate"]) == 1
+    text = capsys.readouterr().out
+    assert "schema: DOES NOT MATCH `koji-messagebus schema Tag`" in text
+    assert "  $.body.tag.name: 44 is not of type 'string'" in text
+
+
+def test_schema_command(capsys):
+    from koji_messagebus import schema
+
+    assert cli.main(["schema"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(MESSAGE_TYPES)
+    assert lines[0].split()[-1] == "urn:koji-messagebus:message:PackageListChange:1"
+    assert cli.main(["schema", "postTag"]) == 0
+    assert json.loads(capsys.readouterr().out) == schema.schema("Tag")
+    assert cli.main(["schema", "--all"]) == 0
+    assert json.loads(capsys.readouterr().out) == schema.schemas()
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["schema", "Nope"])
+    assert exc.value.code == 2
