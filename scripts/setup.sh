@@ -18,6 +18,14 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Node.js and npm: the consumer in another language (tests/integration/test_node_consumer.py, rhea + ajv
+# from the npm registry) validates the plugin's messages against the shipped JSON Schemas.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  say "apt-get install nodejs npm"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+
 # Services: PostgreSQL and RabbitMQ 3.10 (each script installs, starts and waits, bounded in time).
 bash scripts/services/postgresql.sh
 bash scripts/services/rabbitmq3.sh
@@ -29,6 +37,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+# the docs site (sphinx-build -W in scripts/test.sh) and the schema validator (listen/preview --validate)
+.venv/bin/python -m pip install -q -e '.[docs,schema]'
 # proton must be compiled with Cyrus SASL (GSSAPI); a wheel cached from a build without it is not.
 if ! .venv/bin/python -c 'import proton, sys; sys.exit(0 if proton.SASL.extended() else 1)'; then
   say "rebuilding python-qpid-proton with Cyrus SASL"
