@@ -37,6 +37,9 @@ step() {
 step "ruff" no .venv/bin/ruff check koji_messagebus tests bench
 step "mypy" no .venv/bin/python -m mypy koji_messagebus  # settings: pyproject.toml [tool.mypy]
 step "unit tests" no "${PYTEST[@]}" tests/unit "$@"
+
+# The docs site (Sphinx + MyST, the [docs] extra): any warning fails, e.g. a broken link or toctree entry.
+step "docs site (sphinx-build -W)" no .venv/bin/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 step "integration, RabbitMQ 3.10 (all)" no env KMB_BROKER=rabbitmq3 "${PYTEST[@]}" tests/integration \
   --ignore=tests/integration/test_cluster.py "$@"
 

@@ -735,11 +735,10 @@ def test_cookbook_snippets_run(exchanges, conf, tmp_path, title, expected):
     assert {line.rstrip("\n") for line in lines} == {expected}  # only what the recipe selects
 
 
-# ---- creating the exchange without the management plugin (README, demo's hint) ---------------------
+# ---- creating the exchange without the management plugin (docs/install.md, demo's hint) ------------
 def _readme_declare_lines() -> list[str]:
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
-        readme = fh.read()
-    section = readme[readme.index("## Install on a Koji hub"):readme.index("## Configuration reference")]
+    with open(os.path.join(ROOT, "docs", "install.md"), encoding="utf-8") as fh:
+        section = fh.read()
     return [line.strip() for line in section.splitlines()
             if line.strip().startswith(("rabbitmqctl eval 'rabbit_exchange:declare", "python3 -c 'import pika"))]
 

@@ -1,4 +1,4 @@
-"""The outbox's GRANTs (outbox.GRANTS, quoted by README and `check`) are exactly sufficient.
+"""The outbox's GRANTs (outbox.GRANTS, quoted by docs/install.md and `check`) are exactly sufficient.
 
 The table is owned by one role and used by another, unprivileged one (the hub's database user),
 as on a hub whose schema was installed by a DBA.  With exactly the grants, the plugin stores,
@@ -168,6 +168,6 @@ def test_one_grant_less_check_names_it_and_the_hub_still_commits(roles, left_out
         assert len(got) == 2
 
 
-def test_readme_quotes_the_grants():
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8").read()
+def test_install_page_quotes_the_grants():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "install.md"), encoding="utf-8").read()
     assert outbox.grants("koji").strip().splitlines()[0] in readme
