@@ -14,6 +14,7 @@ import zipfile
 import pytest
 
 from koji_messagebus import __version__, resources
+from koji_messagebus.messages import MESSAGE_TYPES
 from tests.packaging import build_wheel, copy_source, fake_wheel, repack_installed
 
 HUB_KOJI = "1.34.0.post4242"  # "the RPM's koji": a version PyPI never had
@@ -67,6 +68,8 @@ def test_the_wheel_asks_for_koji_only_as_an_extra(index):
     for name in (resources.SAMPLE_CONFIG, resources.SCHEMA):  # what an admin needs ships with it
         assert f"koji_messagebus/data/{name}" in names
     assert "koji_messagebus/hub/messagebus.py" in names
+    for msg_type in MESSAGE_TYPES:  # the message contract ships with it (koji-messagebus schema)
+        assert f"koji_messagebus/schemas/{msg_type}.json" in names
 
 
 def test_pip_install_keeps_the_hubs_koji(index):

@@ -63,6 +63,7 @@ def test_file_list(files, sitelib):
                  f"{sitelib}/koji_messagebus/data/messagebus.conf",
                  f"{sitelib}/koji_messagebus/data/messagebus-schema.sql",
                  f"{sitelib}/koji_messagebus/data/koji-messagebus-flush.timer",
+                 f"{sitelib}/koji_messagebus/schemas/Tag.json",
                  f"{sitelib}/koji_messagebus/cli/__init__.py", "/usr/share/doc/koji-messagebus/README.md",
                  "/usr/share/licenses/koji-messagebus/LICENSE"):
         assert path in files, path
