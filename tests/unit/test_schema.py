@@ -201,3 +201,21 @@ def test_validating_without_jsonschema_says_how_to_get_it():
             "except schema.SchemaError as exc:\n    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "pip install 'koji-messagebus[schema]'" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_shared_receivers_check_fails_on_a_mismatch():
+    """tests/contract.check, which Consumer.collect and Receiver.collect call on what arrived."""
+    from tests.broker import Received
+
+    doc = _tag_doc()
+    good = Received(doc["routing_key"], 2, "id", doc["headers"], doc["body"], doc["routing_key"])
+    probe = Received("probe", 2, "id", {"kind": "probe"}, "not a plugin message", None)
+    assert contract.check([good, probe]) == [good, probe]
+    bad = Received(doc["routing_key"], 2, "id", {**doc["headers"], "tag": 44}, doc["body"], doc["routing_key"])
+    with pytest.raises(AssertionError, match=r"\$\.headers\.tag: 44 is not of type 'string'"):
+        contract.check([bad])
+    unseen_key = Received("", 2, "id", doc["headers"], doc["body"], None)  # RabbitMQ 4.x headers exchange, pika
+    assert contract.check([unseen_key]) == [unseen_key]
+    wrong_key = Received("koji.event.Tag.x", 2, "id", doc["headers"], doc["body"], None)
+    with pytest.raises(AssertionError, match=r"\$\.routing_key"):
+        contract.check([wrong_key])
