@@ -1,6 +1,7 @@
 """The test consumers themselves, on the run's broker: what a plain proton sender put on the broker
 is what the AMQP 1.0 receiver and the pika consumer report (so a product test cannot pass or fail
-because of its consumer)."""
+because of its consumer).  The probes carry a `kind` header, not `type`: they are not plugin
+messages, so the receivers' schema check (tests/contract.py) leaves them alone."""
 
 from __future__ import annotations
 
@@ -45,25 +46,25 @@ def send_plain(t: BrokerTarget, exchange: str, key: str, props: dict, body: obje
 def test_amqp10_receiver_reads_what_was_sent(broker, exchange_name):
     rx = Receiver(exchange_name, bindings=["koji.event.Tag.#"])
     try:
-        send_plain(broker, exchange_name, "koji.event.Tag.f40.pkg.alice", {"type": "Tag", "n": 3}, {"a": [1, "x"]})
-        send_plain(broker, exchange_name, "koji.event.Untag.f40.pkg.alice", {"type": "Untag"}, {})
+        send_plain(broker, exchange_name, "koji.event.Tag.f40.pkg.alice", {"kind": "Tag", "n": 3}, {"a": [1, "x"]})
+        send_plain(broker, exchange_name, "koji.event.Untag.f40.pkg.alice", {"kind": "Untag"}, {})
         got = rx.collect(expect=1, quiet=0.5)
     finally:
         rx.close()
     assert [(m.routing_key, m.headers, m.body, m.delivery_mode, m.message_id) for m in got] == [
-        ("koji.event.Tag.f40.pkg.alice", {"type": "Tag", "n": 3}, {"a": [1, "x"]}, 2, "kmb-harness-1")]
+        ("koji.event.Tag.f40.pkg.alice", {"kind": "Tag", "n": 3}, {"a": [1, "x"]}, 2, "kmb-harness-1")]
 
 
 def test_pika_consumer_reads_what_was_sent(broker, exchange_name):
     need("pika")
     consumer = Consumer(exchange_name, bindings=["koji.event.Tag.#"])
     try:
-        send_plain(broker, exchange_name, "koji.event.Tag.f40.pkg.alice", {"type": "Tag", "n": 3}, {"a": [1, "x"]})
+        send_plain(broker, exchange_name, "koji.event.Tag.f40.pkg.alice", {"kind": "Tag", "n": 3}, {"a": [1, "x"]})
         got = consumer.collect(expect=1, quiet=0.5)
     finally:
         consumer.close()
     assert [(m.routing_key, m.headers, m.body, m.delivery_mode, m.message_id) for m in got] == [
-        ("koji.event.Tag.f40.pkg.alice", {"type": "Tag", "n": 3}, {"a": [1, "x"]}, 2, "kmb-harness-1")]
+        ("koji.event.Tag.f40.pkg.alice", {"kind": "Tag", "n": 3}, {"a": [1, "x"]}, 2, "kmb-harness-1")]
     assert got[0].subject == (None if consumer.hides_subject else "koji.event.Tag.f40.pkg.alice")
 
 
@@ -79,9 +80,9 @@ def test_target_comes_from_the_environment(broker):
 @pytest.mark.requires("headers-match")
 def test_amqp10_receiver_matches_headers(broker, exchange_name):
     """Headers bindings (RabbitMQ 4, Broker-J) or selectors (Artemis) see only the matching message."""
-    rx = Receiver(exchange_name, ex_type="headers", bindings=[{"type": "Tag", "tag": "f40"}])
+    rx = Receiver(exchange_name, ex_type="headers", bindings=[{"kind": "Tag", "tag": "f40"}])
     try:
-        for props in ({"type": "Tag", "tag": "f40"}, {"type": "Tag", "tag": "f41"}, {"type": "Untag", "tag": "f40"}):
+        for props in ({"kind": "Tag", "tag": "f40"}, {"kind": "Tag", "tag": "f41"}, {"kind": "Untag", "tag": "f40"}):
             conn = connect(broker)
             try:
                 if broker.flavour == "rabbitmq4":
@@ -97,4 +98,4 @@ def test_amqp10_receiver_matches_headers(broker, exchange_name):
         got = rx.collect(expect=1, quiet=0.5)
     finally:
         rx.close()
-    assert [(m.headers, m.body) for m in got] == [({"type": "Tag", "tag": "f40"}, "f40")]
+    assert [(m.headers, m.body) for m in got] == [({"kind": "Tag", "tag": "f40"}, "f40")]

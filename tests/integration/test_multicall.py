@@ -92,7 +92,7 @@ def set_task_state(task_id: int, state: str, fail: bool = False):
         old = sql(f"SELECT state FROM task WHERE id = {task_id}")[0][0]
         dml("UPDATE task SET state = %(s)s WHERE id = %(i)s", {"s": state, "i": task_id})
         koji.plugin.run_callbacks("postTaskStateChange", attribute="state", old=old, new=state,
-                                  info={"id": task_id, "method": "build", "state": state})
+                                  info={"id": task_id, "method": "build", "state": koji.TASK_STATES[state]})
         if fail:
             raise Fault("the task failed afterwards")
     return setTaskState
