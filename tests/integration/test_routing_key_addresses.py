@@ -8,6 +8,7 @@ import pytest
 
 from tests.broker import Consumer
 from tests.brokers import target
+from tests.fixtures import entries
 from tests.hub import Hub, fire, load_plugin, unload_plugin
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
@@ -27,8 +28,9 @@ def test_a_name_with_a_slash_routes_with_the_real_key(rabbitmq4, tag, monkeypatc
     load_plugin()
     hub = Hub()
     try:
-        kwargs = {"tag": {"name": tag}, "build": {"name": "bash", "version": "1", "release": "1"},
-                  "user": {"name": "kojiadmin"}, "force": False}
+        base = entries("postTag")[0]["kwargs"]  # a real hub's maps (the schema check wants their ids)
+        kwargs = {**base, "tag": {**base["tag"], "name": tag}, "build": {**base["build"], "name": "bash"},
+                  "user": {**base["user"], "name": "kojiadmin"}}
         hub.request(fire("postTag", kwargs))
         (got,) = consumer.collect(expect=1)
         assert got.routing_key == f"koji.event.Tag.{tag}.bash.kojiadmin"
