@@ -135,3 +135,20 @@ def test_schema_command(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["schema", "Nope"])
     assert exc.value.code == 2
+
+
+def test_validate_without_jsonschema_is_a_usage_error(monkeypatch, capsys):
+    import sys
+
+    from koji_messagebus import schema
+
+    schema._validator.cache_clear()
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
+    try:
+        assert cli.main(["preview", "Tag", "--validate"]) == 2
+        assert cli.main(["listen", "--validate", "--count", "1"]) == 2  # before any connection
+    finally:
+        schema._validator.cache_clear()
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == ["error: --validate: validating needs the jsonschema package (4.0 or later): "
+                      "pip install 'koji-messagebus[schema]'"] * 2
