@@ -2,7 +2,8 @@
 // against the JSON Schemas shipped in the Python package (ajv, draft 2020-12).  It shows that the
 // contract is language-neutral: nothing here comes from the plugin's code.
 //
-// usage: node consumer.js URL SOURCE_ADDRESS COUNT SCHEMA_DIR TIMEOUT_SECONDS
+// usage: node consumer.js URL SOURCE_ADDRESS COUNT SCHEMA_DIR TIMEOUT_SECONDS [topic]
+// (`topic`: a multicast subscription, as Artemis wants for its wildcard addresses)
 // Prints one JSON line per message: {routing_key, type, valid, errors: [{path, message}]}.
 // Exits 0 after COUNT messages, 1 at the timeout or on a connection error.
 'use strict';
@@ -11,7 +12,7 @@ const path = require('path');
 const rhea = require('rhea');
 const Ajv2020 = require('ajv/dist/2020');
 
-const [url, source, countArg, schemaDir, timeoutArg] = process.argv.slice(2);
+const [url, source, countArg, schemaDir, timeoutArg, kind] = process.argv.slice(2);
 const want = parseInt(countArg, 10);
 
 const ajv = new Ajv2020({ allErrors: true, strict: false });
@@ -77,5 +78,6 @@ const conn = container.connect({
   username: decodeURIComponent(u.username), password: decodeURIComponent(u.password),
   reconnect: false,
 });
-conn.open_receiver({ source, credit_window: 500, autoaccept: true });
+const address = kind === 'topic' ? { address: source, capabilities: ['topic'] } : source;
+conn.open_receiver({ source: address, credit_window: 500, autoaccept: true });
 conn.on('receiver_open', () => process.stderr.write(`attached ${source}\n`));
