@@ -231,3 +231,13 @@ def message_type_arg(text: str) -> str:
         return by_lower[text.strip().lower()]
     except KeyError:
         raise argparse.ArgumentTypeError(f"unknown event {text!r}; one of: {', '.join(MESSAGE_TYPES)}") from None
+
+
+def need_validator() -> None:
+    """--validate: a usage error, naming the extra to install, when jsonschema is missing."""
+    from ..schema import SchemaError, require_validator
+
+    try:
+        require_validator()
+    except SchemaError as exc:
+        raise CliError(f"--validate: {exc}", EXIT_USAGE) from None

@@ -16,6 +16,7 @@ from .common import (
     config_or_demo,
     default_path,
     err,
+    need_validator,
     out,
     positive_float,
     positive_int,
@@ -77,15 +78,6 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     p.set_defaults(func=run)
 
 
-def require_validator() -> None:
-    from ..schema import SchemaError, require_validator
-
-    try:
-        require_validator()
-    except SchemaError as exc:
-        raise CliError(f"--validate: {exc}", EXIT_USAGE) from None
-
-
 def run(args: argparse.Namespace) -> int:
     from ..listener import HeaderMatch, open_listener, source_addresses
 
@@ -94,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     if args.validate:
-        require_validator()
+        need_validator()
     with config_or_demo(args, "listen") as (config, demo):
         config = with_exchange(config, args.exchange)
         if demo and not args.broker:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from ..messages import MESSAGE_TYPES, format_event
-from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, config_if_any, message_type_arg, out
+from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, config_if_any, message_type_arg, need_validator, out
 
 HELP = "print the message the plugin would send for an event"
 DESCRIPTION = ("Print the routing key, headers and body the plugin would send for an event, from the callback's "
@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ..wire import decode, encode
 
     if args.validate:
-        from .listen import require_validator
-        require_validator()
+        need_validator()
     config = config_if_any(args)
     prefix = args.prefix if args.prefix is not None else (config.get("topic", "prefix") if config else "koji.event")
     if args.kwargs:
