@@ -21,16 +21,17 @@ const conn = rhea.connect({ host: HOST, port: PORT, username: USER, password: PA
 conn.on("error", (ctx) => { console.error("error:", ctx.error || ctx); process.exit(1); });
 conn.on("disconnected", (ctx) => { if (ctx.error) { console.error("error:", ctx.error.message); process.exit(1); } });
 
-// HTTP over AMQP: a sender and a receiver named alike, marked "paired", on /management
+// HTTP over AMQP: a sender and a receiver named alike, marked "paired", on /management.  rhea keeps
+// one link per name in a session: open the receiver once the sender is attached.
 const paired = { name: `mgmt-${QUEUE}`, properties: { paired: true }, snd_settle_mode: 1, rcv_settle_mode: 0 };
 const requests = conn.open_sender({ ...paired, target: { address: "/management" } });
-const answers = conn.open_receiver({ ...paired, source: { address: "/management" }, autoaccept: true });
+let answers;
 const waiting = new Map();
 let nextId = 1;
-answers.on("message", (ctx) => {
+function onAnswer(ctx) {
   const done = waiting.get(ctx.message.correlation_id);
   if (done) { waiting.delete(ctx.message.correlation_id); done(ctx.message); }
-});
+}
 function request(method, path, body) {
   const id = `req-${nextId++}`;
   return new Promise((resolve, reject) => {
@@ -70,4 +71,12 @@ async function subscribe() {
   });
 }
 
-requests.once("sendable", () => subscribe().catch((e) => { console.error("error:", e.message); process.exit(1); }));
+requests.once("sender_open", () => {
+  answers = conn.open_receiver({ ...paired, source: { address: "/management" }, autoaccept: true });
+  answers.on("message", onAnswer);
+  // the first request after the receiver's credit has gone out (RabbitMQ ends the session otherwise)
+  answers.once("receiver_open", () => setImmediate(() => subscribe().catch((e) => {
+    console.error("error:", e.message);
+    process.exit(1);
+  })));
+});
