@@ -88,6 +88,15 @@ def from_delivery(delivery: Any) -> Received | None:
     return decode(payload)
 
 
+def _native(value: Any) -> Any:
+    """A 0-9-1 header value as the AMQP 1.0 decoder gives it: text as str, pika's `long` as int."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
 def from_pika(method: Any, properties: Any, body: bytes) -> Received:
     """An AMQP 0-9-1 delivery (pika) of a message the plugin published over AMQP 1.0."""
     native = dict(properties.headers or {})
@@ -98,6 +107,6 @@ def from_pika(method: Any, properties: Any, body: bytes) -> Received:
             fields = list(decode_section(native[RMQ3_PROPERTIES]) or []) + [None] * 13
             msg_id, created = fields[0], fields[9]  # seconds (3.x's 0-9-1 timestamp is in milliseconds)
     else:  # RabbitMQ 4.x: native headers, timestamp in seconds
-        headers = {k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in native.items()}
+        headers = {k: _native(v) for k, v in native.items()}
     return Received(method.routing_key, msg_id, float(created) if created else None, dict(headers or {}),
                     decode_section(body))
