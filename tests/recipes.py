@@ -111,15 +111,16 @@ class _Unsubscribe(MessagingHandler):
         event.connection.close()
 
 
-def unsubscribe(t: BrokerTarget, name: str, address: str, binding: str | None = None) -> None:
-    """Remove a durable subscription of the Artemis or Broker-J recipe (same container id and link)."""
+def unsubscribe(t: BrokerTarget, name: str, address: str, binding: str | None = None, link: str | None = None) -> None:
+    """Remove a durable subscription on Artemis or Broker-J: container id `name`, link `link` (default
+    `name`, as the recipes do; `listen --queue NAME --durable` names its first link NAME-0)."""
     options: list = [DurableSubscription()]
     if binding is None:
         options.append(_Topic())
     else:
         options.append(Filter({symbol("binding"): Described(symbol("apache.org:legacy-amqp-topic-binding:string"),
                                                             binding)}))
-    handler = _Unsubscribe(t, address, name, options)
+    handler = _Unsubscribe(t, address, link or name, options)
     container = Container(handler)
     container.container_id = name
     container.timeout = 10

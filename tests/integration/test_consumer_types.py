@@ -75,7 +75,7 @@ def pika_types(channel, queue: str) -> dict[str, list[str]]:
     return {k: [type(v).__name__, repr(v)] for k, v in out.items()}
 
 
-PROTON = f"""
+PROTON = """
 import json, sys
 from proton.utils import BlockingConnection
 c = BlockingConnection(sys.argv[1], user=sys.argv[2], password=sys.argv[3], allowed_mechs="PLAIN",
@@ -83,10 +83,10 @@ c = BlockingConnection(sys.argv[1], user=sys.argv[2], password=sys.argv[3], allo
 r = c.create_receiver(sys.argv[4])
 m = r.receive(timeout=20)
 r.accept()
-out = {{f"body.{{k}}": v for k, v in m.body.items()}}
-out.update({{f"header.{{k}}": v for k, v in m.properties.items()}})
-out.update({{"message-id": m.id, "creation-time": m.creation_time}})
-print(json.dumps({{k: [type(v).__name__, repr(v)] for k, v in out.items()}}))
+out = {f"body.{k}": v for k, v in m.body.items()}
+out.update({f"header.{k}": v for k, v in m.properties.items()})
+out.update({"message-id": m.id, "creation-time": m.creation_time})
+print(json.dumps({k: [type(v).__name__, repr(v)] for k, v in out.items()}))
 c.close()
 """
 
