@@ -29,7 +29,7 @@ def cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess
                           env=env, timeout=timeout, input=stdin, cwd=recipes.ROOT)
 
 
-def remove(broker, queue: str, exchange: str) -> None:
+def remove(broker, queue: str, exchange: str, key: str = "org.koji.Tag.#") -> None:
     if broker.flavour.startswith("rabbitmq"):
         import pika
 
@@ -39,9 +39,9 @@ def remove(broker, queue: str, exchange: str) -> None:
             c.channel().queue_delete(queue)
             c.channel().exchange_delete(exchange)
     elif broker.flavour == "artemis":
-        recipes.unsubscribe(broker, queue, "org.koji.Tag.#", link=f"{queue}-0")
+        recipes.unsubscribe(broker, queue, key, link=f"{queue}-0")
     else:
-        recipes.unsubscribe(broker, queue, exchange, "org.koji.Tag.#", link=f"{queue}-0")
+        recipes.unsubscribe(broker, queue, exchange, key, link=f"{queue}-0")
 
 
 def test_durable_listen_gets_what_send_published_while_it_was_away(broker, tmp_path):
@@ -71,14 +71,25 @@ def test_durable_listen_gets_what_send_published_while_it_was_away(broker, tmp_p
 
 
 def test_demo_in_a_pipe_publishes_everything(broker):
-    exchange = f"kmb.cli.{uuid.uuid4().hex[:8]}"
-    cmd = (f"{sys.executable} -m koji_messagebus.cli demo --broker {broker_url(broker)} --exchange {exchange} "
-           "--prefix org.koji | head -5; exit ${PIPESTATUS[0]}")
+    exchange, queue = f"kmb.cli.{uuid.uuid4().hex[:8]}", f"kmb-cli-{uuid.uuid4().hex[:8]}"
+    url = broker_url(broker)
     env = {k: v for k, v in os.environ.items() if k != "KOJI_MESSAGEBUS_CONFIG"}
-    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr  # 0: the demo's consumer received every message
-    assert len(res.stdout.splitlines()) == 5
-    assert "Traceback" not in res.stderr and "Broken pipe" not in res.stderr, res.stderr
+    demo = f"{sys.executable} -m koji_messagebus.cli demo --broker {url} --exchange {exchange} --prefix org.koji"
+    listen = ["listen", "--broker", url, "--exchange", exchange, "--key", "org.koji.#", "--queue", queue,
+              "--durable"]
+    try:
+        if broker.flavour == "rabbitmq3":
+            subprocess.run(["bash", "-c", demo + " >/dev/null"], env=env, timeout=120, check=True)  # the exchange
+        assert cli(*listen, "--timeout", "1").returncode == 0  # a subscription that counts what is published
+        res = subprocess.run(["bash", "-c", demo + " | head -5; exit ${PIPESTATUS[0]}"], capture_output=True,
+                             text=True, env=env, timeout=120)
+        assert res.returncode == 0, res.stderr  # 0: the demo's own consumer received every message
+        assert len(res.stdout.splitlines()) == 5
+        assert "Traceback" not in res.stderr and "Broken pipe" not in res.stderr, res.stderr
+        counted = cli(*listen, "--count", "9", "--timeout", "20")
+        assert counted.returncode == 0, counted.stderr  # all 9 of the demo's events were published
+    finally:
+        remove(broker, queue, exchange, "org.koji.#")
 
 
 def test_listen_creates_the_exchange_where_the_plugin_would(broker):
