@@ -18,6 +18,17 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Consumer clients of other languages for tests/integration/test_consumer_{recipes,types}.py (issue 22):
+# Node.js with npm (rhea comes from the npm registry inside the test) and Go (go-amqp from the Go proxy).
+clients=()
+command -v node >/dev/null && command -v npm >/dev/null || clients+=(nodejs npm)
+command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || clients+=(golang-go)
+if ((${#clients[@]})); then
+  say "apt-get install ${clients[*]} (consumer recipes)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${clients[@]}" >/dev/null
+fi
+
 # Services: PostgreSQL and RabbitMQ 3.10 (each script installs, starts and waits, bounded in time).
 bash scripts/services/postgresql.sh
 bash scripts/services/rabbitmq3.sh

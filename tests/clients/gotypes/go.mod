@@ -1,5 +1,5 @@
 module gotypes
 
-go 1.25
+go 1.19
 
-require github.com/Azure/go-amqp v1.7.0
+require github.com/Azure/go-amqp v1.0.5
