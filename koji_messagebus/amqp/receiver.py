@@ -241,16 +241,12 @@ class Listener:
                                 f"(declared through /management, bound with {bound}, deleted when the listener "
                                 "leaves)", queue=queue)
         if kind == "rabbitmq3":
-            from ..rabbitmq import declare_hint, temporary_queue
+            from ..rabbitmq import temporary_queue
 
-            source, how = temporary_queue(cfg, keys if topic else [""], self.queue, self.durable)
+            source, how = temporary_queue(cfg, keys, self.queue, self.durable)
             if source:
                 return Subscription([Source(source)], how)
-            if "no exchange" in how:
-                raise BrokerError(Kind.NOT_FOUND, f"exchange '{name}' does not exist on {conn.broker} at "
-                                  f"{self.endpoint} ({how}); RabbitMQ 3.x cannot create it over AMQP 1.0: "
-                                  f"{declare_hint(cfg)}")
-            if self.queue:
+            if self.queue and "no exchange" not in how:  # a missing exchange: said below, with the fix
                 raise BrokerError(Kind.REFUSED, f"--queue on {conn.broker} needs AMQP 0-9-1 (pika) to declare "
                                   f"queue {self.queue}: {how}")
             template = "/exchange/{name}/{key}" if topic else "/exchange/{name}"

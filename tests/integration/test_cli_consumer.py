@@ -98,7 +98,7 @@ def test_listen_creates_the_exchange_where_the_plugin_would(broker):
     try:
         if broker.flavour == "rabbitmq3":  # cannot be created over AMQP 1.0: the exact command instead
             assert res.returncode == 1
-            assert f"exchange '{exchange}' does not exist" in res.stderr, res.stderr
+            assert f"exchange '{exchange}' (address /exchange/{exchange}) does not exist" in res.stderr, res.stderr
             assert "rabbitmqctl eval 'rabbit_exchange:declare(" in res.stderr and exchange in res.stderr
         else:
             assert res.returncode == 0, res.stderr
