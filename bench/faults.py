@@ -179,6 +179,10 @@ def run_fault(fault: str, outbox_on: bool, args: argparse.Namespace, pg: Private
         times = dict(arrivals.times)
         delivered = committed & set(times)
         dups = sum(len(v) - 1 for k, v in times.items() if k in committed)
+        # how late a duplicate came: its arrival after the first copy's (what a consumer's dedup must span)
+        lags = [max(v) - min(v) for k, v in times.items() if k in committed and len(v) > 1]
+        print(f"# {fault} outbox {'on' if outbox_on else 'off'}: {len(lags)} duplicated ids, latest duplicate "
+              f"{max(lags) if lags else 0:.3f} s after its first copy", flush=True)
         window_end = heal if fault in ("stop", "kill9", "sigstop") else fault_at + 5
         during = [r.plugin for r in reqs if fault_at <= r.start <= window_end]
         after_ids = [i for r in reqs if r.start >= heal for i in r.ids]

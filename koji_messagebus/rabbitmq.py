@@ -62,28 +62,36 @@ def amqp091_connect(config: Config) -> tuple[Any, str]:
         return None, f"AMQP 0-9-1 at {ep.host}:{ep.port} failed ({type(exc).__name__})"
 
 
-def temporary_queue(config: Config, keys: Iterable[str]) -> tuple[str | None, str]:
+def temporary_queue(config: Config, keys: Iterable[str], name: str | None = None,
+                    durable: bool = False) -> tuple[str | None, str]:
     """A real temporary queue on RabbitMQ: declared over AMQP 0-9-1 (pika, if installed) as
     auto-delete with x-expires and bound with `keys`, then consumed over AMQP 1.0 at
-    `/amq/queue/NAME`; the broker deletes it when the consumer leaves.  Returns (the source
-    address, or None when this is not possible here, and a note saying what happened)."""
+    `/amq/queue/NAME`; the broker deletes it when the consumer leaves.  With `durable` the named
+    queue is durable and stays (a durable subscription).  Returns (the source address, or None
+    when this is not possible here, and a note saying what happened)."""
     conn, why = amqp091_connect(config)
     if conn is None:
         return None, why
     import pika
 
-    name = f"koji-messagebus-listen-{uuid.uuid4().hex[:12]}"
+    name = name or f"koji-messagebus-listen-{uuid.uuid4().hex[:12]}"
+    keys = list(keys)
     try:
         channel = conn.channel()
-        channel.queue_declare(name, durable=False, exclusive=False, auto_delete=True,
-                              arguments={"x-expires": QUEUE_EXPIRES_MS})
+        if durable:
+            channel.queue_declare(name, durable=True)
+        else:
+            channel.queue_declare(name, durable=False, exclusive=False, auto_delete=True,
+                                  arguments={"x-expires": QUEUE_EXPIRES_MS})
         try:
             for key in keys:
                 channel.queue_bind(name, config.exchange.name, key)
         except pika.exceptions.ChannelClosedByBroker as exc:
-            conn.channel().queue_delete(name)
+            if not durable:
+                conn.channel().queue_delete(name)
             return None, f"binding failed: {exc.reply_text}"
-        return f"/amq/queue/{name}", f"queue {name} (auto-delete, bound with {', '.join(keys)} over AMQP 0-9-1)"
+        kind = "durable, kept after the listener leaves" if durable else "auto-delete"
+        return f"/amq/queue/{name}", f"queue {name} ({kind}, bound with {', '.join(keys)} over AMQP 0-9-1)"
     except Exception as exc:  # noqa: BLE001
         return None, f"AMQP 0-9-1 queue setup failed ({type(exc).__name__}: {exc})"
     finally:

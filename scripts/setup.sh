@@ -18,12 +18,16 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Node.js and npm: the consumer in another language (tests/integration/test_node_consumer.py, rhea + ajv
-# from the npm registry) validates the plugin's messages against the shipped JSON Schemas.
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  say "apt-get install nodejs npm"
+# Consumer clients of other languages: Node.js with npm (tests/integration/test_node_consumer.py: rhea +
+# ajv validate the plugin's messages against the shipped JSON Schemas; the consumer recipes and the type
+# table, tests/integration/test_consumer_{recipes,types}.py) and Go (go-amqp from the Go proxy).
+clients=()
+command -v node >/dev/null && command -v npm >/dev/null || clients+=(nodejs npm)
+command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || clients+=(golang-go)
+if ((${#clients[@]})); then
+  say "apt-get install ${clients[*]} (consumers in other languages)"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${clients[@]}" >/dev/null
 fi
 
 # Services: PostgreSQL and RabbitMQ 3.10 (each script installs, starts and waits, bounded in time).

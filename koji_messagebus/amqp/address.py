@@ -105,6 +105,25 @@ def route(config: Config, broker: BrokerInfo) -> Route:
                  "routing key (set [exchange] address if this broker wants another address)")
 
 
+#: one broker of each kind, as its open frame announces it (for previews)
+KNOWN_BROKERS = {
+    "RabbitMQ 3.x": BrokerInfo(RABBITMQ, "3.13.7"),
+    "RabbitMQ 4.x": BrokerInfo(RABBITMQ, "4.0.5"),
+    "ActiveMQ Artemis": BrokerInfo(ARTEMIS, "2.40.0"),
+    "Qpid Broker-J": BrokerInfo(BROKERJ_PREFIX + " Core", "9.2.0"),
+}
+
+
+def addresses_by_broker(config: Config, routing_key: str) -> dict[str, str]:
+    """Where one message goes on each kind of broker (what `auto` resolves to, or the template)."""
+    out = {}
+    for label, info in KNOWN_BROKERS.items():
+        r = route(config, info)
+        to = r.to_for(routing_key)
+        out[label] = f"to {to} (anonymous relay)" if to is not None else f"target {r.target}, subject = routing key"
+    return out
+
+
 _logged: set[tuple[str, str]] = set()
 _logged_lock = threading.Lock()
 

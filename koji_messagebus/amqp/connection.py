@@ -103,6 +103,8 @@ class Connection:
         self.config = config
         self.endpoint = endpoint
         self.opened_at = 0.0
+        #: the AMQP container id (default: host and pid); a durable subscription names its own
+        self.container_id: str | None = None
         #: how error texts name the exchange (the sender sets the address it chose)
         self.exchange = diagnose.Exchange(config.get("exchange", "name"), config.get("exchange", "type"),
                                           bool(config.get("exchange", "durable")), config.target_address())
@@ -153,7 +155,7 @@ class Connection:
     def _setup_engine(self) -> None:
         cfg, ep = self.config, self.endpoint
         conn = self._conn
-        conn.container = f"koji-messagebus-{socket.gethostname()}-{os.getpid()}"
+        conn.container = self.container_id or f"koji-messagebus-{socket.gethostname()}-{os.getpid()}"
         vhost = cfg.get("broker", "vhost")
         conn.hostname = f"vhost:{vhost}" if vhost else ep.host
         auth = cfg.get("broker", "auth")

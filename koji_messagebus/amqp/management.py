@@ -199,10 +199,13 @@ def probe_exchange(conn: Connection, address: str, deadline: float) -> None:
               deadline, f"attaching to {address}")
 
 
-def declare_queue(mgmt: Management, name: str, deadline: float, exclusive: bool = True) -> Response:
-    """An exclusive (this connection's, deleted with it) non-durable queue on RabbitMQ 4.x."""
-    return mgmt.request(deadline, "PUT", f"/queues/{encode_segment(name)}",
-                        {"durable": False, "exclusive": exclusive, "auto_delete": not exclusive, "arguments": {}})
+def declare_queue(mgmt: Management, name: str, deadline: float, exclusive: bool = True,
+                  durable: bool = False) -> Response:
+    """A queue on RabbitMQ 4.x: exclusive (this connection's, deleted with it) and non-durable, or
+    durable (kept, collecting messages, until deleted)."""
+    settings = ({"durable": True, "exclusive": False, "auto_delete": False} if durable else
+                {"durable": False, "exclusive": exclusive, "auto_delete": not exclusive})
+    return mgmt.request(deadline, "PUT", f"/queues/{encode_segment(name)}", {**settings, "arguments": {}})
 
 
 def bind_queue(mgmt: Management, queue: str, exchange: str, key: str, arguments: dict[str, Any],

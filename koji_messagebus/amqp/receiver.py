@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from proton import Data, Delivery, Described, Endpoint, Message, symbol
+from proton import Data, Delivery, Described, Endpoint, Message, Terminus, symbol
 
 from .. import amqp_codec
 from ..config import Config
@@ -59,6 +59,7 @@ class Source:
     address: str
     capabilities: tuple[str, ...] = ()
     binding: Any = None  # a Described legacy binding filter (Broker-J, qpidd), or None
+    durable: bool = False  # a durable subscription (Artemis, Broker-J): kept while the consumer is away
 
     def __str__(self) -> str:
         return self.address
@@ -104,6 +105,9 @@ class Receivers:
                 caps.exit()
             if src.binding is not None:
                 rcv.source.filter.put_dict({symbol("binding"): src.binding})
+            if src.durable:
+                rcv.source.durability = Terminus.DELIVERIES
+                rcv.source.expiry_policy = Terminus.EXPIRE_NEVER
             rcv.target.address = rcv.name
             self.conn.register(rcv, self)
             rcv.open()
@@ -173,13 +177,17 @@ class Listener:
     exchange) `open()` subscribes the way the broker wants (see the module's docstring)."""
 
     def __init__(self, config: Config, endpoint: BrokerEndpoint, sources: list[Any] | None = None,
-                 credit: int = CREDIT, keys: list[str] | None = None):
+                 credit: int = CREDIT, keys: list[str] | None = None, queue: str | None = None,
+                 durable: bool = False):
         self.config = config
         self.endpoint = endpoint
         self.keys = keys
+        self.queue, self.durable = queue, durable  # a named queue / subscription, and whether it stays
         self.connection = Connection(config, endpoint)
+        if queue and durable:  # Artemis and Broker-J name a durable subscription by container id and link
+            self.connection.container_id = queue
         self.subscription = Subscription([_as_source(s) for s in sources or []], "the given source addresses")
-        self.receivers = Receivers(self.connection, self.subscription.sources, credit)
+        self.receivers = Receivers(self.connection, self.subscription.sources, credit, name=queue)
         self._mgmt: management.Management | None = None
 
     @property
@@ -210,8 +218,8 @@ class Listener:
         if kind == "rabbitmq4":
             mgmt = self._mgmt = management.Management(conn)
             mgmt.open(deadline)
-            queue = f"koji-messagebus-listen-{uuid.uuid4().hex[:12]}"
-            answer = management.declare_queue(mgmt, queue, deadline)
+            queue = self.queue or f"koji-messagebus-listen-{uuid.uuid4().hex[:12]}"
+            answer = management.declare_queue(mgmt, queue, deadline, durable=self.durable)
             if not answer.ok:
                 raise BrokerError(Kind.REFUSED, f"{conn.broker} at {self.endpoint}: could not declare queue {queue}: "
                                   f"{answer.text()}")
@@ -225,14 +233,22 @@ class Listener:
                     raise BrokerError(Kind.REFUSED, f"{conn.broker} at {self.endpoint}: binding queue {queue} to "
                                       f"exchange '{name}' failed: {answer.text()}")
             bound = ", ".join(keys) if topic else "all headers"
-            return Subscription([Source(f"/queues/{queue}")], f"exclusive queue {queue} (declared through "
-                                f"/management, bound with {bound}, deleted when the listener leaves)", queue=queue)
+            if self.durable:
+                return Subscription([Source(f"/queues/{management.encode_segment(queue)}")],
+                                    f"durable queue {queue} (declared through /management, bound with {bound}, "
+                                    "kept after the listener leaves)")
+            return Subscription([Source(f"/queues/{management.encode_segment(queue)}")], f"exclusive queue {queue} "
+                                f"(declared through /management, bound with {bound}, deleted when the listener "
+                                "leaves)", queue=queue)
         if kind == "rabbitmq3":
             from ..rabbitmq import temporary_queue
 
-            source, how = temporary_queue(cfg, keys)
+            source, how = temporary_queue(cfg, keys, self.queue, self.durable)
             if source:
                 return Subscription([Source(source)], how)
+            if self.queue and "no exchange" not in how:  # a missing exchange: said below, with the fix
+                raise BrokerError(Kind.REFUSED, f"--queue on {conn.broker} needs AMQP 0-9-1 (pika) to declare "
+                                  f"queue {self.queue}: {how}")
             template = "/exchange/{name}/{key}" if topic else "/exchange/{name}"
             sources = [Source(template.format(name=name, key=k.replace("/", "%2F"))) for k in keys]
             return Subscription(sources, f"{', '.join(map(str, sources))} ({how})", leftover=True)
@@ -240,16 +256,23 @@ class Listener:
             if topic:
                 prefix = cfg.get("topic", "prefix")
                 addresses = [f"{prefix}.#" if k == "#" and prefix else k for k in keys]
-                return Subscription([Source(a, ("topic",)) for a in addresses],
-                                    f"multicast subscription on {', '.join(addresses)} (Artemis wildcards)")
-            return Subscription([Source(name, ("topic",))], f"multicast subscription on address {name}")
+                return Subscription([Source(a, ("topic",), durable=self.durable) for a in addresses],
+                                    f"{self._kind()} on {', '.join(addresses)} (Artemis wildcards)")
+            return Subscription([Source(name, ("topic",), durable=self.durable)], f"{self._kind()} on address {name}")
         if topic:
-            sources = [Source(name, binding=Described(symbol(TOPIC_BINDING), k)) for k in keys]
-            return Subscription(sources, f"links from exchange {name} with binding filters {', '.join(keys)}")
+            sources = [Source(name, binding=Described(symbol(TOPIC_BINDING), k), durable=self.durable) for k in keys]
+            via = f" ({self._kind()})" if self.durable else ""
+            return Subscription(sources, f"links from exchange {name} with binding filters {', '.join(keys)}{via}")
         caveat = (" (Broker-J's headers exchange did not route on AMQP 1.0 application-properties in our tests: "
                   "use a topic exchange there)") if kind == "brokerj" else ""
         return Subscription([Source(name, binding=Described(symbol(HEADERS_BINDING), {"x-match": "all"}))],
                             f"a link from exchange {name} with a headers binding filter{caveat}")
+
+    def _kind(self) -> str:
+        if self.durable:
+            return (f"durable subscription {self.queue} (container id and link name; kept after the listener "
+                    "leaves)")
+        return "multicast subscription"
 
     def listen(self, handle: Callable[[Message], bool | None], until: float | None = None) -> None:
         self.receivers.listen(handle, until)
@@ -282,8 +305,11 @@ class Listener:
         return None
 
 
-def open_listener(config: Config, sources: list[Any] | None = None, keys: list[str] | None = None) -> Listener:
+def open_listener(config: Config, sources: list[Any] | None = None, keys: list[str] | None = None,
+                  queue: str | None = None, durable: bool = False) -> Listener:
     """Connect to the first endpoint that works (like the publisher: each endpoint with its own
-    connect_timeout) and attach the receivers: to `sources`, or for binding `keys` the broker's way."""
-    listener, _ = connect_first(config, lambda ep: Listener(config, ep, sources, keys=keys))
+    connect_timeout) and attach the receivers: to `sources`, or for binding `keys` the broker's way
+    (into the named `queue` or subscription, kept after the listener leaves if `durable`)."""
+    listener, _ = connect_first(config, lambda ep: Listener(config, ep, sources, keys=keys, queue=queue,
+                                                            durable=durable))
     return listener

@@ -74,7 +74,7 @@ class Settlement:
 class BatchOutcome:
     """What became of each message of a batch on one connection."""
 
-    accepted: list[Outgoing] = field(default_factory=list)  # unroutable ones included: the broker has them
+    accepted: list[Outgoing] = field(default_factory=list)  # unroutable (released) ones too: not resent
     lost: list[tuple[Outgoing, str]] = field(default_factory=list)
     unsettled: list[Outgoing] = field(default_factory=list)
     error: BrokerError | None = None

@@ -52,6 +52,61 @@ def out(text: str = "") -> None:
     print(text, flush=True)
 
 
+def out_to_pipe(text: str = "") -> None:
+    """`out` for commands that must finish their work when the reader leaves (`demo | head -5`):
+    once stdout is a closed pipe, the rest of the output goes to /dev/null."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def add_plugin_options(parser: argparse.ArgumentParser) -> None:
+    """--exchange and --prefix for commands that publish through the plugin (demo, send)."""
+    parser.add_argument("--exchange", metavar="NAME", help="publish to this exchange instead of [exchange] name")
+    parser.add_argument("--prefix", metavar="PREFIX", help="routing key prefix instead of [topic] prefix")
+
+
+@contextlib.contextmanager
+def plugin_config(config: Config, exchange: str | None = None, prefix: str | None = None) -> Iterator[Config]:
+    """The config the plugin will read (through $KOJI_MESSAGEBUS_CONFIG, as in the hub), with
+    --exchange/--prefix applied in a temporary copy (mode 600); the environment is restored after."""
+    import configparser
+
+    path = config.path
+    tmp = None
+    if exchange or prefix is not None:
+        parser = configparser.RawConfigParser()
+        parser.read(config.path, encoding="utf-8")
+        for section, key, value in (("exchange", "name", exchange), ("topic", "prefix", prefix)):
+            if value is not None and (value or key == "prefix"):
+                if not parser.has_section(section):
+                    parser.add_section(section)
+                parser.set(section, key, value)
+        fd, tmp = tempfile.mkstemp(prefix="koji-messagebus-", suffix=".conf")
+        with os.fdopen(fd, "w") as fh:
+            parser.write(fh)
+        try:
+            config = load_config(tmp)
+        except ConfigError as exc:
+            os.unlink(tmp)
+            raise CliError("invalid --exchange/--prefix", EXIT_USAGE, [f"error: {p}" for p in exc.problems]) from None
+        path = tmp
+    before = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = path
+    try:
+        yield config
+    finally:
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 def err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -20,10 +19,12 @@ from .common import (
     EXIT_OK,
     CliError,
     add_broker_option,
+    add_plugin_options,
     config_or_demo,
     describe_connection,
-    out,
+    plugin_config,
 )
+from .common import out_to_pipe as out  # `demo | head -5` still publishes everything
 
 DEMO_ARRIVAL_WAIT = 3.0
 HELP = "run a build's hub events through the plugin into the broker"
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     p.add_argument("--pretty", action="store_true", help="print each received message in full")
     p.add_argument("--json", action="store_true", help="print each received message as one JSON line")
     p.add_argument("--no-declare", action="store_true", help="do not declare the exchange first")
+    add_plugin_options(p)
     add_broker_option(p)
     p.set_defaults(func=run)
 
@@ -48,15 +50,22 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 def run(args: argparse.Namespace) -> int:
     with config_or_demo(args, "demo") as (config, builtin):
         source = BUILTIN if builtin else config.path
-        env_before = os.environ.get(ENV_VAR)
-        os.environ[ENV_VAR] = config.path  # the plugin reads its config as in the hub
-        try:
+        with plugin_config(config, args.exchange, args.prefix) as config:  # the plugin reads it as in the hub
             return _demo(args, config, source)
-        finally:
-            if env_before is None:
-                os.environ.pop(ENV_VAR, None)
-            else:
-                os.environ[ENV_VAR] = env_before
+
+
+def ensure_exchange(config: Config) -> str:
+    """Declare the exchange where it can be (over AMQP 1.0 on RabbitMQ 4.x and Broker-J, over AMQP
+    0-9-1 on RabbitMQ 3.x); returns the line that says what happened."""
+    from ..amqp.address import flavour
+    from ..amqp.management import prepare_exchange
+
+    info, state = prepare_exchange(config)
+    if state:
+        return f"exchange '{config.exchange.name}' on {info}: {state} (over AMQP 1.0)"
+    if flavour(info) == "rabbitmq3":
+        return declare(config)
+    return f"{info} creates addresses on demand: nothing to declare"
 
 
 def declare(config: Config) -> str:
@@ -80,8 +89,6 @@ def hub_connection(config: Config) -> Any:
 
 def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
     from .. import examples
-    from ..amqp.address import flavour
-    from ..amqp.management import prepare_exchange
     from ..listener import open_listener
     from ..testing import HubSimulator
 
@@ -91,13 +98,7 @@ def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
     out(f"  config: {source}; broker {describe_connection(config, str(config.endpoints[0]))}, exchange "
         f"'{config.exchange.name}' ({config.get('exchange', 'type')})")
     if not args.no_declare:
-        info, state = prepare_exchange(config)  # over AMQP 1.0 where the broker allows (RabbitMQ 4.x, Broker-J)
-        if state:
-            out(f"  exchange '{config.exchange.name}' on {info}: {state} (over AMQP 1.0)")
-        elif flavour(info) == "rabbitmq3":
-            out(f"  {declare(config)}")
-        else:
-            out(f"  {info} creates addresses on demand: nothing to declare")
+        out(f"  {ensure_exchange(config)}")
     keys = ["#"] if config.get("exchange", "type") == "topic" else [""]
     listener = open_listener(config, keys=keys)  # the broker's own way (amqp.receiver)
     try:
@@ -124,6 +125,7 @@ def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
     if received == total:
         given = "" if source == BUILTIN else f" --config {config.path}"
         broker = f" --broker {redact_url(args.broker)}" if args.broker else ""
+        broker += f" --exchange {config.exchange.name}" if args.exchange else ""
         out(f"next: `koji-messagebus{given} listen{broker} --pretty` in another terminal while you run the demo again; "
             "`koji-messagebus preview Tag` shows any event without a broker")
         return EXIT_OK

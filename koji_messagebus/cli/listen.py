@@ -53,6 +53,13 @@ then a queue policy removes the leftovers once unused:
 needs the jsonschema package): a message that does not match gets "schema_problems", a list of
 {"path": JSON path, "reason": ...} (with --pretty, a line per problem), and a count at the end.
 
+--queue NAME names the queue (RabbitMQ) or subscription (Artemis, Broker-J: container id and link
+name); with --durable it is a durable subscription: it stays, bound, when the listener leaves and
+collects messages until the next `listen --queue NAME --durable` (remove it with the broker's
+tools). RabbitMQ 3.x: declared over AMQP 0-9-1 (pika). Before subscribing, the exchange is
+created where the plugin would create it (RabbitMQ 4.x, Broker-J); on RabbitMQ 3.x a missing
+exchange is an error that prints the command that creates it.
+
 Exit: 0 after --count messages, at --timeout, or on Ctrl-C; 1 if the broker fails, or if
 --timeout ends before --count messages arrived."""
 
@@ -73,6 +80,9 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                    "(RabbitMQ 3.x); default: the broker's own way (see above)")
     p.add_argument("--validate", action="store_true",
                    help="check each message against its type's JSON Schema and mark those that do not match")
+    p.add_argument("--queue", metavar="NAME", help="the queue (or subscription) name, instead of a temporary one")
+    p.add_argument("--durable", action="store_true",
+                   help="with --queue: keep the queue and its bindings after leaving (a durable subscription)")
     p.add_argument("--quiet", action="store_true", help="no note about RabbitMQ 3.x leaving a queue behind")
     add_broker_option(p)
     p.set_defaults(func=run)
@@ -87,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     if args.validate:
         need_validator()
+    if args.durable and not args.queue:
+        raise CliError("--durable needs --queue NAME: a durable subscription is found again by its name", EXIT_USAGE)
+    if args.queue and args.source:
+        raise CliError("--queue and --source do not go together: --source reads the given addresses", EXIT_USAGE)
     with config_or_demo(args, "listen") as (config, demo):
         config = with_exchange(config, args.exchange)
         if demo and not args.broker:
@@ -99,11 +113,20 @@ def run(args: argparse.Namespace) -> int:
         if args.source:
             listener = open_listener(config, source_addresses(config, keys, args.source))
         else:
-            listener = open_listener(config, keys=keys)  # the broker's own way (amqp.receiver)
+            prepare(config)
+            listener = open_listener(config, keys=keys, queue=args.queue, durable=args.durable)  # amqp.receiver
     try:
         return _listen(args, config, listener, matches)
     finally:
         listener.close()
+
+
+def prepare(config: Config) -> None:
+    """Create the exchange where the plugin would (RabbitMQ 4.x, Broker-J), so that binding works
+    before the hub's first message; elsewhere the subscription says what is missing."""
+    from ..amqp.management import prepare_exchange
+
+    prepare_exchange(config)
 
 
 def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: list[Any]) -> int:

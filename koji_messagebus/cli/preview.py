@@ -4,6 +4,7 @@ keyword arguments or a built-in example.  Pure: no broker."""
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import sys
 import time
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from koji.util import encode_datetime_recurse
 
     from .. import examples
+    from ..amqp.address import addresses_by_broker
+    from ..config import parse_config
     from ..listener import jsonable
     from ..wire import decode, encode
 
@@ -72,20 +75,25 @@ def run(args: argparse.Namespace) -> int:
     sent = encode(event, to=to, msg_id="(a new UUID per message)", created=time.time())
     received = decode(sent.payload)  # what a consumer gets: the encoding round-tripped
     headers, body = jsonable(received["headers"]), jsonable(received["body"])
-    address = to or (config.target_address() if config else "/exchange/koji.events")
+    effective = config or parse_config(configparser.RawConfigParser(), "(defaults)", for_sending=False)
+    address = to or effective.target_address() or effective.get("exchange", "address")  # "auto": per broker
+    per_broker = addresses_by_broker(effective, event.routing_key)
     notes = event.conversions.lossy + event.conversions.lossless
     problems = validated(args.validate, event.routing_key, headers, body)
     code = EXIT_FAIL if problems else EXIT_OK
     if args.json:
         record = {"type": event.type, "routing_key": event.routing_key, "address": address,
-                  "headers": headers, "body": body, "conversions": notes}
+                  "addresses": per_broker, "headers": headers, "body": body, "conversions": notes}
         if problems is not None:
             record["schema_problems"] = problems
         out(json.dumps(record, sort_keys=True, ensure_ascii=False))
         return code
     out(f"# {event.type} from {origin} (prefix '{prefix}'; nothing is sent)")
     out(f"routing key / subject: {event.routing_key}")
-    out(f"address:               {address}")
+    out(f"address:               {address}" + (" (chosen by the broker's open frame):" if address == "auto" else
+                                                    "; on each broker:"))
+    for label, where in per_broker.items():
+        out(f"  {label + ':':<21}{where}")
     out("durable:               true; message-id: a new UUID; creation-time: the time of the event")
     out("headers (application-properties):")
     out(json.dumps(headers, indent=2, ensure_ascii=False))

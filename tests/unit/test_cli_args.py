@@ -19,7 +19,7 @@ from koji_messagebus.listener import HeaderMatch, jsonable, render, source_addre
 from tests.conftest import write_config
 
 COMMANDS = [["check"], ["preview"], ["listen"], ["outbox"], ["outbox", "status"], ["outbox", "flush"],
-            ["outbox", "purge"], ["outbox", "init"], ["install-plugin"], ["demo"]]
+            ["outbox", "purge"], ["outbox", "init"], ["install-plugin"], ["demo"], ["send"]]
 
 
 @pytest.fixture(autouse=True)

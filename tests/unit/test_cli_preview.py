@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from urllib.parse import quote
 
 import pytest
 from koji.util import encode_datetime_recurse
@@ -33,7 +34,13 @@ def test_builtin_example_of_every_event(msg_type, capsys):
     assert got["routing_key"] == expected.routing_key
     assert got["headers"] == expected.headers
     assert got["body"] == json.loads(json.dumps(expected.body))  # as a consumer decodes it
-    assert got["type"] == msg_type and got["address"] == "/exchange/koji.events"
+    assert got["type"] == msg_type and got["address"] == "auto"
+    key = got["routing_key"]
+    assert got["addresses"] == {  # what `auto` picks on each broker, never None
+        "RabbitMQ 3.x": "target /exchange/koji.events, subject = routing key",
+        "RabbitMQ 4.x": f"to /exchanges/koji.events/{quote(key, safe='')} (anonymous relay)",
+        "ActiveMQ Artemis": f"to {key} (anonymous relay)",
+        "Qpid Broker-J": "target koji.events, subject = routing key"}
 
 
 def test_readable_form(capsys):
@@ -69,6 +76,7 @@ def test_prefix_and_address_come_from_the_config(tmp_path, capsys):
     got = preview_json(capsys, "--config", path, "Tag")
     assert got["routing_key"] == "org.example.koji.Tag.f44-updates-candidate.hello.alice"
     assert got["address"] == f"/exchanges/org.koji/{got['routing_key']}"
+    assert set(got["addresses"].values()) == {f"to {got['address']} (anonymous relay)"}
     got = preview_json(capsys, "--config", path, "Tag", "--prefix", "")
     assert got["routing_key"] == "Tag.f44-updates-candidate.hello.alice"
 
@@ -152,3 +160,19 @@ def test_validate_without_jsonschema_is_a_usage_error(monkeypatch, capsys):
     errors = capsys.readouterr().err.splitlines()
     assert errors == ["error: --validate: validating needs the jsonschema package (4.0 or later): "
                       "pip install 'koji-messagebus[schema]'"] * 2
+
+
+def test_address_with_an_artemis_config_is_the_real_one(tmp_path, capsys):
+    path = write_config(tmp_path / "a.conf", "koji.events", exchange={"address": "{routing_key}"})
+    got = preview_json(capsys, "--config", path, "Tag")
+    assert got["address"] == got["routing_key"]  # not None
+    assert cli.main(["preview", "--config", path, "Tag"]) == 0
+    text = capsys.readouterr().out
+    assert f"address:               {got['routing_key']}; on each broker:" in text and "None" not in text
+
+
+def test_address_auto_in_a_config_is_shown_per_broker(tmp_path, capsys):
+    path = write_config(tmp_path / "auto.conf", "koji.events", exchange={"address": "auto"})
+    got = preview_json(capsys, "--config", path, "Tag")
+    assert got["address"] == "auto" and None not in got["addresses"].values()
+    assert got["addresses"]["ActiveMQ Artemis"] == f"to {got['routing_key']} (anonymous relay)"
