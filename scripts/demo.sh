@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 venv_ready() { [ -x .venv/bin/koji-messagebus ] && .venv/bin/python -c 'import koji.plugin, pika, proton' 2>/dev/null; }
 build_venv() {
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install -q -e '.[cli]' python-dateutil requests six defusedxml
+  .venv/bin/python -m pip install -q -e . pika python-dateutil requests six defusedxml
   .venv/bin/python -m pip install -q --no-deps koji
 }
 venv_pid=
@@ -35,7 +35,8 @@ if [ -n "$venv_pid" ]; then
   venv_ready || die "the .venv built lacks koji, pika or proton (see $STATE/demo-venv.log)"
 fi
 if .venv/bin/python -c 'import sys; from koji_messagebus.cli.demo import database_needed
-sys.exit(0 if database_needed(sys.argv[1:]) else 1)' "$@"; then
+sys.exit(0 if database_needed(sys.argv[1:]) else 1)' "$@" >/dev/null 2>&1; then
   bash scripts/services/postgresql.sh  # [outbox] enabled: the demo stores in the hub's database
+  .venv/bin/python -c 'import psycopg2' 2>/dev/null || .venv/bin/python -m pip install -q psycopg2-binary
 fi
 exec .venv/bin/koji-messagebus demo "$@"
