@@ -45,10 +45,12 @@ class Event:
 class _Args:
     """The kwargs as the table reads them: `.get` on each level, never raising.  A value that is not
     a map where one is expected, or a map whose `.get` raises, reads as None (the token becomes
-    MISSING_TOKEN) and is noted as a lossy conversion, so that the WARNING says why."""
+    MISSING_TOKEN) and is noted, once, as a lossy conversion, so that the WARNING says why; a map
+    whose `.get` raised is not asked again."""
 
     def __init__(self, kwargs: Any, conv: Conversions):
         self.kwargs, self.conv = kwargs, conv
+        self._unreadable: set[str] = set()  # maps already noted: read as None from then on, noted once
 
     def __call__(self, key: str, inner: str | None = None) -> Any:
         """kwargs[key], or kwargs[key][inner] with `inner`."""
@@ -56,20 +58,18 @@ class _Args:
         return value if inner is None else self._get(value, inner, key)
 
     def _get(self, mapping: Any, key: str, where: str) -> Any:
-        if mapping is None:
+        if mapping is None or where in self._unreadable:
             return None
-        path = f"{where}.{key}" if where else key
         try:
             if isinstance(mapping, Mapping):
                 return mapping.get(key)
+            what = f"{type(mapping).__name__}, not a map -> its keys read as None"
         except BaseException as exc:  # noqa: BLE001 - a hostile .get: the message is still built
             if not contained(exc):
                 raise
-            self.conv.note(path, f"{type(mapping).__name__}.get({key!r}) raised {type(exc).__name__} -> None",
-                           lossy=True)
-            return None
-        self.conv.note(path, f"{where or 'kwargs'} is of type {type(mapping).__name__}, not a map -> None",
-                       lossy=True)
+            what = f"{type(mapping).__name__}.get({key!r}) raised {type(exc).__name__} -> its keys read as None"
+        self._unreadable.add(where)
+        self.conv.note(where or "kwargs", what, lossy=True)
         return None
 
 

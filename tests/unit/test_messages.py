@@ -337,8 +337,8 @@ def test_a_map_of_the_wrong_type_is_noted_not_silently_none(where, value):
     kw[where] = value
     ev = event("postTag", kw)
     assert "~none~" in ev.routing_key.split(".")
-    assert any(c.startswith(f"{where}.") and f"{where} is of type {type(value).__name__}, not a map" in c
-               for c in ev.conversions.lossy), ev.conversions.lossy
+    noted = [c for c in ev.conversions.lossy if c.startswith(f"{where}:")]
+    assert noted == [f"{where}: {type(value).__name__}, not a map -> its keys read as None"]  # once
 
 
 class GetRaises(Mapping):
@@ -378,7 +378,7 @@ def test_a_map_whose_methods_raise_still_makes_the_message(make):
     ev = event("postTag", kw)
     assert ev.routing_key == "koji.event.Tag.~none~.bash.kojiadmin" and ev.headers["tag"] is None
     name = type(kw["tag"]).__name__
-    assert f"tag.name: {name}.get('name') raised RuntimeError -> None" in ev.conversions.lossy
+    assert f"tag: {name}.get('name') raised RuntimeError -> its keys read as None" in ev.conversions.lossy
     body = decode(encode(format_event("Tag", kw, P, convert=False)).payload)["body"]
     assert f"{name} object" in body["tag"] and body["build"]["name"] == "bash"
 
@@ -425,3 +425,20 @@ def test_a_keyboard_interrupt_in_the_main_thread_still_stops_the_program():
     must stop on it."""
     with pytest.raises(KeyboardInterrupt):
         format_event("Tag", tag_kwargs(evil=ExitInRepr(KeyboardInterrupt)), P)
+
+
+def test_a_build_that_cannot_be_read_is_noted_once_and_asked_once():
+    calls: list[str] = []
+
+    class Counting(GetRaises):
+        def get(self, key, default=None):
+            calls.append(key)
+            raise RuntimeError("no get")
+
+    kw = tag_kwargs()
+    kw["build"] = Counting()
+    ev = event("postTag", kw)
+    assert calls == ["name"]  # version and release are not asked of it again
+    assert [c for c in ev.conversions.lossy if "get(" in c] == [
+        "build: Counting.get('name') raised RuntimeError -> its keys read as None"]
+    assert ev.headers["name"] is None and ev.headers["version"] is None
