@@ -22,7 +22,8 @@ build_venv() {
 }
 venv_pid=
 if ! venv_ready; then
-  apt_install libsasl2-dev libsasl2-modules  # proton with Cyrus SASL, as scripts/setup.sh builds it
+  # what pip needs to compile proton (with Cyrus SASL and OpenSSL, as scripts/setup.sh builds it)
+  apt_install python3-venv python3-dev gcc libssl-dev libsasl2-dev libsasl2-modules
   say "building .venv (log: $STATE/demo-venv.log)"
   build_venv >"$STATE/demo-venv.log" 2>&1 &
   venv_pid=$!
