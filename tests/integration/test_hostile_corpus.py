@@ -4,7 +4,7 @@ with and without the outbox, on the real PostgreSQL and RabbitMQ 3.10 (read back
 For every case: no exception out of any callback (koji's run_callbacks neither raises nor logs
 "Error running ... callback"), the hub's own row committed, and the message either delivered
 once with a routing key of the type's constant token count, or logged at ERROR with its type,
-routing key and reason.
+routing key and reason; lossy conversions logged in one WARNING per message.
 """
 
 from __future__ import annotations
