@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from . import configtext
 from .security import BUILTIN_MECHS, CYRUS_MECHS, has_cyrus_sasl, is_ip, uses_password
 
 DEFAULT_PATH = "/etc/koji-hub/plugins/messagebus.conf"
@@ -36,8 +37,8 @@ class ConfigError(Exception):
 
     def __init__(self, path: str, problems: list[str]):
         self.path = path
-        self.problems = problems
-        super().__init__("invalid messagebus config:\n  " + "\n  ".join(problems))
+        self.problems = [" ".join(p.splitlines()) for p in problems]  # one line each, in any log
+        super().__init__("invalid messagebus config:\n  " + "\n  ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -328,12 +329,21 @@ class NotRegularFile(OSError):
     """A path that is a FIFO, a directory, a device or a socket (or a regular file too large)."""
 
 
+class FileTooLarge(NotRegularFile):
+    """A regular file larger than the reader's limit."""
+
+    def __init__(self, size: int, limit: int):
+        self.size, self.limit = size, limit
+        super().__init__(f"is larger than {limit} bytes")
+
+
 def read_regular_file(path: str, limit: int = 1 << 20) -> str:
     """The text of a regular file (UTF-8, a byte-order mark skipped).  Opened without blocking
     and checked with fstat first: a FIFO or a device would otherwise hang the reader."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        mode = os.fstat(fd).st_mode
+        info = os.fstat(fd)
+        mode, size = info.st_mode, info.st_size
         if not stat.S_ISREG(mode):
             kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else \
                 "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else \
@@ -344,7 +354,7 @@ def read_regular_file(path: str, limit: int = 1 << 20) -> str:
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise NotRegularFile(f"is larger than {limit} bytes")
+        raise FileTooLarge(max(len(data), size), limit)
     return data.decode("utf-8-sig")
 
 
@@ -353,30 +363,49 @@ def load_config(path: str | None = None, for_sending: bool = True) -> Config:
     for_sending=False (preview: nothing is sent, nothing connects) credentials are not required."""
     path = config_path(path)
     parser = configparser.RawConfigParser()
+    text = ""
     try:
-        parser.read_file(io.StringIO(read_regular_file(path)), path)
+        text = read_regular_file(path)
+        parser.read_file(io.StringIO(text), path)
     except FileNotFoundError:
         raise ConfigError(path, [f"{path}: file not found (set {ENV_VAR} or create it with "
                                  "`koji-messagebus sample-config`)"]) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, [f"{path}: cannot be read: not UTF-8 ({exc.reason} at byte {exc.start}); "
-                                 "save it as UTF-8"]) from None
+        raise ConfigError(path, [configtext.not_utf8(path, exc)]) from None
+    except FileTooLarge as exc:
+        raise ConfigError(path, [configtext.too_large(path, exc.size, exc.limit, ENV_VAR)]) from None
     except NotRegularFile as exc:
         raise ConfigError(path, [f"{path}: cannot be read: it {exc}; point {ENV_VAR} (or {DEFAULT_PATH}) at "
                                  "the config file itself"]) from None
     except OSError as exc:
         raise ConfigError(path, [f"{path}: cannot be read: {exc.strerror or exc}"]) from None
     except configparser.Error as exc:
-        raise ConfigError(path, [f"{path}: cannot be read: {exc}"]) from None
-    return parse_config(parser, path, for_sending)
+        raise ConfigError(path, configtext.syntax_problems(path, exc, text, _keys_by_section())) from None
+    if for_sending and not parser.sections():
+        raise ConfigError(path, [configtext.empty(path)])
+    return parse_config(parser, path, for_sending, text)
 
 
-def parse_config(parser: configparser.RawConfigParser, path: str, for_sending: bool = True) -> Config:
-    """Validate a parsed config; every problem at once."""
+def _keys_by_section() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for opt in OPTIONS:
+        out.setdefault(opt.section, []).append(opt.key)
+    return out
+
+
+def parse_config(parser: configparser.RawConfigParser, path: str, for_sending: bool = True,
+                 text: str = "") -> Config:
+    """Validate a parsed config (`text`: the file's, to name lines); every problem at once."""
     problems: list[str] = []
     values: dict[tuple[str, str], Any] = {}
     known = {(o.section, o.key) for o in OPTIONS}
+    sections = _keys_by_section()
+    misplaced = [s for s in parser.sections() if s not in sections and parser.options(s)]
+    for section in misplaced:  # misspelt, probably: one line for the section, not one per key
+        problems.append(configtext.unknown_section(path, text, section, parser.options(section), sections))
     for section in parser.sections():
+        if section in misplaced:
+            continue
         for key in parser.options(section):
             if (section, key) not in known:
                 problems.append(f"{path}: [{section}] {key}: unknown key (allowed in [{section}]: "
@@ -399,7 +428,8 @@ def parse_config(parser: configparser.RawConfigParser, path: str, for_sending: b
     if for_sending:
         _read_password_file(values, path, problems)
     endpoints = _endpoints(values)
-    problems += _cross_checks(values, path, for_sending)
+    if not misplaced:  # else they would judge keys read from the wrong place ("username is empty")
+        problems += _cross_checks(values, path, for_sending)
     if problems:
         raise ConfigError(path, problems)
     if for_sending:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,52 @@ DEFAULT_HUB_CONFIG = "/etc/koji-hub/hub.conf"
 
 class HubConfigError(Exception):
     """hub.conf missing, unreadable or without database settings."""
+
+
+_URI = re.compile(r"(?i)^\s*postgres(?:ql)?://")
+
+
+@dataclass(frozen=True)
+class DsnReading:
+    """How libpq reads a DBConnectionString, and which of its texts may hold the password.
+
+    `parsed` is libpq's reading (None when it cannot parse it).  `as_written` is False when libpq
+    reads a URI's user information otherwise than it is written (a reserved character such as `/`,
+    `:` or `@` left unencoded in the password): then any part of libpq's reading may hold a piece
+    of the password, so none of it is shown, and the plugin does not connect."""
+
+    parsed: dict[str, str] | None
+    as_written: bool
+    secrets: tuple[str, ...]
+
+
+def read_dsn(dsn: str) -> DsnReading:
+    """libpq's reading of `dsn`, judged against its structure: in a URI everything between the
+    scheme and the last `@` is user information, whatever characters the password holds."""
+    try:
+        from psycopg2.extensions import parse_dsn
+
+        parsed: dict[str, str] | None = parse_dsn(dsn)
+    except Exception:  # noqa: BLE001 - psycopg2 missing or a DSN it cannot parse (its text quotes the DSN)
+        parsed = None
+    secrets: list[str] = [parsed["password"]] if parsed and parsed.get("password") else []
+    if parsed is None:
+        secrets.append(dsn)  # never echoed: where its password is, only libpq could say
+    scheme = _URI.match(dsn)
+    if not scheme or "@" not in dsn[scheme.end():]:
+        return DsnReading(parsed, parsed is not None, _longest_first(secrets))
+    userinfo = dsn[scheme.end():dsn.rindex("@")]
+    user, colon, password = userinfo.partition(":")
+    meant = (urllib.parse.unquote(user), urllib.parse.unquote(password) if colon else None)
+    as_written = parsed is not None and (parsed.get("user"), parsed.get("password")) == meant
+    secrets += [password, urllib.parse.unquote(password)] if colon else []
+    if not as_written:  # the whole user information, and whatever libpq made of it, may hold a piece
+        secrets += [userinfo, urllib.parse.unquote(userinfo), *(v for v in (parsed or {}).values() if v)]
+    return DsnReading(parsed, as_written, _longest_first(secrets))
+
+
+def _longest_first(texts: list[str]) -> tuple[str, ...]:
+    return tuple(sorted({t for t in texts if t}, key=len, reverse=True))
 
 
 @dataclass(frozen=True)
@@ -30,28 +78,26 @@ class DatabaseSettings:
         """Where the database is, without the password."""
         p = self.params
         if "dsn" in p:
-            try:
-                from psycopg2.extensions import parse_dsn
-
-                p = {("database" if k == "dbname" else k): v for k, v in parse_dsn(p["dsn"]).items()}
-            except Exception:  # noqa: BLE001 - psycopg2 missing or a DSN it cannot parse
+            reading = read_dsn(p["dsn"])
+            if reading.parsed is None or not reading.as_written:
                 return "the database of DBConnectionString"
+            p = {("database" if k == "dbname" else k): v for k, v in reading.parsed.items()}
         where = p.get("host") or "local socket"
         if p.get("port"):
             where += f":{p['port']}"
-        return f"database '{p.get('database')}' on {where} as user '{p.get('user') or '(default)'}'"
+        return self.redact(f"database '{p.get('database')}' on {where} as user '{p.get('user') or '(default)'}'")
 
     def redact(self, text: str) -> str:
-        """`text` with the password (from DBPass or the parsed DBConnectionString) replaced by ***."""
-        secret = self.params.get("password")
+        """`text` with every part of the settings that may hold the password replaced by ***: DBPass,
+        or the password of DBConnectionString (as written and as libpq read it; all of libpq's
+        reading when it differs from what is written)."""
         if "dsn" in self.params:
-            try:
-                from psycopg2.extensions import parse_dsn
-
-                secret = parse_dsn(self.params["dsn"]).get("password")
-            except Exception:  # noqa: BLE001 - psycopg2 missing or a DSN it cannot parse
-                secret = None
-        return text.replace(secret, "***") if secret else text
+            secrets: tuple[str, ...] = read_dsn(self.params["dsn"]).secrets
+        else:
+            secrets = (self.params["password"],) if self.params.get("password") else ()
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def connect(self):
         """A psycopg2 connection (psycopg2 is needed only for the outbox commands)."""
@@ -60,13 +106,17 @@ class DatabaseSettings:
         except ImportError:
             raise HubConfigError("the outbox commands need psycopg2: pip install 'koji-messagebus[outbox]'") from None
         if "dsn" in self.params:
-            from psycopg2.extensions import parse_dsn
-            try:
-                parse_dsn(self.params["dsn"])
-            except psycopg2.Error:  # its text quotes the DSN, password included: not shown
+            reading = read_dsn(self.params["dsn"])
+            if reading.parsed is None:  # its text quotes the DSN, password included: not shown
                 raise HubConfigError(f"{self.path}: [hub] DBConnectionString is not a valid libpq connection string "
                                      "(not shown: it holds the password); write it as key=value pairs, e.g. "
-                                     "'dbname=koji user=koji host=db.example.com'") from None
+                                     "'dbname=koji user=koji host=db.example.com'")
+            if not reading.as_written:
+                raise HubConfigError(f"{self.path}: [hub] DBConnectionString: libpq reads the user name and "
+                                     "password of this postgresql:// URI otherwise than written (not shown: it "
+                                     "holds the password); percent-encode their reserved characters (@ as %40, "
+                                     ": as %3A, / as %2F, ? as %3F, # as %23, % as %25), or write it as key=value "
+                                     "pairs, e.g. 'dbname=koji user=koji host=db.example.com password=...'")
         try:
             cnx = psycopg2.connect(**self.params)
         except psycopg2.Error as exc:

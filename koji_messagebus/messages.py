@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .values import Conversions, header_value, to_amqp, utf8_text
+from .values import Conversions, contained, header_value, label_text, to_amqp
 
 MAX_KEY_BYTES = 255
 
@@ -42,75 +42,106 @@ class Event:
     conversions: Conversions = field(default_factory=Conversions, compare=False)
 
 
-def _get(mapping: Any, key: str) -> Any:
-    return mapping.get(key) if isinstance(mapping, Mapping) else None
+class _Args:
+    """The kwargs as the table reads them: `.get` on each level, never raising.  A value that is not
+    a map where one is expected, or a map whose `.get` raises, reads as None (the token becomes
+    MISSING_TOKEN) and is noted, once, as a lossy conversion, so that the WARNING says why; a map
+    whose `.get` raised is not asked again."""
+
+    def __init__(self, kwargs: Any, conv: Conversions):
+        self.kwargs, self.conv = kwargs, conv
+        self._unreadable: set[str] = set()  # maps already noted: read as None from then on, noted once
+
+    def __call__(self, key: str, inner: str | None = None) -> Any:
+        """kwargs[key], or kwargs[key][inner] with `inner`."""
+        value = self._get(self.kwargs, key, "")
+        return value if inner is None else self._get(value, inner, key)
+
+    def _get(self, mapping: Any, key: str, where: str) -> Any:
+        if mapping is None or where in self._unreadable:
+            return None
+        try:
+            if isinstance(mapping, Mapping):
+                return mapping.get(key)
+            what = f"{type(mapping).__name__}, not a map -> its keys read as None"
+        except BaseException as exc:  # noqa: BLE001 - a hostile .get: the message is still built
+            if not contained(exc):
+                raise
+            what = f"{type(mapping).__name__}.get({key!r}) raised {type(exc).__name__} -> its keys read as None"
+        self._unreadable.add(where)
+        self.conv.note(where or "kwargs", what, lossy=True)
+        return None
 
 
-def _package_list(kw: Mapping) -> tuple[list, dict]:
-    tag, pkg = _get(kw.get("tag"), "name"), _get(kw.get("package"), "name")
+Table = Callable[[_Args], tuple[list, dict]]
+
+
+def _package_list(kw: _Args) -> tuple[list, dict]:
+    tag, pkg = kw("tag", "name"), kw("package", "name")
     return [tag, pkg], {"tag": tag, "package": pkg}
 
 
-def _task_state(kw: Mapping) -> tuple[list, dict]:
-    method, attribute = _get(kw.get("info"), "method"), kw.get("attribute")
-    headers = {"method": method, "attribute": attribute, "old": kw.get("old"), "new": kw.get("new")}
+def _task_state(kw: _Args) -> tuple[list, dict]:
+    method, attribute = kw("info", "method"), kw("attribute")
+    headers = {"method": method, "attribute": attribute, "old": kw("old"), "new": kw("new")}
     return [method, attribute], headers
 
 
-def _build_state(kw: Mapping) -> tuple[list, dict]:
-    info, attribute = kw.get("info"), kw.get("attribute")
+def _build_state(kw: _Args) -> tuple[list, dict]:
+    attribute = kw("attribute")
     headers = {
-        "name": _get(info, "name"),
-        "version": _get(info, "version"),
-        "release": _get(info, "release"),
+        "name": kw("info", "name"),
+        "version": kw("info", "version"),
+        "release": kw("info", "release"),
         "attribute": attribute,
-        "old": kw.get("old"),
-        "new": kw.get("new"),
+        "old": kw("old"),
+        "new": kw("new"),
     }
-    return [attribute, _get(info, "name")], headers
+    return [attribute, headers["name"]], headers
 
 
-def _import(kw: Mapping) -> tuple[list, dict]:
-    return [kw.get("type")], {"importType": kw.get("type")}
+def _import(kw: _Args) -> tuple[list, dict]:
+    import_type = kw("type")
+    return [import_type], {"importType": import_type}
 
 
-def _nvr_headers(build: Any) -> dict:
-    return {k: _get(build, k) for k in ("name", "version", "release")}
+def _nvr_headers(kw: _Args) -> dict:
+    return {k: kw("build", k) for k in ("name", "version", "release")}
 
 
-def _tagging(kw: Mapping) -> tuple[list, dict]:
-    tag, build, user = _get(kw.get("tag"), "name"), kw.get("build"), _get(kw.get("user"), "name")
-    return [tag, _get(build, "name"), user], {"tag": tag, **_nvr_headers(build), "user": user}
+def _tagging(kw: _Args) -> tuple[list, dict]:
+    tag, nvr, user = kw("tag", "name"), _nvr_headers(kw), kw("user", "name")
+    return [tag, nvr["name"], user], {"tag": tag, **nvr, "user": user}
 
 
-def _rpm_sign(kw: Mapping) -> tuple[list, dict]:
-    sigkey, build, rpm = kw.get("sigkey"), kw.get("build"), kw.get("rpm")
-    headers = {"sigkey": sigkey, **_nvr_headers(build), "rpm": _get(rpm, "name"), "arch": _get(rpm, "arch")}
-    return [sigkey, _get(build, "name")], headers
+def _rpm_sign(kw: _Args) -> tuple[list, dict]:
+    sigkey, nvr = kw("sigkey"), _nvr_headers(kw)
+    headers = {"sigkey": sigkey, **nvr, "rpm": kw("rpm", "name"), "arch": kw("rpm", "arch")}
+    return [sigkey, nvr["name"]], headers
 
 
-def _repo_init(kw: Mapping) -> tuple[list, dict]:
-    tag = _get(kw.get("tag"), "name")
+def _repo_init(kw: _Args) -> tuple[list, dict]:
+    tag = kw("tag", "name")
     return [tag], {"tag": tag}
 
 
-def _repo_done(kw: Mapping) -> tuple[list, dict]:
-    tag = _get(kw.get("repo"), "tag_name")
+def _repo_done(kw: _Args) -> tuple[list, dict]:
+    tag = kw("repo", "tag_name")
     return [tag], {"tag": tag}
 
 
-def _build_promote(kw: Mapping) -> tuple[list, dict]:
-    build, user = kw.get("build"), _get(kw.get("user"), "name")
+def _build_promote(kw: _Args) -> tuple[list, dict]:
+    nvr, user = _nvr_headers(kw), kw("user", "name")
     headers = {
-        **_nvr_headers(build),
-        "draft_release": kw.get("draft_release"),
-        "target_release": kw.get("target_release"),
+        **nvr,
+        "draft_release": kw("draft_release"),
+        "target_release": kw("target_release"),
         "user": user,
     }
-    return [_get(build, "name"), user], headers
+    return [nvr["name"], user], headers
 
 
-_TABLE: dict[str, Callable[[Mapping], tuple[list, dict]]] = {
+_TABLE: dict[str, Table] = {
     "PackageListChange": _package_list,
     "TaskStateChange": _task_state,
     "BuildStateChange": _build_state,
@@ -132,13 +163,13 @@ MISSING_TOKEN = "~none~"
 
 def key_token(value: Any) -> str:
     """One routing-key token: the name as text, '.' replaced by '_' (so the token count is fixed),
-    MISSING_TOKEN for None, lone surrogates as \\u escapes (a routing key must be UTF-8)."""
+    MISSING_TOKEN for None, lone surrogates and NUL escaped (`label_text`), bytes decoded as UTF-8."""
     if value is None:
         return MISSING_TOKEN
     if type(value) is not str:
         value = header_value(value)
         value = MISSING_TOKEN if value is None else value if type(value) is str else str(value)
-    return utf8_text(value)[0].replace(".", "_")
+    return label_text(value)[0].replace(".", "_")
 
 
 def _utf8_len(text: str) -> int:
@@ -181,17 +212,30 @@ def routing_key(prefix: str, msg_type: str, tokens: list) -> str:
     return ".".join([head, *fit_tokens(texts, budget)])
 
 
+def _plain(kwargs: Any, conv: Conversions) -> dict[str, Any]:
+    """The kwargs as a dict (the hub passes one; a Mapping that cannot be read gives an empty body)."""
+    if type(kwargs) is dict:
+        return kwargs
+    try:
+        return dict(kwargs)
+    except BaseException as exc:  # noqa: BLE001 - contained: the message is still built
+        if not contained(exc):
+            raise
+        conv.note("", f"kwargs of type {type(kwargs).__name__} cannot be read ({type(exc).__name__}) -> "
+                  "empty body", lossy=True)
+        return {}
+
+
 def format_event(msg_type: str, kwargs: Mapping[str, Any], prefix: str, convert: bool = True) -> Event:
     """Build the message for one event: routing key, headers (with `type`) and body.  With
     convert=False the body is the kwargs as they are: wire.encode converts while it encodes (the
     hub's path, one pass); with True the body holds the converted values (previews, docs, tests)."""
-    tokens, table_headers = _TABLE[msg_type](kwargs)
     conv = Conversions()
+    tokens, table_headers = _TABLE[msg_type](_Args(kwargs, conv))
     headers = {"type": msg_type}
     for name, value in table_headers.items():
         headers[name] = header_value(value, conv, f"headers.{name}")
+    body = _plain(kwargs, conv)
     if convert:
-        body = to_amqp(dict(kwargs), conv)
-    else:
-        body = kwargs if type(kwargs) is dict else dict(kwargs)
+        body = to_amqp(body, conv)
     return Event(msg_type, routing_key(prefix, msg_type, tokens), headers, body, conv)

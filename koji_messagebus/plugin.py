@@ -17,6 +17,7 @@ from koji.plugin import callbacks as HUB_CALLBACKS
 from .log import log
 from .messages import CALLBACK_TYPES
 from .runtime import RequestBatch, Runtime
+from .values import safe_repr
 from .wire import Unsendable
 
 #: only the event callbacks this hub knows (registering an unknown one fails the hub's load)
@@ -69,8 +70,9 @@ def messagebus_collect(cbtype, *args, **kws):
                           getattr(context, "method", None), getattr(context, "params", None))
     except Unsendable as exc:
         log.error("lost: %s", exc)
-    except Exception:
-        log.exception("could not build the %s message; it is lost", cbtype)
+    except Exception as exc:  # values cannot get here (the message is built with placeholders): a bug
+        log.error("lost: could not build the %s message: %s", cbtype, safe_repr(exc).replace("\n", " "))
+        log.debug("could not build the %s message", cbtype, exc_info=True)
 
 
 @callback("preCommit")

@@ -63,7 +63,8 @@ class Runtime:
             try:
                 self.config = load_config(config_path)
             except ConfigError as exc:
-                log.logger.error("messagebus plugin disabled: %s", exc)  # its own wording, no prefix
+                for problem in exc.problems:  # one record a problem, each one line
+                    log.logger.error("messagebus plugin disabled: %s", problem)  # its own wording, no prefix
         self.publisher: Publisher | None = None
         self.backlog = MemoryBacklog(self.config.get("broker", "max_pending") if self.config else 0)
         self._lock = threading.Lock()

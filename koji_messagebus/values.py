@@ -6,7 +6,8 @@ and each conversion is reported, so that nothing is dropped silently and no valu
 message: datetimes become koji's `convert_datetime` strings (`2026-01-02 03:04:05.123456`), sets
 sorted lists, enum members their values, big ints and Decimals strings, anything unknown its
 repr.  Cycles, nesting deeper than MAX_DEPTH, lone surrogates and objects whose repr raises are
-converted too (lossy, noted).
+converted too (lossy, noted).  Whatever a value's own methods raise while it is converted, even
+SystemExit, is contained (`contained`): data must never abort a hub request.
 
 Two walkers apply this policy: `to_amqp` here (Python values, for previews and tests) and the
 encoder in amqp_codec (bytes, in one pass, for the hub).  Both call `convert_other` for anything
@@ -19,6 +20,7 @@ import datetime
 import decimal
 import enum
 import reprlib
+import threading
 import uuid
 import xmlrpc.client
 from dataclasses import dataclass, field
@@ -46,20 +48,32 @@ class Conversions:
         (self.lossy if lossy else self.lossless).append(f"{path or '<root>'}: {what}")
 
 
+def contained(exc: BaseException) -> bool:
+    """Whether an exception a value's own method raised (`__repr__`, `__iter__`, `get`, ...) while
+    it was converted is contained, so that the message is still built: every one, SystemExit too,
+    except KeyboardInterrupt in the main thread, which is a real Ctrl-C (signals reach only the
+    main thread; a hub's request threads never receive one)."""
+    return not (isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread())
+
+
 def safe_repr(value: Any) -> str:
     """repr(value), or a fixed text naming its type when its __repr__ raises."""
     try:
         text = repr(value)
-    except Exception as exc:  # noqa: BLE001 - any object may be passed by the hub or another plugin
+        return text if type(text) is str else str.__str__(text)
+    except BaseException as exc:  # noqa: BLE001 - any object may be passed by the hub or another plugin
+        if not contained(exc):
+            raise
         return f"<{type(value).__qualname__} object: repr() raised {type(exc).__name__}>"
-    return text if type(text) is str else str.__str__(text)
 
 
 def short_repr(value: Any) -> str:
     """A bounded repr (reprlib: 3 levels, long strings cut) for values too deep to send whole."""
     try:
         return _SHORT.repr(value)
-    except Exception:  # noqa: BLE001
+    except BaseException as exc:  # noqa: BLE001
+        if not contained(exc):
+            raise
         return f"<{type(value).__qualname__} object>"
 
 
@@ -72,6 +86,23 @@ def utf8_text(text: str) -> tuple[str, bool]:
         return text.encode("utf-8", "backslashreplace").decode("utf-8"), True
 
 
+def label_text(text: str) -> tuple[str, str | None]:
+    """`text` made fit for a routing key or a header: lone surrogates escaped as by `utf8_text`, and
+    NUL as `\\x00`, since consumers may treat keys and headers as C strings (the body keeps NUL
+    exact); (text, note of what was escaped, or None)."""
+    text, changed = utf8_text(text)
+    notes = ["lone surrogate -> \\u escape"] if changed else []
+    if "\0" in text:
+        text = text.replace("\0", "\\x00")
+        notes.append("NUL -> \\x00 escape")
+    return text, ("; ".join(notes) or None)
+
+
+def bytes_text(value: bytes | bytearray | memoryview) -> str:
+    """A name given as bytes, as text: UTF-8, with undecodable bytes as `\\xNN` escapes."""
+    return bytes(value).decode("utf-8", "backslashreplace")
+
+
 def datetime_text(value: datetime.datetime) -> str:
     """koji.util.encode_datetime's format: what consumers of koji's plugins always received."""
     return value.isoformat(" ")
@@ -82,7 +113,9 @@ def convert_other(value: Any) -> tuple[Any, str | None, bool]:
     The replacement may still hold values to convert (a set's items, an enum's value)."""
     try:
         return _convert_other(value)
-    except Exception as exc:  # noqa: BLE001 - a hostile __iter__, __lt__, value, ...
+    except BaseException as exc:  # noqa: BLE001 - a hostile __iter__, __lt__, value, ... (contained)
+        if not contained(exc):
+            raise
         return (f"<{type(value).__qualname__} object: cannot be converted ({type(exc).__name__})>",
                 f"{type(value).__name__} -> placeholder string ({type(exc).__name__})", True)
 
@@ -112,7 +145,9 @@ def _convert_other(value: Any) -> tuple[Any, str | None, bool]:
         items = list(value)
         try:
             items.sort()
-        except Exception:  # noqa: BLE001 - mixed or unorderable items
+        except BaseException as exc:  # noqa: BLE001 - mixed or unorderable items
+            if not contained(exc):
+                raise
             items.sort(key=safe_repr)
         return items, f"{type(value).__name__} -> sorted list", False
     if isinstance(value, decimal.Decimal):
@@ -134,7 +169,9 @@ def key_text(key: Any) -> tuple[str, str | None]:
     else:
         try:
             text = str(replacement)
-        except Exception:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001
+            if not contained(exc):
+                raise
             text = safe_repr(replacement)
     if isinstance(key, (str, datetime.datetime, xmlrpc.client.DateTime)):
         return text, None
@@ -213,15 +250,24 @@ def header_value(value: Any, conversions: Conversions | None = None, path: str =
     """Make a value fit an application-property: str, int, float, bool or None only."""
     cls = type(value)
     if cls is str:
-        text, changed = utf8_text(value)
-        if changed and conversions is not None:
-            conversions.note(path, "lone surrogate -> \\u escape", lossy=True)
+        text, note = label_text(value)
+        if note and conversions is not None:
+            conversions.note(path, note, lossy=True)
         return text
     if value is None or cls is bool or cls is float or (cls is int and INT64_MIN <= value <= INT64_MAX):
         return value
+    if isinstance(value, (bytes, bytearray, memoryview)):  # a name as bytes: its text, not b'...'
+        if conversions is not None:
+            conversions.note(path, f"{cls.__name__} -> str (decoded as UTF-8)", lossy=True)
+        return header_value(bytes_text(value), conversions, path)
     converted = to_amqp(value, conversions, path)
-    if converted is None or type(converted) in (str, int, float, bool):
+    if converted is None or type(converted) in (int, float, bool):
         return converted
-    if conversions is not None:
-        conversions.note(path, f"{type(converted).__name__} header -> str")
-    return str(converted)
+    if type(converted) is not str:
+        if conversions is not None:
+            conversions.note(path, f"{type(converted).__name__} header -> str")
+        converted = str(converted)
+    text, note = label_text(converted)
+    if note and conversions is not None:
+        conversions.note(path, note, lossy=True)
+    return text

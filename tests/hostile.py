@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import datetime
 import decimal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,44 @@ class EqRaises(ReprRaises):
 
     def __hash__(self) -> int:
         raise RuntimeError("no hash")
+
+
+class ExitRepr:
+    """An object whose __repr__ and __str__ raise SystemExit: data, not an interpreter exit."""
+
+    def __repr__(self) -> str:
+        raise SystemExit("no repr, and exit")
+
+    __str__ = __repr__
+
+
+class GetRaises(Mapping):
+    """A Mapping whose every method raises."""
+
+    def __getitem__(self, key: Any) -> Any:
+        raise RuntimeError("no getitem")
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("no iter")
+
+    def __len__(self) -> int:
+        return 1
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        raise RuntimeError("no get")
+
+
+class DictRaises(dict):
+    """A dict subclass whose items, keys, __iter__ and get raise."""
+
+    def items(self) -> Any:
+        raise RuntimeError("no items")
+
+    keys = items  # type: ignore[assignment]
+    __iter__ = items  # type: ignore[assignment]
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        raise RuntimeError("no get")
 
 
 @dataclass(frozen=True)
@@ -85,6 +123,15 @@ def _deep_dict(depth: int) -> Any:
     for _ in range(depth):
         value = {"d": value}
     return value
+
+
+def _replace(**parts: Callable[[], Any]) -> Callable[[], dict[str, Any]]:
+    """A postTag whose tag/build/user maps themselves are replaced."""
+    def make() -> dict[str, Any]:
+        kw = base("postTag")
+        kw.update({where: value() for where, value in parts.items()})
+        return kw
+    return make
 
 
 def _all_none(cbtype: str) -> Callable[[], dict[str, Any]]:
@@ -142,6 +189,15 @@ def cases() -> list[Case]:
         Case("eq-hash-raises-value", "postTag", _tag(extra={"evil": EqRaises()})),
         Case("name-is-int", "postTag", _tag(tag=12345)),
         Case("name-is-dict", "postTag", _tag(tag=lambda: {"nested": "dict"})),
+        # issue 21: the last edges
+        Case("systemexit-repr-value", "postTag", _tag(extra=lambda: {"evil": ExitRepr(), "set": {ExitRepr()}})),
+        Case("systemexit-repr-name", "postTag", _tag(user=ExitRepr)),
+        Case("mapping-get-raises", "postTag", _replace(tag=GetRaises)),
+        Case("dict-subclass-raises", "postTag", _replace(build=lambda: DictRaises(name="bash"))),
+        Case("bytearray-as-name", "postTag", _tag(tag=lambda: bytearray(b"f44-ba"), user=lambda: memoryview(b"mv"))),
+        Case("undecodable-bytes-name", "postTag", _tag(tag=b"f\xff44")),
+        Case("tag-is-int", "postTag", _replace(tag=lambda: 44)),
+        Case("user-is-str", "postTag", _replace(user=lambda: "kojiadmin")),
     ]
     return out
 

@@ -80,7 +80,7 @@ def check_outbox(config: Config, hub_config: str | None) -> int:
         if outbox.is_undefined_table(exc):
             err(f"error: outbox: {missing_table(settings)}")
         else:
-            err(f"error: outbox: {settings.describe()}: {str(exc).strip().splitlines()[0]}")
+            err(f"error: outbox: {settings.describe()}: {settings.redact(str(exc).strip().splitlines()[0])}")
         return EXIT_FAIL
     finally:
         cnx.close()

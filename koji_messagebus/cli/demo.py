@@ -9,7 +9,7 @@ import logging
 import time
 from typing import Any
 
-from ..config import ENV_VAR, Config, redact_url
+from ..config import ENV_VAR, Config, ConfigError, redact_url
 from ..hubconf import HubConfigError, read_database_settings
 from ..messages import CALLBACK_TYPES
 from .common import (
@@ -77,9 +77,27 @@ def declare(config: Config) -> str:
         raise CliError(str(exc)) from None
 
 
+def needs_database(config: Config) -> bool:
+    """Whether the demo uses the hub's database: only when the config enables the outbox."""
+    return bool(config.get("outbox", "enabled")) and not config.get("broker", "test_mode")
+
+
+def database_needed(argv: list[str]) -> bool:
+    """For scripts/demo.sh: whether `koji-messagebus demo ARGV` will use PostgreSQL, so that the
+    script sets it up only then.  A config it cannot use counts as no: the demo says what is wrong."""
+    from . import build_parser
+
+    try:
+        args = build_parser().parse_args(["demo", *argv])
+        with config_or_demo(args, "demo") as (config, _builtin):
+            return needs_database(config)
+    except (CliError, SystemExit, ConfigError):
+        return False
+
+
 def hub_connection(config: Config) -> Any:
     """The hub's database connection when the plugin will use the outbox; None otherwise."""
-    if not config.get("outbox", "enabled") or config.get("broker", "test_mode"):
+    if not needs_database(config):
         return None
     try:
         return read_database_settings(config.get("outbox", "hub_config")).connect()

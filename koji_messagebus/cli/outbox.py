@@ -103,7 +103,7 @@ def database(args: argparse.Namespace, config: Config | None = None) -> Iterator
         if outbox.is_undefined_table(exc):
             raise CliError(missing_table(settings)) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise CliError(f"{settings.describe()}: {first}") from None
+        raise CliError(f"{settings.describe()}: {settings.redact(first)}") from None
     finally:
         cnx.close()
 

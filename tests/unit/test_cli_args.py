@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -369,3 +370,36 @@ def test_listen_with_broker_uses_the_demo_config_even_beside_the_hubs(tmp_path, 
     with common.config_or_demo(args, "listen") as (config, demo):
         assert demo and config.exchange.name == common.DEMO_EXCHANGE
         assert [str(ep) for ep in config.endpoints] == ["amqp://127.0.0.1:5673"]
+
+
+# ---- scripts/demo.sh sets up what the demo uses, and no more (issue 21) --------------------------
+def test_the_demo_needs_postgresql_only_with_the_outbox(tmp_path, monkeypatch):
+    from koji_messagebus.cli.demo import database_needed
+
+    assert database_needed([]) is False  # the built-in config: no outbox
+    assert database_needed(["--broker", "amqp://127.0.0.1:5672"]) is False
+    plain = write_config(str(tmp_path / "plain.conf"))
+    outbox = write_config(str(tmp_path / "outbox.conf"), outbox={"enabled": "true"})
+    test_mode = write_config(str(tmp_path / "test-mode.conf"), outbox={"enabled": "true"},
+                             broker={"test_mode": "true"})
+    assert database_needed(["--config", plain]) is False
+    assert database_needed(["--config", outbox]) is True
+    assert database_needed(["--config", test_mode]) is False  # nothing is stored or sent
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", outbox)
+    assert database_needed([]) is True
+    assert database_needed(["--config", str(tmp_path / "missing.conf")]) is False  # the demo says why
+    assert database_needed(["--no-such-option"]) is False
+
+
+def test_demo_sh_starts_only_rabbitmq3_and_postgresql_when_needed():
+    """`bash scripts/demo.sh` ran scripts/setup.sh: the whole test matrix (a Debian 13 tree for
+    RabbitMQ 4, Artemis, Broker-J, TLS), 2m25s on a fresh machine, none of it used by the demo."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    script = open(os.path.join(root, "scripts", "demo.sh"), encoding="utf-8").read()
+    code = "\n".join(line.split("#", 1)[0] for line in script.splitlines())  # without comments
+    started = set(re.findall(r"scripts/(?:services/)?([\w.-]+\.sh)", code))
+    assert started == {"lib.sh", "rabbitmq3.sh", "postgresql.sh"}, started
+    for unused in ("setup.sh", "rabbitmq4", "artemis", "brokerj", "debootstrap", "rabbitmq-tls", "maven", "krb5"):
+        assert unused not in code
+    guard = code.index("database_needed")
+    assert guard < code.index("postgresql.sh") < code.index("exec .venv/bin/koji-messagebus demo")

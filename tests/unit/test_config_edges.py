@@ -230,3 +230,78 @@ def test_replacing_values_recomputes_the_typed_sections(tmp_path):
     cfg = load_config(conf(tmp_path, MINIMAL))
     other = dataclasses.replace(cfg, values={**cfg.values, ("exchange", "name"): "elsewhere"})
     assert other.exchange.name == "elsewhere" and other.target_address() in (None, "/exchange/elsewhere")
+
+
+# ---- config lines that explain: file, line, section, key, fix; one line each (issue 21) ---------
+def one_line(path: str, **kw) -> str:
+    (line,) = problems(path, **kw)
+    assert "\n" not in line and line.startswith(f"{path}: ")
+    return line
+
+
+def test_a_key_before_any_section_names_its_line_and_section(tmp_path):
+    path = conf(tmp_path, "# koji messagebus\nusername = koji\npassword = hunter2\n[broker]\n")
+    line = one_line(path)
+    assert line == (f"{path}: line 2: username comes before any section; fix: put [broker] on a line above it "
+                    "(`koji-messagebus sample-config` prints every key with its section)")
+
+
+def test_an_empty_file_says_it_is_empty_not_that_username_is_empty(tmp_path):
+    for text in ("", "\n\n", "# only a comment\n"):
+        line = one_line(conf(tmp_path, text))
+        assert "line 1: the file holds no settings" in line and "fix: write [broker] with username" in line
+    assert load_config(conf(tmp_path, ""), for_sending=False).get("topic", "prefix") == "koji.event"  # preview
+
+
+def test_invalid_utf8_names_the_line_section_and_key(tmp_path):
+    path = tmp_path / "messagebus.conf"
+    path.write_bytes(MINIMAL.encode() + b"[exchange]\nname = koji\xff.events\n")
+    line = one_line(str(path))
+    assert line == (f"{path}: line 5 ([exchange] name): not UTF-8 (byte 0xff at column 12); "
+                    "fix: save it as UTF-8")
+
+
+def test_a_misspelt_section_with_keys_is_one_line_with_a_guess(tmp_path):
+    path = conf(tmp_path, "[brokre]\nusername = koji\npassword = hunter2\n")
+    line = one_line(path)
+    assert line == (f"{path}: line 1: unknown section [brokre] (holding username, password); "
+                    "did you mean [broker]? fix: rename it [broker]")
+    assert "hunter2" not in line
+
+
+def test_an_unknown_section_is_guessed_by_its_keys(tmp_path):
+    path = conf(tmp_path, MINIMAL + "\n[publish]\nprefix = org.example\n")
+    assert one_line(path).endswith("unknown section [publish] (holding prefix); did you mean [topic]? "
+                                   "fix: rename it [topic]")
+
+
+def test_a_huge_file_is_not_called_the_wrong_kind_of_file(tmp_path):
+    path = tmp_path / "messagebus.conf"
+    path.write_bytes(MINIMAL.encode() + b"#" * (10 << 20))
+    line = one_line(str(path))
+    assert f"it is {len(MINIMAL) + (10 << 20)} bytes, more than a config file may hold" in line
+    assert "the config file itself" not in line and "fix: point KOJI_MESSAGEBUS_CONFIG at" in line
+
+
+@pytest.mark.parametrize("text, expected", [
+    (MINIMAL + "timeout = 1\ntimeout = 2\n", "line 5: [broker] timeout is set twice; fix: keep only one"),
+    (MINIMAL + "[broker]\n", "line 4: [broker] appears twice; fix: merge the two"),
+    (MINIMAL + "password hunter2\n", "line 4 ([broker]): not a `key = value` line; fix:"),
+])
+def test_configparser_errors_are_one_line_without_the_text(tmp_path, text, expected):
+    line = one_line(conf(tmp_path, text))
+    assert expected in line and "hunter2" not in line
+
+
+def test_the_hub_logs_one_error_record_a_problem_without_newlines(tmp_path, monkeypatch, caplog):
+    from tests.hub import load_plugin, unload_plugin
+
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf(tmp_path, "[broker]\ntimeout = x\nheartbeat = y\n"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="koji.plugin.messagebus"):
+            load_plugin()
+    finally:
+        unload_plugin()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 4, errors  # timeout, heartbeat, username, password
+    assert all("\n" not in e and e.startswith("messagebus plugin disabled: ") for e in errors)

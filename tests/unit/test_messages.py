@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import decimal
 import enum
+import threading
+from collections.abc import Mapping
 
 import koji.plugin
 import pytest
@@ -303,3 +305,140 @@ def test_tokens_are_valid_utf8_and_never_the_literal_none():
     key = routing_key("p", "Tag", [None, "a\udcff", 5])
     assert key == "p.Tag.~none~.a\\udcff.5"
     key.encode("utf-8")
+
+
+# ---- the last edges: NUL, bytes names, wrong types, hostile maps, BaseException (issue 21) ------
+def test_nul_in_names_is_escaped_in_key_and_headers_kept_in_body_and_noted():
+    """Consumers that treat keys and headers as C strings would see 'f44' for 'f44\\0x'."""
+    ev = event("postTag", tag_kwargs(tag="f44\x00x", user="ad\x00min"))
+    assert ev.routing_key == "koji.event.Tag.f44\\x00x.bash.ad\\x00min"
+    assert ev.headers["tag"] == "f44\\x00x" and ev.headers["user"] == "ad\\x00min"
+    assert ev.body["tag"]["name"] == "f44\x00x"
+    assert decode(encode(ev).payload)["body"]["tag"]["name"] == "f44\x00x"  # the body is exact
+    assert ev.conversions.lossy == ["headers.tag: NUL -> \\x00 escape", "headers.user: NUL -> \\x00 escape"]
+
+
+@pytest.mark.parametrize("name", [b"f44-bytes", bytearray(b"f44-bytes"), memoryview(b"f44-bytes")],
+                         ids=["bytes", "bytearray", "memoryview"])
+def test_a_name_given_as_bytes_is_decoded_not_its_repr(name):
+    ev = event("postTag", tag_kwargs(tag=name))
+    assert ev.routing_key == "koji.event.Tag.f44-bytes.bash.kojiadmin" and ev.headers["tag"] == "f44-bytes"
+    assert ev.conversions.lossy == [f"headers.tag: {type(name).__name__} -> str (decoded as UTF-8)"]
+
+
+def test_undecodable_bytes_in_a_name_are_escaped():
+    ev = event("postTag", tag_kwargs(tag=b"f\xff.44"))
+    assert ev.headers["tag"] == "f\\xff.44" and ev.routing_key.split(".")[3] == "f\\xff_44"
+
+
+@pytest.mark.parametrize("where,value", [("tag", 5), ("user", "kojiadmin"), ("build", ["bash"])])
+def test_a_map_of_the_wrong_type_is_noted_not_silently_none(where, value):
+    kw = tag_kwargs()
+    kw[where] = value
+    ev = event("postTag", kw)
+    assert "~none~" in ev.routing_key.split(".")
+    noted = [c for c in ev.conversions.lossy if c.startswith(f"{where}:")]
+    assert noted == [f"{where}: {type(value).__name__}, not a map -> its keys read as None"]  # once
+
+
+class GetRaises(Mapping):
+    """A Mapping whose every method raises."""
+
+    def __getitem__(self, key):
+        raise RuntimeError("no getitem")
+
+    def __iter__(self):
+        raise RuntimeError("no iter")
+
+    def __len__(self):
+        return 1
+
+    def get(self, key, default=None):
+        raise RuntimeError("no get")
+
+
+class DictRaises(dict):
+    """A dict subclass whose items, keys, __iter__ and get raise."""
+
+    def items(self):
+        raise RuntimeError("no items")
+
+    keys = items
+    __iter__ = items
+
+    def get(self, key, default=None):
+        raise RuntimeError("no get")
+
+
+@pytest.mark.parametrize("make", [GetRaises, lambda: DictRaises(name="f44")], ids=["mapping-get", "dict-subclass"])
+def test_a_map_whose_methods_raise_still_makes_the_message(make):
+    """Such a message was lost with 'could not build the postTag message' and no key or reason."""
+    kw = tag_kwargs()
+    kw["tag"] = make()
+    ev = event("postTag", kw)
+    assert ev.routing_key == "koji.event.Tag.~none~.bash.kojiadmin" and ev.headers["tag"] is None
+    name = type(kw["tag"]).__name__
+    assert f"tag: {name}.get('name') raised RuntimeError -> its keys read as None" in ev.conversions.lossy
+    body = decode(encode(format_event("Tag", kw, P, convert=False)).payload)["body"]
+    assert f"{name} object" in body["tag"] and body["build"]["name"] == "bash"
+
+
+class ExitInRepr:
+    """A value whose __repr__ and __str__ raise SystemExit (or another BaseException)."""
+
+    def __init__(self, exc=SystemExit):
+        self.exc = exc
+
+    def __repr__(self):
+        raise self.exc(3)
+
+    __str__ = __repr__
+
+
+@pytest.mark.parametrize("exc", [SystemExit, GeneratorExit, KeyboardInterrupt])
+def test_a_base_exception_from_a_value_is_contained(exc):
+    """SystemExit from a value's __repr__ passed `except Exception` and rolled back the hub's request.
+    In a thread other than the main one (as the hub's requests run), even KeyboardInterrupt is data."""
+    results: list = []
+
+    def build():
+        try:
+            kw = tag_kwargs(evil=ExitInRepr(exc), evil_set={ExitInRepr(exc)})
+            kw["user"]["name"] = ExitInRepr(exc)
+            ev = format_event("Tag", kw, P, convert=False)
+            results.append((ev, decode(encode(ev).payload)["body"]))
+        except BaseException as caught:  # noqa: BLE001 - the assertion reports it
+            results.append(caught)
+
+    worker = threading.Thread(target=build)
+    worker.start()
+    worker.join(30)
+    assert len(results) == 1 and isinstance(results[0], tuple), results
+    ev, body = results[0]
+    assert ev.routing_key.startswith("koji.event.Tag.f44.bash.<ExitInRepr object: repr() raised")
+    assert body["evil"] == f"<ExitInRepr object: repr() raised {exc.__name__}>"
+    assert any(c.startswith("evil:") for c in ev.conversions.lossy)
+
+
+def test_a_keyboard_interrupt_in_the_main_thread_still_stops_the_program():
+    """A real Ctrl-C (only the main thread receives signals) is not data: `koji-messagebus preview`
+    must stop on it."""
+    with pytest.raises(KeyboardInterrupt):
+        format_event("Tag", tag_kwargs(evil=ExitInRepr(KeyboardInterrupt)), P)
+
+
+def test_a_build_that_cannot_be_read_is_noted_once_and_asked_once():
+    calls: list[str] = []
+
+    class Counting(GetRaises):
+        def get(self, key, default=None):
+            calls.append(key)
+            raise RuntimeError("no get")
+
+    kw = tag_kwargs()
+    kw["build"] = Counting()
+    ev = event("postTag", kw)
+    assert calls == ["name"]  # version and release are not asked of it again
+    assert [c for c in ev.conversions.lossy if "get(" in c] == [
+        "build: Counting.get('name') raised RuntimeError -> its keys read as None"]
+    assert ev.headers["name"] is None and ev.headers["version"] is None
