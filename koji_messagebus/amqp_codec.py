@@ -45,6 +45,9 @@ class TooLarge(Exception):
 
 #: section headers: descriptor 0x00, smallulong code
 HEADER_DURABLE = b"\x00\x53\x70\xc0\x02\x01\x41"  # header: list8 of one field, durable = true
+#: header with a ttl: list8 of three fields, durable = true, priority = null, ttl = uint (milliseconds)
+HEADER_DURABLE_TTL = b"\x00\x53\x70\xc0\x08\x03\x41\x40\x70"
+MAX_TTL_MS = 2 ** 32 - 1
 PROPERTIES = b"\x00\x53\x73"
 APPLICATION_PROPERTIES = b"\x00\x53\x74"
 AMQP_VALUE = b"\x00\x53\x77"
@@ -104,10 +107,10 @@ def _path(node: Node, key: Any) -> str:
 
 def encode_message(msg_id: str, created: float, subject: str, to: str | None,
                    properties: dict[str, Any], body: Any, conversions: Conversions | None = None,
-                   limit: int = MAX_MESSAGE_BYTES) -> bytes:
+                   limit: int = MAX_MESSAGE_BYTES, ttl_ms: int | None = None) -> bytes:
     """The bytes of Message(id=msg_id, durable=True, subject=subject, address=to,
-    creation_time=created, properties=properties, body=body).encode(), converting what proton
-    could not take (noted in `conversions`); TooLarge beyond `limit` bytes."""
+    creation_time=created, properties=properties, body=body, ttl=ttl_ms/1000).encode(), converting
+    what proton could not take (noted in `conversions`); TooLarge beyond `limit` bytes."""
     if type(msg_id) is not str or type(subject) is not str or (to is not None and type(to) is not str) \
             or type(properties) is not dict:
         raise Unsupported("message fields")
@@ -123,7 +126,10 @@ def encode_message(msg_id: str, created: float, subject: str, to: str | None,
         fields += _FIVE_NULLS
         fields += b"\x83" + _pack_timestamp(millis)
         count = 10
-    out = bytearray(HEADER_DURABLE)
+    if ttl_ms is None:
+        out = bytearray(HEADER_DURABLE)
+    else:
+        out = bytearray(HEADER_DURABLE_TTL) + struct.pack(">I", max(0, min(int(ttl_ms), MAX_TTL_MS)))
     out += PROPERTIES
     size = len(fields) + 1  # the count byte of list8
     out += b"\xc0" + bytes((size, count)) if size <= 255 else b"\xd0" + _pack_two_u32(size + 3, count)

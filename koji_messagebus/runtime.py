@@ -23,6 +23,7 @@ from .delivery import Delivery, database_connector
 from .log import log
 from .messages import format_event
 from .publisher import Publisher, SendResult
+from .sizerule import encode_within
 from .subcalls import SubcallMarks, rollback_quietly, split
 from .wire import Outgoing, encode
 
@@ -84,7 +85,10 @@ class Runtime:
         prefix = cfg.get("topic", "prefix") if cfg else "koji.event"
         event = format_event(msg_type, kwargs, prefix, convert=False)  # encode converts, in one pass
         to = cfg.message_to(event.routing_key) if cfg else None
-        batch.messages.append(encode(event, to=to))
+        if cfg is None:
+            batch.messages.append(encode(event, to=to))
+        else:
+            batch.messages.append(encode_within(event, to, cfg.message.max_size, cfg.message.ttl))
         if event.conversions.lossy:
             log.warning("%s %s: values converted: %s", msg_type, event.routing_key,
                         "; ".join(event.conversions.lossy))

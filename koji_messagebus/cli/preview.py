@@ -64,20 +64,25 @@ def run(args: argparse.Namespace) -> int:
     kwargs = encode_datetime_recurse(kwargs)  # what a @convert_datetime callback receives
     event = format_event(args.event, kwargs, prefix)
     to = config.message_to(event.routing_key) if config else None
-    sent = encode(event, to=to, msg_id="(a new UUID per message)", created=time.time())
+    ttl = config.message.ttl if config else None
+    sent = encode(event, to=to, msg_id="(a new UUID per message)", created=time.time(), ttl=ttl)
     received = decode(sent.payload)  # what a consumer gets: the encoding round-tripped
     headers, body = jsonable(received["headers"]), jsonable(received["body"])
     address = to or (config.target_address() if config else "/exchange/koji.events")
     notes = event.conversions.lossy + event.conversions.lossless
     if args.json:
         out(json.dumps({"type": event.type, "routing_key": event.routing_key, "address": address,
-                        "headers": headers, "body": body, "conversions": notes},
+                        "headers": headers, "body": body, "conversions": notes,
+                        "ttl_ms": None if ttl is None else int(round(ttl * 1000)), "size": len(sent.payload)},
                        sort_keys=True, ensure_ascii=False))
         return EXIT_OK
     out(f"# {event.type} from {origin} (prefix '{prefix}'; nothing is sent)")
     out(f"routing key / subject: {event.routing_key}")
     out(f"address:               {address}")
     out("durable:               true; message-id: a new UUID; creation-time: the time of the event")
+    out("ttl:                   " + (f"{ttl:g} s (header ttl = {int(round(ttl * 1000))} ms; [message] ttl)"
+                                     if ttl is not None else "none (the message never expires; [message] ttl)"))
+    out(f"size:                  {len(sent.payload)} bytes encoded")
     out("headers (application-properties):")
     out(json.dumps(headers, indent=2, ensure_ascii=False))
     out("body (AMQP map):")
