@@ -24,6 +24,7 @@ from .log import log
 from .messages import format_event
 from .publisher import Publisher, SendResult
 from .sizerule import encode_within
+from .status import StatusFile
 from .subcalls import SubcallMarks, rollback_quietly, split
 from .wire import Outgoing, encode
 
@@ -195,7 +196,8 @@ class Runtime:
             self._outbox_check_at = 0.0
             return
         try:
-            result = outbox.send_own(cnx, ids, batch.messages, self._send_for_outbox)
+            result = outbox.send_own(cnx, ids, batch.messages, self._send_for_outbox,
+                                     keep=self.settings().get("outbox", "keep"))
         except Exception as exc:
             self._outbox_failed(cnx, exc)
             return
@@ -233,7 +235,7 @@ class Runtime:
             return None
         try:
             result = outbox.drain(cnx, self._send_for_outbox, cfg.get("outbox", "batch_size"), own_ids,
-                                  max_age=cfg.get("outbox", "max_age"))
+                                  max_age=cfg.get("outbox", "max_age"), keep=cfg.get("outbox", "keep"))
         except Exception as exc:
             self._outbox_failed(cnx, exc)
             return None
@@ -290,6 +292,7 @@ class Runtime:
                     cfg = self.settings()
                     connect_db = database_connector(cfg) if cfg.get("outbox", "enabled") else None
                     self.delivery = Delivery(cfg, connect_db=connect_db)
+                    self.delivery.sender.status = StatusFile(cfg.status.dir, self.delivery.sender.figures)
                 delivery = self.delivery
         return delivery
 

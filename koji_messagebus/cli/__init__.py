@@ -22,10 +22,10 @@ from types import FrameType
 
 from .. import __version__
 from ..amqp import BrokerError
-from . import check, demo, install, listen, outbox, preview, sample_config
+from . import check, demo, install, listen, outbox, preview, replay, sample_config, status
 from .common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, CliError, err, parent_parser
 
-COMMANDS = (check, preview, listen, outbox, install, sample_config, demo)
+COMMANDS = (check, preview, listen, outbox, status, replay, install, sample_config, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

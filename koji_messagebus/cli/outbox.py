@@ -182,7 +182,8 @@ def run_flush(args: argparse.Namespace) -> int:
             lock_wait_until = time.monotonic() + LOCK_WAIT
             while True:
                 result = outbox.drain(cnx, send, config.get("outbox", "batch_size"),
-                                      max_age=config.get("outbox", "max_age"), max_batches=1, min_age=young)
+                                      max_age=config.get("outbox", "max_age"), max_batches=1, min_age=young,
+                                      keep=config.get("outbox", "keep"))
                 expired += result.expired
                 if result.locked_out:
                     if time.monotonic() < lock_wait_until:

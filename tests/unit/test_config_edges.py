@@ -102,7 +102,7 @@ def test_prefix_too_long_for_routing_keys_is_refused(tmp_path):
 def test_an_empty_unknown_section_is_warned_about(tmp_path):
     cfg = load_config(conf(tmp_path, MINIMAL + "[brokr]\n"))
     assert f"{tmp_path}/messagebus.conf: [brokr]: unknown section, ignored (sections: broker, exchange, " \
-           "topic, outbox); fix: correct its name or remove it" in cfg.warnings
+           "topic, outbox, message, status); fix: correct its name or remove it" in cfg.warnings
 
 
 def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
@@ -211,7 +211,8 @@ def test_typed_sections_hold_every_option_parsed_once(tmp_path):
     assert cfg.exchange.name == "kx" and cfg.exchange.durable is False and cfg.exchange.type == "topic"
     assert not isinstance(cfg.exchange, str)  # no longer the name itself (it was, for a while): say .name
     assert cfg.outbox.enabled is True and cfg.outbox.batch_size == 500 and cfg.topic.prefix == "koji.event"
-    sections = {"broker": cfg.broker, "exchange": cfg.exchange, "topic": cfg.topic, "outbox": cfg.outbox}
+    sections = {"broker": cfg.broker, "exchange": cfg.exchange, "topic": cfg.topic, "outbox": cfg.outbox,
+                "message": cfg.message, "status": cfg.status}
     for opt in OPTIONS:  # OPTIONS stays the one source: every option has its typed attribute
         got = getattr(sections[opt.section], opt.key)
         assert got == (tuple(cfg.get(opt.section, opt.key)) if opt.key == "urls" else cfg.get(opt.section, opt.key))
