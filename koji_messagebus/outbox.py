@@ -339,9 +339,10 @@ def send_own(cnx, ids: list[int], messages: list[Outgoing], send: SendFn, keep: 
 
     One statement locks and deletes the rows (FOR UPDATE SKIP LOCKED: a row another drainer holds
     is left to it; with `keep` they are marked sent instead); the request's `messages` (still in
-    memory) are sent; COMMIT once the broker has settled them.  If some were not sent, ROLLBACK brings every row back and the settled ones are
-    deleted again, so only the unsent rows stay for a later drain.  The commit does not wait for
-    the WAL flush: a delete lost in a database crash means a resend, which at-least-once allows.
+    memory) are sent; COMMIT once the broker has settled them.  If some were not sent, ROLLBACK
+    brings every row back and the settled ones are deleted again, so only the unsent rows stay for
+    a later drain.  The commit does not wait for the WAL flush: a delete lost in a database crash
+    means a resend, which at-least-once allows.
     """
     result = DrainResult()
     cur = cnx.cursor()
