@@ -45,9 +45,8 @@ class TooLarge(Exception):
 
 #: section headers: descriptor 0x00, smallulong code
 HEADER_DURABLE = b"\x00\x53\x70\xc0\x02\x01\x41"  # header: list8 of one field, durable = true
-#: header with a ttl: list8 of three fields, durable = true, priority = null, ttl = uint (milliseconds)
-HEADER_DURABLE_TTL = b"\x00\x53\x70\xc0\x08\x03\x41\x40\x70"
 MAX_TTL_MS = 2 ** 32 - 1
+
 PROPERTIES = b"\x00\x53\x73"
 APPLICATION_PROPERTIES = b"\x00\x53\x74"
 AMQP_VALUE = b"\x00\x53\x77"
@@ -105,6 +104,19 @@ def _path(node: Node, key: Any) -> str:
     return "".join(reversed(parts)).lstrip(".")
 
 
+def header_with_ttl(ttl_ms: int) -> bytes:
+    """The header section with a ttl: list8 of three fields, durable = true, priority = null, ttl =
+    uint in milliseconds, in proton's compact forms (uint0, smalluint, uint)."""
+    ttl_ms = max(0, min(int(ttl_ms), MAX_TTL_MS))
+    if ttl_ms == 0:
+        value = b"\x43"
+    elif ttl_ms < 256:
+        value = b"\x52" + bytes((ttl_ms,))
+    else:
+        value = b"\x70" + struct.pack(">I", ttl_ms)
+    return b"\x00\x53\x70\xc0" + bytes((3 + len(value), 3)) + b"\x41\x40" + value
+
+
 def encode_message(msg_id: str, created: float, subject: str, to: str | None,
                    properties: dict[str, Any], body: Any, conversions: Conversions | None = None,
                    limit: int = MAX_MESSAGE_BYTES, ttl_ms: int | None = None) -> bytes:
@@ -129,7 +141,7 @@ def encode_message(msg_id: str, created: float, subject: str, to: str | None,
     if ttl_ms is None:
         out = bytearray(HEADER_DURABLE)
     else:
-        out = bytearray(HEADER_DURABLE_TTL) + struct.pack(">I", max(0, min(int(ttl_ms), MAX_TTL_MS)))
+        out = bytearray(header_with_ttl(ttl_ms))
     out += PROPERTIES
     size = len(fields) + 1  # the count byte of list8
     out += b"\xc0" + bytes((size, count)) if size <= 255 else b"\xd0" + _pack_two_u32(size + 3, count)

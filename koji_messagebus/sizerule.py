@@ -75,7 +75,7 @@ def encode_within(event: Event, to: str | None, max_size: int | None, ttl: float
                          f"without {', '.join(dropped)}") from None
     event.conversions.lossy[:] = smaller.conversions.lossy  # the first, failed pass noted only a part
     event.conversions.lossless[:] = smaller.conversions.lossless
-    log.warning("%s %s: %s bytes or more, over [message] max_size = %d: dropped %s (now %d bytes; header %s "
+    log.warning("%s %s: at least %s bytes, over [message] max_size = %d: dropped %s (now %d bytes; header %s "
                 "names it)", event.type, event.routing_key, first_size, max_size, ", ".join(dropped),
                 len(msg.payload), HEADER)
     return msg

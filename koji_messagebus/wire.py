@@ -45,14 +45,14 @@ def encode(event: Event, to: str | None = None, msg_id: str | None = None,
     properties, body = native AMQP map, unique message-id and creation time.  The body may hold
     any Python values: they are converted while encoding (`amqp_codec`, one pass) and every
     conversion is added to `event.conversions`.  `ttl`: the header's time-to-live, in seconds
-    (sent in milliseconds).  Unsendable when the message cannot be sent."""
+    (sent in milliseconds, at least 1: 0 would mean none).  Unsendable when the message cannot be sent."""
     msg_id = msg_id or str(uuid.uuid4())
     created = time.time() if created is None else created
     limit = amqp_codec.MAX_MESSAGE_BYTES if limit is None else limit
     try:
         payload = amqp_codec.encode_message(msg_id, created, event.routing_key, to, event.headers, event.body,
                                             event.conversions, limit,
-                                            None if ttl is None else int(round(ttl * 1000)))
+                                            None if ttl is None else max(1, int(round(ttl * 1000))))
     except amqp_codec.TooLarge as exc:
         raise Unsendable(event.type, event.routing_key, exc.size, f"larger than {exc.limit} bytes",
                          too_large=True) from None

@@ -209,12 +209,6 @@ def test_kept_messages_replayed_to_a_recreated_queue_with_their_ids_in_order(db,
         consumer.close()
 
 
-def test_replay_without_keep_says_what_to_set(tmp_path, exchange_name, capsys):
-    conf = write_config(tmp_path / "messagebus.conf", exchange_name, outbox={"enabled": True})
-    assert main(["--config", conf, "replay", "--since", "1h"]) == 1
-    assert "set [outbox] enabled = true and keep = SECONDS" in capsys.readouterr().err
-
-
 @pytest.mark.requires("pika")
 def test_the_ttl_is_on_the_message_a_pika_consumer_gets(tmp_path, exchange_name, monkeypatch):
     import pika

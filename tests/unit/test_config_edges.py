@@ -231,3 +231,18 @@ def test_replacing_values_recomputes_the_typed_sections(tmp_path):
     cfg = load_config(conf(tmp_path, MINIMAL))
     other = dataclasses.replace(cfg, values={**cfg.values, ("exchange", "name"): "elsewhere"})
     assert other.exchange.name == "elsewhere" and other.target_address() in (None, "/exchange/elsewhere")
+
+
+def test_retention_ttl_size_and_status_options(tmp_path):
+    cfg = load_config(conf(tmp_path, MINIMAL + "[outbox]\nkeep = 3600\n[message]\nttl = 2.5\nmax_size = 64k\n"
+                           "[status]\ndir = /srv/kmb\n"))
+    assert cfg.outbox.keep == 3600.0 and cfg.message.ttl == 2.5 and cfg.message.max_size == 65536
+    assert cfg.status.dir == "/srv/kmb"
+    cfg = load_config(conf(tmp_path, MINIMAL + "[message]\nttl = none\nmax_size = 2M\n"))
+    assert cfg.message.ttl is None and cfg.message.max_size == 2 * 1024 * 1024
+    cfg = load_config(conf(tmp_path, MINIMAL))
+    assert cfg.outbox.keep == 0 and cfg.message.ttl is None and cfg.message.max_size is None
+    lines = problems(conf(tmp_path, MINIMAL + "[outbox]\nkeep = -1\n[message]\nttl = 0\nmax_size = 100\n"))
+    assert any("[outbox] keep" in line and "a number of seconds >= 0" in line for line in lines)
+    assert any("[message] ttl" in line and "a number of seconds > 0, or none" in line for line in lines)
+    assert any("[message] max_size" in line and "1024 bytes to 128M" in line for line in lines)
