@@ -415,6 +415,8 @@ class SenderThread:
             self._quarantine = None
             self._state = State.CONNECTING
             self._connecting_since = self.clock()
+            self.outcomes, self.lost, self.connects, self.last_error = Counter(), 0, 0, None  # its own figures
+            self.waits = Waits()
         self._pid = pid
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe()

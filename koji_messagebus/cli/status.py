@@ -9,6 +9,7 @@ import os
 import tempfile
 import time
 
+from ..metrics import BROKEN
 from .common import CliError, get_config, out, parse_age
 
 HELP = "the hub processes' figures and the outbox; Prometheus metrics"
@@ -70,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
 
     config = get_config(args, for_sending=False)
     directory = args.dir or config.status.dir
-    processes = status.read_processes(directory)
+    try:
+        processes = status.read_processes(directory)
+    except OSError as exc:
+        raise CliError(f"cannot read the hub processes' status directory {directory}: {exc.strerror or exc} (run as "
+                       "root or the httpd user; --dir or [status] dir names another)", BROKEN) from None
     ob = outbox_figures(args, config)
     assert isinstance(ob, metrics.OutboxFigures)
     report = metrics.Report(processes, ob, time.time(), args.max_age, directory).judge()

@@ -168,3 +168,36 @@ def test_the_sender_thread_writes_its_figures_and_removes_them_on_close(tmp_path
     finally:
         sender.close()
     assert not path.exists()
+
+
+def test_an_unreadable_status_directory_is_a_clear_error(tmp_path, capsys):
+    from koji_messagebus.cli import main
+
+    directory = tmp_path / "st"
+    directory.write_text("")  # not a directory (as root, a mode 000 directory would still be read)
+    conf = tmp_path / "messagebus.conf"
+    conf.write_text(f"[broker]\nauth = ANONYMOUS\n[status]\ndir = {directory}\n")
+    assert main(["--config", str(conf), "status"]) == 2
+    assert f"cannot read the hub processes' status directory {directory}" in capsys.readouterr().err
+
+
+def test_a_forked_child_reports_its_own_figures(tmp_path):
+    broker = FakeBroker()
+    sender = SenderThread(make_config(tmp_path), pipe=broker.pipe, connect=broker.connection)
+    try:
+        assert len(sender.send(msgs("a", "b")).accepted) == 2
+        read_r, read_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's counters are not its own
+            try:
+                sender.send(msgs("c"))
+                figures = sender.figures()
+                os.write(read_w, json.dumps([figures["published"], figures["pid"]]).encode())
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        published, child = json.loads(os.read(read_r, 1000))
+        assert child == pid and published == 1
+        assert sender.figures()["published"] == 2
+    finally:
+        sender.close()
