@@ -89,7 +89,7 @@ class Runtime:
         if cfg is None:
             batch.messages.append(encode(event, to=to))
         else:
-            batch.messages.append(encode_within(event, to, cfg.message.max_size, cfg.message.ttl))
+            batch.messages.append(encode_within(event, to, cfg.message.max_size, cfg.message.ttl, encoder=encode))
         if event.conversions.lossy:
             log.warning("%s %s: values converted: %s", msg_type, event.routing_key,
                         "; ".join(event.conversions.lossy))

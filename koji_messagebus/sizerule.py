@@ -15,7 +15,7 @@ an ERROR names its type, routing key and size.  Nothing is ever cut in the middl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .log import log
@@ -53,10 +53,12 @@ def _strip(obj: Mapping, path: str, dropped: list[str], depth: int) -> Any:
     return copy
 
 
-def encode_within(event: Event, to: str | None, max_size: int | None, ttl: float | None = None) -> Outgoing:
-    """Encode `event` by the size rule (module docstring); Unsendable when it cannot be sent."""
+def encode_within(event: Event, to: str | None, max_size: int | None, ttl: float | None = None,
+                  encoder: Callable[..., Outgoing] = encode) -> Outgoing:
+    """Encode `event` (with `encoder`, wire.encode's signature) by the size rule (module docstring);
+    Unsendable when it cannot be sent."""
     try:
-        return encode(event, to=to, limit=max_size, ttl=ttl)
+        return encoder(event, to=to, limit=max_size, ttl=ttl)
     except Unsendable as exc:
         if max_size is None or not exc.too_large:
             raise
@@ -66,7 +68,7 @@ def encode_within(event: Event, to: str | None, max_size: int | None, ttl: float
         raise Unsendable(event.type, event.routing_key, first_size,
                          f"larger than [message] max_size = {max_size} bytes and no `extra` to drop")
     try:
-        msg = encode(smaller, to=to, limit=max_size, ttl=ttl)
+        msg = encoder(smaller, to=to, limit=max_size, ttl=ttl)
     except Unsendable as exc:
         if not exc.too_large:
             raise
