@@ -241,3 +241,89 @@ def test_the_ttl_is_on_the_message_a_pika_consumer_gets(tmp_path, exchange_name,
         unload_plugin()
         ch.exchange_delete(exchange_name)
         conn.close()
+
+
+def stored(count: int) -> list[int]:
+    """`count` Tag messages stored as a request stores them; their row ids."""
+    from koji_messagebus.messages import format_event
+    from koji_messagebus.wire import encode
+
+    cnx = connect_db()
+    try:
+        msgs = [encode(format_event("Tag", entries("postTag")[0]["kwargs"], "koji.event")) for _ in range(count)]
+        ids = outbox.store(cnx, msgs)
+        cnx.commit()
+        return ids
+    finally:
+        cnx.close()
+
+
+def rows() -> dict[int, bool]:
+    """id -> marked sent."""
+    cnx = connect_db()
+    try:
+        cur = cnx.cursor()
+        cur.execute(f"SELECT id, sent_at IS NOT NULL FROM {outbox.TABLE} ORDER BY id")
+        return dict(cur.fetchall())
+    finally:
+        cnx.close()
+
+
+def accept_all(sent: list):
+    def send(batch):
+        sent.extend(m.msg_id for m in batch)
+        return batch, []
+    return send
+
+
+def test_keep_marks_instead_of_deleting_on_every_path_and_never_resends_a_kept_row(db):
+    cnx = connect_db()
+    sent: list[str] = []
+    try:
+        own = stored(3)
+        from koji_messagebus.wire import Outgoing
+        cur = cnx.cursor()
+        cur.execute(f"SELECT id, msg_id, created, msg_type, routing_key, payload FROM {outbox.TABLE} ORDER BY id")
+        msgs = [Outgoing(r[1], r[2], r[3], r[4], bytes(r[5])) for r in cur.fetchall()]
+        cnx.rollback()
+        result = outbox.send_own(cnx, own, msgs, accept_all(sent), keep=3600)  # the lock design's steady state
+        assert result.sent == 3 and rows() == {i: True for i in own}
+        settled = stored(2)
+        assert outbox.delete(cnx, settled, keep=3600) == 2  # the sender's batched "deletes"
+        assert outbox.delete(cnx, settled, keep=3600) == 0  # marked once
+        abandoned = stored(2)
+        assert outbox.drain_ids(cnx, abandoned, accept_all(sent), keep=3600).sent == 2
+        assert outbox.drain_ids(cnx, abandoned, accept_all(sent), keep=3600).sent == 0  # kept: not sent again
+        backlog = stored(4)
+        sent.clear()
+        result = outbox.drain(cnx, accept_all(sent), 100, keep=3600)
+        assert result.sent == 4 and len(sent) == 4  # only the unsent rows, none of the 7 kept before
+        assert rows() == {i: True for i in own + settled + abandoned + backlog}
+        assert outbox.drain(cnx, accept_all(sent), 100, keep=3600).sent == 0
+        assert outbox.status(cnx) == (0, None)  # kept rows are not "waiting"
+        assert outbox.status_kept(cnx)[2] is not None
+        # older than keep: removed by the drain; keep turned off (0): every kept row removed
+        cnx.cursor().execute(f"UPDATE {outbox.TABLE} SET stored = stored - interval '2 hours' WHERE id IN %s",
+                             (tuple(own),))
+        cnx.commit()
+        assert outbox.drain(cnx, accept_all(sent), 100, keep=3600).removed == 3
+        assert set(rows()) == set(settled + abandoned + backlog)
+        assert outbox.drain(cnx, accept_all(sent), 100, keep=0).removed == 8 and rows() == {}
+    finally:
+        cnx.close()
+
+
+def test_keep_without_the_sent_at_column_says_to_run_outbox_init(db):
+    from koji_messagebus.outbox import OutboxUnavailable
+
+    db.cursor().execute(f"SET search_path = {SCHEMA}; ALTER TABLE {outbox.TABLE} DROP COLUMN sent_at")
+    cnx = connect_db()
+    try:
+        with pytest.raises(OutboxUnavailable, match="needs the sent_at column .* `koji-messagebus outbox init`"):
+            outbox.drain(cnx, accept_all([]), 10, keep=60)
+        cnx.rollback()
+        stored(1)
+        assert outbox.drain(cnx, accept_all([]), 10).sent == 1  # keep 0: deleted, as before
+        assert outbox.status(cnx) == (0, None)
+    finally:
+        cnx.close()
