@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from typing import Any
+from typing import Any, Optional
 
 from . import values
 from .values import Conversions
@@ -64,7 +64,7 @@ _pack_double = struct.Struct(">d").pack
 _pack_u32 = struct.Struct(">I").pack
 _pack_two_u32 = struct.Struct(">II").pack
 
-Node = tuple[Any, Any] | None  # where a container is: (its parent's node, its key or index)
+Node = Optional[tuple[Any, Any]]  # where a container is: (its parent's node, its key or index)
 
 
 class _Pass:
