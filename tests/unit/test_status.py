@@ -201,3 +201,24 @@ def test_a_forked_child_reports_its_own_figures(tmp_path):
         assert sender.figures()["published"] == 2
     finally:
         sender.close()
+
+
+def test_the_command_writes_prometheus_text_atomically_to_a_file(tmp_path, capsys):
+    from koji_messagebus.cli import main
+
+    directory = tmp_path / "st"
+    directory.mkdir()
+    me = os.getpid()
+    (directory / f"{me}.json").write_text(json.dumps({"state": "up", "published": 7, "lost": 0, "held": 0,
+                                                       "proc_start": status.proc_start(me)}))
+    conf = tmp_path / "messagebus.conf"
+    conf.write_text(f"[broker]\nauth = ANONYMOUS\n[status]\ndir = {directory}\n")
+    target = tmp_path / "textfile" / "koji_messagebus.prom"
+    target.parent.mkdir()
+    assert main(["--config", str(conf), "status", "--format", "prometheus", "--output", str(target)]) == 0
+    text = target.read_text()
+    assert f'koji_messagebus_published_total{{pid="{me}"}} 7\n' in text and text.endswith("\n")
+    assert os.listdir(target.parent) == ["koji_messagebus.prom"]  # no temporary file left
+    assert capsys.readouterr().out == ""
+    assert main(["--config", str(conf), "status", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["processes"][0]["published"] == 7
