@@ -470,11 +470,19 @@ def status(cnx) -> tuple[int, float | None]:
     return rows, age
 
 
-def status_kept(cnx) -> tuple[int, float | None, float | None]:
-    """(unsent rows, age of the oldest unsent or None, age of the oldest sent row kept for replay or None)."""
+def has_sent_column(cnx) -> bool:
+    """Whether the table has the sent_at column [outbox] keep needs (`outbox init` adds it)."""
     cur = cnx.cursor()
     cur.execute(f"SELECT {_HAS_SENT}", {})
-    has_sent = cur.fetchone()[0]
+    found = bool(cur.fetchone()[0])
+    cnx.rollback()
+    return found
+
+
+def status_kept(cnx) -> tuple[int, float | None, float | None]:
+    """(unsent rows, age of the oldest unsent or None, age of the oldest sent row kept for replay or None)."""
+    has_sent = has_sent_column(cnx)
+    cur = cnx.cursor()
     # only the unsent rows are counted (the partial index); kept rows may be millions
     cur.execute(f"SELECT count(*), extract(epoch FROM clock_timestamp() - min(stored)) FROM {TABLE}"
                 + (" WHERE sent_at IS NULL" if has_sent else ""), {})

@@ -327,3 +327,21 @@ def test_keep_without_the_sent_at_column_says_to_run_outbox_init(db):
         assert outbox.status(cnx) == (0, None)
     finally:
         cnx.close()
+
+
+def test_check_tells_that_keep_needs_the_sent_at_column(db, tmp_path, exchange_name, capsys):
+    hub_conf = tmp_path / "hub.conf"
+    hub_conf.write_text(f"[hub]\nDBConnectionString = {DSN} options='-c search_path={SCHEMA}'\n")
+    conf = write_config(tmp_path / "messagebus.conf", exchange_name,
+                        outbox={"enabled": True, "hub_config": hub_conf, "keep": 3600})
+    consumer = Consumer(exchange_name)  # the exchange exists
+    try:
+        assert main(["--config", conf, "check"]) == 0
+        db.cursor().execute(f"SET search_path = {SCHEMA}; ALTER TABLE {outbox.TABLE} DROP COLUMN sent_at")
+        capsys.readouterr()
+        assert main(["--config", conf, "check"]) == 1
+        assert "[outbox] keep = 3600 needs the sent_at column" in capsys.readouterr().err
+        assert main(["--config", conf, "outbox", "init"]) == 0
+        assert main(["--config", conf, "check"]) == 0
+    finally:
+        consumer.close()
