@@ -24,7 +24,7 @@ from .log import log
 from .messages import format_event
 from .publisher import Publisher, SendResult
 from .sizerule import encode_within
-from .status import StatusFile
+from .status import StatusFile, snapshot
 from .subcalls import SubcallMarks, rollback_quietly, split
 from .wire import Outgoing, encode
 
@@ -292,7 +292,8 @@ class Runtime:
                     cfg = self.settings()
                     connect_db = database_connector(cfg) if cfg.get("outbox", "enabled") else None
                     self.delivery = Delivery(cfg, connect_db=connect_db)
-                    self.delivery.sender.status = StatusFile(cfg.status.dir, self.delivery.sender.figures)
+                    sender = self.delivery.sender
+                    sender.status = StatusFile(cfg.status.dir, lambda: snapshot(sender))
                 delivery = self.delivery
         return delivery
 

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from . import status as status_mod
 from .amqp import AmqpConnection, BrokerError, Kind, Settlement, connect_first
 from .amqp import sender as amqp_sender
 from .config import Config
@@ -335,25 +334,10 @@ class SenderThread:
                                          q.first() if q else None) if i is not None]
             return len(self._queue) + len(self._inflight) + (len(q) if q else 0), min(firsts, default=None)
 
-    def figures(self) -> dict:
-        """What this process's status file holds (status.py reads it back)."""
-        conn = self._conn
-        held, oldest = self.held()
-        p50, p99 = self.waits.quantiles()
-        address = getattr(conn, "address", None)
-        return {
-            "format": status_mod.FORMAT, "pid": os.getpid(), "proc_start": status_mod.proc_start(os.getpid()),
-            "written": time.time(), "config": self.config.path, "state": self._state.value,
-            "broker": str(conn.endpoint) if conn is not None else None,
-            "address": address() if callable(address) else None,
-            "exchange": self.config.get("exchange", "name"),
-            "published": self.outcomes["accepted"], "released": self.outcomes["released"],
-            "rejected": self.outcomes["rejected"] + self.outcomes["modified"], "lost": self.lost,
-            "held": held, "held_oldest": oldest, "connects": self.connects,
-            "last_error": self.last_error[1] if self.last_error else None,
-            "last_error_at": self.last_error[0] if self.last_error else None,
-            "wait_p50": p50, "wait_p99": p99, "requests": self.waits.count,
-        }
+    @property
+    def connection(self) -> Pipe | None:
+        """The connection in use, if any (status)."""
+        return self._conn
 
     def _status_tick(self) -> None:
         """On this thread: the status file, when a figure changed (status.py)."""

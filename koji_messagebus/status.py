@@ -69,6 +69,26 @@ def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def snapshot(sender: Any) -> dict[str, Any]:
+    """What a process's file holds: the figures of its sendthread.SenderThread."""
+    conn = sender.connection
+    held, oldest = sender.held()
+    p50, p99 = sender.waits.quantiles()
+    address = getattr(conn, "address", None)
+    outcomes, last_error = sender.outcomes, sender.last_error
+    return {
+        "format": FORMAT, "pid": os.getpid(), "proc_start": proc_start(os.getpid()), "written": time.time(),
+        "config": sender.config.path, "state": sender.state.value, "exchange": sender.config.get("exchange", "name"),
+        "broker": str(conn.endpoint) if conn is not None else None,
+        "address": address() if callable(address) else None,
+        "published": outcomes["accepted"], "released": outcomes["released"],
+        "rejected": outcomes["rejected"] + outcomes["modified"], "lost": sender.lost,
+        "held": held, "held_oldest": oldest, "connects": sender.connects,
+        "last_error": last_error[1] if last_error else None, "last_error_at": last_error[0] if last_error else None,
+        "wait_p50": p50, "wait_p99": p99, "requests": sender.waits.count,
+    }
+
+
 class StatusFile:
     """One process's file; `tick()` is called by the sender thread after each step."""
 

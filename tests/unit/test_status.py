@@ -145,7 +145,7 @@ def test_the_sender_thread_writes_its_figures_and_removes_them_on_close(tmp_path
     broker = FakeBroker()
     sender = SenderThread(make_config(tmp_path), pipe=broker.pipe, connect=broker.connection)
     directory = tmp_path / "status"
-    sender.status = StatusFile(str(directory), sender.figures)
+    sender.status = StatusFile(str(directory), lambda: status.snapshot(sender))
     path = directory / f"{os.getpid()}.json"
     try:
         result = sender.send(msgs("a", "b", "c"))
@@ -191,14 +191,14 @@ def test_a_forked_child_reports_its_own_figures(tmp_path):
         if pid == 0:  # the child: the parent's counters are not its own
             try:
                 sender.send(msgs("c"))
-                figures = sender.figures()
+                figures = status.snapshot(sender)
                 os.write(read_w, json.dumps([figures["published"], figures["pid"]]).encode())
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)
         published, child = json.loads(os.read(read_r, 1000))
         assert child == pid and published == 1
-        assert sender.figures()["published"] == 2
+        assert status.snapshot(sender)["published"] == 2
     finally:
         sender.close()
 
