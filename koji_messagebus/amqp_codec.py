@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from typing import Any
+from typing import Any, Optional
 
 from . import values
 from .values import Conversions
@@ -45,6 +45,8 @@ class TooLarge(Exception):
 
 #: section headers: descriptor 0x00, smallulong code
 HEADER_DURABLE = b"\x00\x53\x70\xc0\x02\x01\x41"  # header: list8 of one field, durable = true
+MAX_TTL_MS = 2 ** 32 - 1
+
 PROPERTIES = b"\x00\x53\x73"
 APPLICATION_PROPERTIES = b"\x00\x53\x74"
 AMQP_VALUE = b"\x00\x53\x77"
@@ -62,7 +64,7 @@ _pack_double = struct.Struct(">d").pack
 _pack_u32 = struct.Struct(">I").pack
 _pack_two_u32 = struct.Struct(">II").pack
 
-Node = tuple[Any, Any] | None  # where a container is: (its parent's node, its key or index)
+Node = Optional[tuple[Any, Any]]  # where a container is: (its parent's node, its key or index)
 
 
 class _Pass:
@@ -102,12 +104,25 @@ def _path(node: Node, key: Any) -> str:
     return "".join(reversed(parts)).lstrip(".")
 
 
+def header_with_ttl(ttl_ms: int) -> bytes:
+    """The header section with a ttl: list8 of three fields, durable = true, priority = null, ttl =
+    uint in milliseconds, in proton's compact forms (uint0, smalluint, uint)."""
+    ttl_ms = max(0, min(int(ttl_ms), MAX_TTL_MS))
+    if ttl_ms == 0:
+        value = b"\x43"
+    elif ttl_ms < 256:
+        value = b"\x52" + bytes((ttl_ms,))
+    else:
+        value = b"\x70" + struct.pack(">I", ttl_ms)
+    return b"\x00\x53\x70\xc0" + bytes((3 + len(value), 3)) + b"\x41\x40" + value
+
+
 def encode_message(msg_id: str, created: float, subject: str, to: str | None,
                    properties: dict[str, Any], body: Any, conversions: Conversions | None = None,
-                   limit: int = MAX_MESSAGE_BYTES) -> bytes:
+                   limit: int = MAX_MESSAGE_BYTES, ttl_ms: int | None = None) -> bytes:
     """The bytes of Message(id=msg_id, durable=True, subject=subject, address=to,
-    creation_time=created, properties=properties, body=body).encode(), converting what proton
-    could not take (noted in `conversions`); TooLarge beyond `limit` bytes."""
+    creation_time=created, properties=properties, body=body, ttl=ttl_ms/1000).encode(), converting
+    what proton could not take (noted in `conversions`); TooLarge beyond `limit` bytes."""
     if type(msg_id) is not str or type(subject) is not str or (to is not None and type(to) is not str) \
             or type(properties) is not dict:
         raise Unsupported("message fields")
@@ -123,7 +138,10 @@ def encode_message(msg_id: str, created: float, subject: str, to: str | None,
         fields += _FIVE_NULLS
         fields += b"\x83" + _pack_timestamp(millis)
         count = 10
-    out = bytearray(HEADER_DURABLE)
+    if ttl_ms is None:
+        out = bytearray(HEADER_DURABLE)
+    else:
+        out = bytearray(header_with_ttl(ttl_ms))
     out += PROPERTIES
     size = len(fields) + 1  # the count byte of list8
     out += b"\xc0" + bytes((size, count)) if size <= 255 else b"\xd0" + _pack_two_u32(size + 3, count)

@@ -89,6 +89,32 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _seconds_or_zero(text: str) -> float:
+    value = float(text.strip())
+    if not value >= 0 or value == float("inf"):
+        raise ValueError
+    return value
+
+
+def _optional_seconds(text: str) -> float | None:
+    """Empty or `none`: no value; else a number of seconds > 0."""
+    if text.strip().lower() in ("", "none"):
+        return None
+    return _positive_float(text)
+
+
+def _optional_size(text: str) -> int | None:
+    """Empty or `none`: no limit; else a number of bytes, optionally with k, M or G (1024-based)."""
+    value = text.strip().lower()
+    if value in ("", "none"):
+        return None
+    scale = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}.get(value[-1:], 1)
+    number = int(value[:-1] if scale > 1 else value) * scale
+    if not 1024 <= number <= 128 * 1024 ** 2:
+        raise ValueError
+    return number
+
+
 def _nonempty(text: str) -> str:
     if not text.strip():
         raise ValueError
@@ -189,6 +215,19 @@ OPTIONS: tuple[Option, ...] = (
            "Outbox messages older than this are dropped, with an error naming how many."),
     Option("outbox", "hub_config", "/etc/koji-hub/hub.conf", _nonempty, "a path to hub.conf",
            "Where the command line finds the hub's database settings."),
+    Option("outbox", "keep", 0.0, _seconds_or_zero, "a number of seconds >= 0",
+           "Keep sent messages this long (marked sent, removed in batches afterwards) so that "
+           "`koji-messagebus replay` can send them again; 0: delete them once sent."),
+    Option("message", "ttl", None, _optional_seconds, "a number of seconds > 0, or none",
+           "AMQP time-to-live of every message (the header's ttl, in milliseconds): a broker drops a "
+           "message not consumed within it. none: messages never expire."),
+    Option("message", "max_size", None, _optional_size, "none, or 1024 bytes to 128M (k, M, G allowed)",
+           "Largest encoded message. Above it the `extra` maps of the body are dropped and the message "
+           "marked (header extra_dropped); if still too large it is not sent. Both are logged with type, "
+           "routing key and size. none: only the 128 MiB encoder limit."),
+    Option("status", "dir", "/run/koji-messagebus", _nonempty, "a directory path",
+           "Where each hub process writes its figures for `koji-messagebus status` (mode 0750, owned by "
+           "the httpd user; the package's tmpfiles.d entry creates it)."),
 )
 
 
@@ -255,10 +294,26 @@ class OutboxSettings:
     batch_size: int
     max_age: float
     hub_config: str
+    keep: float = 0.0
+
+
+@dataclass(frozen=True)
+class MessageSettings:
+    """[message], typed."""
+
+    ttl: float | None = None
+    max_size: int | None = None
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    """[status], typed."""
+
+    dir: str = "/run/koji-messagebus"
 
 
 _SECTIONS: dict[str, type] = {"broker": BrokerSettings, "exchange": ExchangeSettings, "topic": TopicSettings,
-                              "outbox": OutboxSettings}
+                              "outbox": OutboxSettings, "message": MessageSettings, "status": StatusSettings}
 
 
 def _section(values: Mapping[tuple[str, str], Any], section: str, cls: type) -> Any:
@@ -280,6 +335,8 @@ class Config:
     exchange: ExchangeSettings = field(init=False, repr=False, compare=False)
     topic: TopicSettings = field(init=False, repr=False, compare=False)
     outbox: OutboxSettings = field(init=False, repr=False, compare=False)
+    message: MessageSettings = field(init=False, repr=False, compare=False)
+    status: StatusSettings = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         values = MappingProxyType(dict(self.values))

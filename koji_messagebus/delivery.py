@@ -68,7 +68,8 @@ class Delivery:
         what the request already spent in the plugin (collect, preCommit), so that the request's
         whole time in the plugin stays within `timeout`, not just the wait."""
         sender = self.sender
-        deadline = time.monotonic() + max(0.0, sender.timeout - spent - POST_WAIT_RESERVE)
+        start = time.monotonic()
+        deadline = start + max(0.0, sender.timeout - spent - POST_WAIT_RESERVE)
         if not messages:
             result = SendResult()
         elif outbox_ids is None:
@@ -82,6 +83,8 @@ class Delivery:
             if result.unsent:
                 log.debug("%d message(s) not settled yet (%s); kept in the outbox",
                           len(result.unsent), result.error)
+        if messages:
+            sender.waits.add(time.monotonic() - start)  # status: request wait p50/p99
         if self.drainer is None and self.config.get("outbox", "enabled") and cnx is not None:
             self._request_path_outbox(cnx)
         return result
@@ -95,7 +98,7 @@ class Delivery:
         if waiting and (waiting >= DELETE_BATCH or now - self._last_delete >= DELETE_AFTER):
             rows = sender.take_settled_rows()
             try:
-                outbox.delete(cnx, rows)
+                outbox.delete(cnx, rows, self.config.get("outbox", "keep"))
             except Exception as exc:  # noqa: BLE001 - the rows are resent by the drain at worst
                 rollback_quietly(cnx)
                 log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
@@ -110,9 +113,10 @@ class Delivery:
         try:
             abandoned = sender.take_abandoned_rows(self.config.get("outbox", "batch_size"))
             if abandoned:  # this process's rows its sender gave up: under row locks, now
-                outbox.drain_ids(cnx, abandoned, self._send_locked)
+                outbox.drain_ids(cnx, abandoned, self._send_locked, self.config.get("outbox", "keep"))
             result = outbox.drain(cnx, self._send_locked, self.config.get("outbox", "batch_size"),
-                                  min_age=self.min_age, max_age=self.config.get("outbox", "max_age"))
+                                  min_age=self.min_age, max_age=self.config.get("outbox", "max_age"),
+                                  keep=self.config.get("outbox", "keep"))
         except Exception as exc:  # noqa: BLE001 - a database error (a time-out: a lock on the table): the rows stay
             rollback_quietly(cnx)
             log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,

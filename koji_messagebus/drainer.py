@@ -134,7 +134,7 @@ class Drainer:
         if not rows:
             return
         try:
-            outbox.delete(self._db(), rows)
+            outbox.delete(self._db(), rows, self.config.get("outbox", "keep"))
         except Exception:
             with self.sender._cond:  # noqa: SLF001 - put them back for the next try
                 self.sender.settled_rows[:0] = rows
@@ -150,7 +150,7 @@ class Drainer:
             if not rows:
                 return
             try:
-                result = outbox.drain_ids(self._db(), rows, self._send)
+                result = outbox.drain_ids(self._db(), rows, self._send, self.config.get("outbox", "keep"))
             except Exception:
                 with self.sender._cond:  # noqa: SLF001 - put them back for the next try
                     self.sender.abandoned_rows[:0] = rows
@@ -170,7 +170,7 @@ class Drainer:
         cnx = self._db()
         while not self.sender.down:
             result = outbox.drain(cnx, self._send, cfg.get("outbox", "batch_size"), min_age=self.min_age,
-                                  max_age=cfg.get("outbox", "max_age"))
+                                  max_age=cfg.get("outbox", "max_age"), keep=cfg.get("outbox", "keep"))
             self.drained += result.sent
             if result.expired:
                 log.error("dropped %d outbox message(s) older than max_age = %ss (never delivered)",

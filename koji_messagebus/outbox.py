@@ -71,6 +71,10 @@ CREATE INDEX IF NOT EXISTS {TABLE}_stored ON {TABLE} (stored);
 -- once by another process; rows stored before this column existed keep NULL (the age rule)
 ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS owner_pid INTEGER;
 ALTER TABLE {TABLE} ALTER COLUMN owner_pid SET DEFAULT pg_backend_pid();
+-- [outbox] keep > 0: a sent row is marked sent (kept for `koji-messagebus replay`) instead of deleted,
+-- and removed once older than keep; the partial index keeps the drain's look for unsent rows cheap
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS sent_at TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS {TABLE}_unsent ON {TABLE} (id) WHERE sent_at IS NULL;
 """
 
 #: true when the outbox table has the owner_pid column (tables made before it: `outbox init` adds it)
@@ -80,6 +84,11 @@ _HAS_OWNER = (f"EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{TABLE}'::r
 #: every backend's pid to every role, no grant needed); NULL (an old row) is not "gone"
 _OWNER_GONE = "(owner_pid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = owner_pid))"
 _said_no_owner = False
+#: true when the outbox table has the sent_at column ([outbox] keep; `outbox init` adds it)
+_HAS_SENT = (f"EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{TABLE}'::regclass "
+             "AND attname = 'sent_at' AND NOT attisdropped)")
+#: rows older than keep that were sent, removed by the drain this many at a time
+KEPT_BATCH = 5000
 
 #: exactly the privileges the plugin and `koji-messagebus outbox` need, for the hub's database user
 #: (`{role}`) when another role owns the table: INSERT (store), SELECT + UPDATE (the row locks of
@@ -251,6 +260,7 @@ class DrainResult:
     left: bool = False
     expired: int = 0
     locked_out: bool = False
+    removed: int = 0  # sent rows older than keep, removed
 
 
 def _rows_to_messages(rows: Iterable[tuple]) -> dict[int, Outgoing]:
@@ -263,30 +273,45 @@ def _select(cur, where: str, params: dict, limit: int, prefix: str = "") -> dict
     return _rows_to_messages(cur.fetchall())
 
 
-def _delete(cur, ids: list[int]) -> None:
+def _delete(cur, ids: list[int], keep: float = 0.0) -> None:
     if ids:
         # a tuple, not a list: koji's cursor turns lists into tuples, psycopg2 renders (1, 2, 3)
-        cur.execute(f"DELETE FROM {TABLE} WHERE id IN %(ids)s", {"ids": tuple(ids)})
+        cur.execute(_done_sql(keep), {"ids": tuple(ids)})
 
 
-def delete(cnx, ids: list[int]) -> int:
-    """Delete settled rows (the sender's batched deletes) in a transaction of their own, without
-    waiting for the WAL flush: a delete lost in a database crash means a resend, which
-    at-least-once allows.  Returns how many rows went."""
+def _done_sql(keep: float) -> str:
+    """The statement that retires sent rows `%(ids)s`: deleted, or with `keep` marked sent."""
+    if keep > 0:
+        return f"UPDATE {TABLE} SET sent_at = clock_timestamp() WHERE id IN %(ids)s AND sent_at IS NULL"
+    return f"DELETE FROM {TABLE} WHERE id IN %(ids)s"
+
+
+def delete(cnx, ids: list[int], keep: float = 0.0) -> int:
+    """Delete settled rows (the sender's batched deletes; with `keep`, mark them sent) in a
+    transaction of their own, without waiting for the WAL flush: a delete lost in a database crash
+    means a resend, which at-least-once allows.  Returns how many rows went."""
     if not ids:
         return 0
     cur = cnx.cursor()
-    cur.execute(AFTER_COMMIT + f"DELETE FROM {TABLE} WHERE id IN %(ids)s",
-                {"ids": tuple(int(i) for i in ids)})
+    cur.execute(AFTER_COMMIT + _done_sql(keep), {"ids": tuple(int(i) for i in ids)})
     count = cur.rowcount or 0
     cnx.commit()
     return count
 
 
-def expire(cur, max_age: float) -> int:
-    """Drop rows older than max_age seconds; return how many."""
-    cur.execute(f"DELETE FROM {TABLE} WHERE stored < clock_timestamp() - %(age)s * interval '1 second'",
-                {"age": float(max_age)})
+def expire(cur, max_age: float, has_sent: bool = False) -> int:
+    """Drop unsent rows older than max_age seconds; return how many."""
+    cur.execute(f"DELETE FROM {TABLE} WHERE stored < clock_timestamp() - %(age)s * interval '1 second'"
+                + (" AND sent_at IS NULL" if has_sent else ""), {"age": float(max_age)})
+    return cur.rowcount or 0
+
+
+def remove_kept(cur, keep: float, limit: int = KEPT_BATCH) -> int:
+    """Remove up to `limit` sent rows stored more than `keep` seconds ago (keep 0: every sent row,
+    after keep was turned off); returns how many."""
+    cur.execute(f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE sent_at IS NOT NULL AND "
+                f"stored < clock_timestamp() - %(keep)s * interval '1 second' LIMIT {int(limit)})",
+                {"keep": float(keep)})
     return cur.rowcount or 0
 
 
@@ -303,22 +328,26 @@ SendFn = Callable[[list[Outgoing]], "tuple[list[Outgoing], list[Outgoing]] | Sen
 
 
 #: delete the given rows unless another transaction holds them; returns (id, msg_id) of those deleted
+_TAKE_KEPT = (f"UPDATE {TABLE} SET sent_at = clock_timestamp() WHERE id IN (SELECT id FROM {TABLE} WHERE id IN "
+              "%(ids)s AND sent_at IS NULL FOR UPDATE SKIP LOCKED) RETURNING id, msg_id")
 _TAKE_ROWS = (f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE id IN %(ids)s FOR UPDATE SKIP LOCKED) "
               "RETURNING id, msg_id")
 
 
-def send_own(cnx, ids: list[int], messages: list[Outgoing], send: SendFn) -> DrainResult:
+def send_own(cnx, ids: list[int], messages: list[Outgoing], send: SendFn, keep: float = 0.0) -> DrainResult:
     """Send a request's own rows right after its commit (the steady state), in two round trips.
 
     One statement locks and deletes the rows (FOR UPDATE SKIP LOCKED: a row another drainer holds
-    is left to it); the request's `messages` (still in memory) are sent; COMMIT once the broker has
-    settled them.  If some were not sent, ROLLBACK brings every row back and the settled ones are
-    deleted again, so only the unsent rows stay for a later drain.  The commit does not wait for
-    the WAL flush: a delete lost in a database crash means a resend, which at-least-once allows.
+    is left to it; with `keep` they are marked sent instead); the request's `messages` (still in
+    memory) are sent; COMMIT once the broker has settled them.  If some were not sent, ROLLBACK
+    brings every row back and the settled ones are deleted again, so only the unsent rows stay for
+    a later drain.  The commit does not wait for the WAL flush: a delete lost in a database crash
+    means a resend, which at-least-once allows.
     """
     result = DrainResult()
     cur = cnx.cursor()
-    cur.execute(AFTER_COMMIT + _TAKE_ROWS, {"ids": tuple(ids)})
+    take = _TAKE_KEPT if keep > 0 else _TAKE_ROWS
+    cur.execute(AFTER_COMMIT + take, {"ids": tuple(ids)})
     taken = {msg_id: row_id for row_id, msg_id in cur.fetchall()}
     batch = [m for m in messages if m.msg_id in taken]
     if not batch:
@@ -333,13 +362,14 @@ def send_own(cnx, ids: list[int], messages: list[Outgoing], send: SendFn) -> Dra
     cnx.rollback()
     result.left = True
     if done:  # never wait here: a row a drainer took meanwhile is its to send (again, with the same id)
-        cur.execute(_TAKE_ROWS, {"ids": tuple(taken[m.msg_id] for m in done)})
+        cur.execute(take, {"ids": tuple(taken[m.msg_id] for m in done)})
         cnx.commit()
     return result
 
 
 def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
-          max_age: float | None = None, max_batches: int = 1, min_age: float = 0.0) -> DrainResult:
+          max_age: float | None = None, max_batches: int = 1, min_age: float = 0.0,
+          keep: float = 0.0) -> DrainResult:
     """Send what the outbox holds, oldest first, in its own transaction(s) on `cnx`.
 
     With the advisory lock (one drainer per outbox table) the oldest rows are sent; without it only
@@ -349,6 +379,8 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
     is gone (`owner_pid` not in pg_stat_activity: the process died), whatever their age.
     `send(batch)` returns (done, failed): done rows (accepted or finally refused) are deleted;
     failed ones stay for later.  Commits after each batch.  `lost` counts the rows the broker refused for good.
+    With `keep` (and the sent_at column) sent rows are marked, not deleted, and the drain removes a
+    batch of those older than `keep` each time.
     """
     aged = "stored < clock_timestamp() - %(min_age)s * interval '1 second'"
     params: dict[str, Any] = {"min_age": float(min_age)}
@@ -356,15 +388,21 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
     cur = cnx.cursor()
     for _ in range(max_batches):
         cur.execute(AFTER_COMMIT + f"SELECT pg_try_advisory_xact_lock(%(key)s::bigint # "
-                    f"'{TABLE}'::regclass::oid::bigint), {_HAS_OWNER}", {"key": DRAIN_LOCK})
-        locked, has_owner = cur.fetchone()
+                    f"'{TABLE}'::regclass::oid::bigint), {_HAS_OWNER}, {_HAS_SENT}", {"key": DRAIN_LOCK})
+        locked, has_owner, has_sent = cur.fetchone()
+        unsent = " AND sent_at IS NULL" if has_sent else ""
+        if keep > 0 and not has_sent:
+            raise OutboxUnavailable(f"[outbox] keep = {keep:g} needs the sent_at column of {TABLE}: run "
+                                    "`koji-messagebus outbox init`")
         if locked:
             if max_age is not None:
-                result.expired += expire(cur, max_age)
-            batch = _select(cur, _drainable(min_age, bool(has_owner), aged), params, batch_size)
+                result.expired += expire(cur, max_age, bool(has_sent))
+            if has_sent:
+                result.removed += remove_kept(cur, keep)
+            batch = _select(cur, _drainable(min_age, bool(has_owner), aged) + unsent, params, batch_size)
         elif own_ids:
             result.locked_out = True
-            batch = _select(cur, "id IN %(ids)s", {"ids": tuple(own_ids)}, batch_size)
+            batch = _select(cur, "id IN %(ids)s" + unsent, {"ids": tuple(own_ids)}, batch_size)
         else:
             result.locked_out = True
             cnx.rollback()
@@ -372,7 +410,7 @@ def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
         if not batch:
             cnx.commit()
             return result
-        if _send_and_delete(cnx, cur, batch, send, result):
+        if _send_and_delete(cnx, cur, batch, send, result, keep):
             result.left = True
             return result
         if not locked or len(batch) < batch_size:
@@ -396,28 +434,30 @@ def _drainable(min_age: float, has_owner: bool, aged: str) -> str:
     return aged
 
 
-def drain_ids(cnx, ids: list[int], send: SendFn) -> DrainResult:
+def drain_ids(cnx, ids: list[int], send: SendFn, keep: float = 0.0) -> DrainResult:
     """Send the given rows (a process's own, given up by its sender) under row locks: FOR UPDATE
     SKIP LOCKED, so a row another drainer holds is left to it; sent rows deleted; one commit."""
     result = DrainResult()
     if not ids:
         return result
     cur = cnx.cursor()
-    batch = _select(cur, "id IN %(ids)s", {"ids": tuple(ids)}, len(ids), prefix=AFTER_COMMIT)
+    where = "id IN %(ids)s" + (" AND sent_at IS NULL" if keep > 0 else "")
+    batch = _select(cur, where, {"ids": tuple(ids)}, len(ids), prefix=AFTER_COMMIT)
     if not batch:
         cnx.commit()
         return result
-    result.left = _send_and_delete(cnx, cur, batch, send, result)
+    result.left = _send_and_delete(cnx, cur, batch, send, result, keep)
     return result
 
 
-def _send_and_delete(cnx, cur, batch: dict[int, Outgoing], send: SendFn, result: DrainResult) -> bool:
+def _send_and_delete(cnx, cur, batch: dict[int, Outgoing], send: SendFn, result: DrainResult,
+                     keep: float = 0.0) -> bool:
     """Send the locked rows of `batch`, delete the done ones (accepted or finally refused) and
     commit; count them in `result`.  True if some failed (they stay for later)."""
     outcome = send(list(batch.values()))
     done, failed = outcome if isinstance(outcome, tuple) else outcome.split()
     done_ids = {m.msg_id for m in done}
-    _delete(cur, [rid for rid, m in batch.items() if m.msg_id in done_ids])
+    _delete(cur, [rid for rid, m in batch.items() if m.msg_id in done_ids], keep)
     cnx.commit()
     result.sent += len(done)
     result.lost += 0 if isinstance(outcome, tuple) else len(outcome.lost)
@@ -425,12 +465,35 @@ def _send_and_delete(cnx, cur, batch: dict[int, Outgoing], send: SendFn, result:
 
 
 def status(cnx) -> tuple[int, float | None]:
-    """(rows, age in seconds of the oldest row or None)."""
+    """(rows waiting to be sent, age in seconds of the oldest of them or None)."""
+    rows, age, _kept = status_kept(cnx)
+    return rows, age
+
+
+def has_sent_column(cnx) -> bool:
+    """Whether the table has the sent_at column [outbox] keep needs (`outbox init` adds it)."""
     cur = cnx.cursor()
-    cur.execute(f"SELECT count(*), extract(epoch FROM clock_timestamp() - min(stored)) FROM {TABLE}", {})
-    count, age = cur.fetchone()
+    cur.execute(f"SELECT {_HAS_SENT}", {})
+    found = bool(cur.fetchone()[0])
     cnx.rollback()
-    return int(count), (float(age) if age is not None else None)
+    return found
+
+
+def status_kept(cnx) -> tuple[int, float | None, float | None]:
+    """(unsent rows, age of the oldest unsent or None, age of the oldest sent row kept for replay or None)."""
+    has_sent = has_sent_column(cnx)
+    cur = cnx.cursor()
+    # only the unsent rows are counted (the partial index); kept rows may be millions
+    cur.execute(f"SELECT count(*), extract(epoch FROM clock_timestamp() - min(stored)) FROM {TABLE}"
+                + (" WHERE sent_at IS NULL" if has_sent else ""), {})
+    count, age = cur.fetchone()
+    kept = None
+    if has_sent:
+        cur.execute(f"SELECT extract(epoch FROM clock_timestamp() - min(stored)) FROM {TABLE} "
+                    "WHERE sent_at IS NOT NULL", {})
+        kept = cur.fetchone()[0]
+    cnx.rollback()
+    return int(count), (float(age) if age is not None else None), (float(kept) if kept is not None else None)
 
 
 def purge(cnx, older_than: float) -> int:

@@ -12,11 +12,17 @@ SAMPLE_CONFIG = "messagebus.conf"
 SCHEMA = "messagebus-schema.sql"
 FLUSH_SERVICE = "koji-messagebus-flush.service"
 FLUSH_TIMER = "koji-messagebus-flush.timer"
+METRICS_SERVICE = "koji-messagebus-metrics.service"
+METRICS_TIMER = "koji-messagebus-metrics.timer"
+TMPFILES = "koji-messagebus.tmpfiles.conf"
 #: where the RPM puts them (the sample config becomes the live config, %config(noreplace))
 RPM_PATHS = {SAMPLE_CONFIG: "/etc/koji-hub/plugins/messagebus.conf",
              SCHEMA: "/usr/share/koji-messagebus/messagebus-schema.sql",
              FLUSH_SERVICE: "/usr/lib/systemd/system/koji-messagebus-flush.service",
-             FLUSH_TIMER: "/usr/lib/systemd/system/koji-messagebus-flush.timer"}
+             FLUSH_TIMER: "/usr/lib/systemd/system/koji-messagebus-flush.timer",
+             METRICS_SERVICE: "/usr/lib/systemd/system/koji-messagebus-metrics.service",
+             METRICS_TIMER: "/usr/lib/systemd/system/koji-messagebus-metrics.timer",
+             TMPFILES: "/usr/lib/tmpfiles.d/koji-messagebus.conf"}
 
 
 def path(name: str) -> str:

@@ -23,6 +23,8 @@ from .delivery import Delivery, database_connector
 from .log import log
 from .messages import format_event
 from .publisher import Publisher, SendResult
+from .sizerule import encode_within
+from .status import StatusFile, snapshot
 from .subcalls import SubcallMarks, rollback_quietly, split
 from .wire import Outgoing, encode
 
@@ -85,7 +87,10 @@ class Runtime:
         prefix = cfg.get("topic", "prefix") if cfg else "koji.event"
         event = format_event(msg_type, kwargs, prefix, convert=False)  # encode converts, in one pass
         to = cfg.message_to(event.routing_key) if cfg else None
-        batch.messages.append(encode(event, to=to))
+        if cfg is None:
+            batch.messages.append(encode(event, to=to))
+        else:
+            batch.messages.append(encode_within(event, to, cfg.message.max_size, cfg.message.ttl, encoder=encode))
         if event.conversions.lossy:
             log.warning("%s %s: values converted: %s", msg_type, event.routing_key,
                         "; ".join(event.conversions.lossy))
@@ -192,7 +197,8 @@ class Runtime:
             self._outbox_check_at = 0.0
             return
         try:
-            result = outbox.send_own(cnx, ids, batch.messages, self._send_for_outbox)
+            result = outbox.send_own(cnx, ids, batch.messages, self._send_for_outbox,
+                                     keep=self.settings().get("outbox", "keep"))
         except Exception as exc:
             self._outbox_failed(cnx, exc)
             return
@@ -230,7 +236,7 @@ class Runtime:
             return None
         try:
             result = outbox.drain(cnx, self._send_for_outbox, cfg.get("outbox", "batch_size"), own_ids,
-                                  max_age=cfg.get("outbox", "max_age"))
+                                  max_age=cfg.get("outbox", "max_age"), keep=cfg.get("outbox", "keep"))
         except Exception as exc:
             self._outbox_failed(cnx, exc)
             return None
@@ -287,6 +293,8 @@ class Runtime:
                     cfg = self.settings()
                     connect_db = database_connector(cfg) if cfg.get("outbox", "enabled") else None
                     self.delivery = Delivery(cfg, connect_db=connect_db)
+                    sender = self.delivery.sender
+                    sender.status = StatusFile(cfg.status.dir, lambda: snapshot(sender))
                 delivery = self.delivery
         return delivery
 

@@ -32,7 +32,7 @@ import os
 import select
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -44,6 +44,7 @@ from .config import Config
 from .config import Endpoint as BrokerEndpoint
 from .log import log
 from .publisher import ConnectionFactory, Publisher, SendResult, amqp_connection
+from .status import StatusFile, Waits
 from .wire import Outgoing
 
 PROBE_FIRST = 0.1  # seconds before the first probe after the broker went down
@@ -131,6 +132,10 @@ class AmqpPipe:
     def healthy(self) -> bool:
         return self._amqp.healthy()
 
+    def address(self) -> str | None:
+        """The target in use (status)."""
+        return self._amqp.route.describe() if self._amqp.route is not None else None
+
     def close(self, wait: float = 1.0) -> None:
         self._amqp.close(wait)
 
@@ -147,6 +152,7 @@ class Item:
     born: float = 0.0  # monotonic time the outbox row was stored (OWNED)
     sent_at: float = 0.0
     tried_at: float = 0.0  # quarantine: when it was set apart or last tried alone
+    queued: float = 0.0  # wall time it was handed over (status: the age of the oldest held)
 
 
 class Ticket:
@@ -241,6 +247,12 @@ class SenderThread:
         self.on_recovery: list[Callable[[], None]] = []
         self.connects = 0
         self.lost = 0
+        #: status figures: settlements by outcome, the last problem (wall time, text), request waits,
+        #: and the process's status file (set by the Runtime; None: no file)
+        self.outcomes: Counter[str] = Counter()
+        self.last_error: tuple[float, str] | None = None
+        self.waits = Waits()
+        self.status: StatusFile | None = None
 
     # ---- the callers' side ---------------------------------------------------------------------
     @property
@@ -273,7 +285,8 @@ class SenderThread:
         ticket = Ticket(hold, messages)
         if not messages:
             return ticket
-        items = [Item(m, ticket, rows[i] if rows else None, born) for i, m in enumerate(messages)]
+        now = time.time()
+        items = [Item(m, ticket, rows[i] if rows else None, born, queued=now) for i, m in enumerate(messages)]
         wake = False
         with self._cond:
             self._ensure_started()
@@ -312,6 +325,32 @@ class SenderThread:
             q = self._quarantine
             return len(self._queue) + len(self._inflight) + (len(q) if q else 0)
 
+    def held(self) -> tuple[int, float | None]:
+        """(messages held, wall time the oldest of them was handed over) for the status."""
+        with self._cond:
+            q = self._quarantine
+            firsts = [i.queued for i in (self._queue[0] if self._queue else None,
+                                         next(iter(self._inflight.values()), None),
+                                         q.first() if q else None) if i is not None]
+            return len(self._queue) + len(self._inflight) + (len(q) if q else 0), min(firsts, default=None)
+
+    @property
+    def connection(self) -> Pipe | None:
+        """The connection in use, if any (status)."""
+        return self._conn
+
+    def _status_tick(self) -> None:
+        """On this thread: the status file, when a figure changed (status.py)."""
+        if self.status is not None:
+            try:
+                self.status.tick((sum(self.outcomes.values()), self.lost, self._state, self.pending(),
+                                  self.last_error, self.waits.count, self.connects))
+            except Exception:  # noqa: BLE001 - never stop the sender for its figures
+                log.exception("status file update failed")
+
+    def _note_error(self, text: str) -> None:
+        self.last_error = (time.time(), text)
+
     def wait_idle(self, timeout: float) -> bool:
         """Tests and shutdown: wait until nothing is held (False on timeout)."""
         deadline = self.clock() + timeout
@@ -331,6 +370,8 @@ class SenderThread:
             thread.join(wait + 1)
         if self._quarantine is not None:
             self._quarantine.close()
+        if self.status is not None:
+            self.status.remove()
 
     def _close_ticket(self, ticket: Ticket) -> SendResult:
         """The caller stopped waiting: report what is settled; the rest is unsent (kept or not, by hold)."""
@@ -358,6 +399,8 @@ class SenderThread:
             self._quarantine = None
             self._state = State.CONNECTING
             self._connecting_since = self.clock()
+            self.outcomes, self.lost, self.connects, self.last_error = Counter(), 0, 0, None  # its own figures
+            self.waits = Waits()
         self._pid = pid
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
@@ -399,6 +442,7 @@ class SenderThread:
             from .runtime import describe
 
             self.lost += len(overflow)
+            self._note_error(f"in-memory backlog full (max_pending = {self.max_pending}): {len(overflow)} lost")
             log.error("lost %s: in-memory backlog full (max_pending = %d); enable the outbox to "
                       "keep messages in the database", describe(overflow), self.max_pending)
 
@@ -409,6 +453,7 @@ class SenderThread:
             with self._cond:
                 if self._stopping:
                     break
+            self._status_tick()
             if self._conn is None:
                 try:
                     self._open()
@@ -469,6 +514,7 @@ class SenderThread:
         with self._cond:
             first = self._state is not State.DOWN
             self._error = error
+            self._note_error(str(error))
             if first:
                 self._state = State.DOWN
                 self._down_since = self.clock()
@@ -531,6 +577,9 @@ class SenderThread:
             return
         fd = conn.fileno()
         timeout = IDLE_TICK
+        status_due = self.status.wake_in() if self.status is not None else None
+        if status_due is not None:
+            timeout = min(timeout, max(0.001, status_due))
         with self._cond:
             if self._inflight:
                 oldest = next(iter(self._inflight.values())).sent_at
@@ -573,6 +622,7 @@ class SenderThread:
             self._progress = now
             self._rtt += 0.1 * ((now - item.sent_at) - self._rtt)
             self._strikes.pop(item.msg.msg_id, None)
+            self.outcomes[settlement.outcome] += 1
             if settlement.unroutable:  # released: no queue bound for it; not an error (amqp.sender)
                 amqp_sender.UNROUTABLE.note(self.config.get("exchange", "name"), [item.msg])
             self._finish(item, settlement.lost)
@@ -583,6 +633,7 @@ class SenderThread:
             from .runtime import describe
 
             self.lost += 1
+            self._note_error(f"lost {item.msg.type} {item.msg.routing_key}: {lost}")
             log.error("lost %s: the broker answered %s", describe([item.msg]), lost)
         if item.ticket.hold is Hold.OWNED and item.row is not None:
             self.settled_rows.append(item.row)
@@ -598,6 +649,7 @@ class SenderThread:
             self._state = State.CONNECTING
             self._connecting_since = now
             self._error = error
+            self._note_error(str(error))
             inflight = list(self._inflight.values())
             self._inflight.clear()
             suspect = None
@@ -634,6 +686,7 @@ class SenderThread:
         with self._cond:
             previous, item.tried_at = item.tried_at, self.clock()
             if result.accepted:
+                self.outcomes["accepted"] += 1
                 self._strikes.pop(item.msg.msg_id, None)
                 self._finish(item, None)
                 return True
@@ -667,6 +720,10 @@ class Quarantine:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def first(self) -> Item | None:
+        items = self._items
+        return items[0] if items else None
 
     def put(self, item: Item) -> None:
         with self._cond:

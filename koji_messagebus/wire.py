@@ -33,34 +33,40 @@ class Unsendable(Exception):
     """A message that cannot be sent at all (too large, or a failure while encoding): the log line
     names its type, routing key, size and reason."""
 
-    def __init__(self, msg_type: str, routing_key: str, size: int, reason: str):
+    def __init__(self, msg_type: str, routing_key: str, size: int, reason: str, too_large: bool = False):
         self.msg_type, self.routing_key, self.size, self.reason = msg_type, routing_key, size, reason
+        self.too_large = too_large
         super().__init__(f"{msg_type} message {routing_key} ({size} bytes) cannot be sent: {reason}")
 
 
 def encode(event: Event, to: str | None = None, msg_id: str | None = None,
-           created: float | None = None, limit: int | None = None) -> Outgoing:
+           created: float | None = None, limit: int | None = None, ttl: float | None = None) -> Outgoing:
     """Encode an event as a durable AMQP message: subject = routing key, headers = application
     properties, body = native AMQP map, unique message-id and creation time.  The body may hold
     any Python values: they are converted while encoding (`amqp_codec`, one pass) and every
-    conversion is added to `event.conversions`.  Unsendable when the message cannot be sent."""
+    conversion is added to `event.conversions`.  `ttl`: the header's time-to-live, in seconds
+    (sent in milliseconds, at least 1: 0 would mean none).  Unsendable when the message cannot be sent."""
     msg_id = msg_id or str(uuid.uuid4())
     created = time.time() if created is None else created
     limit = amqp_codec.MAX_MESSAGE_BYTES if limit is None else limit
     try:
         payload = amqp_codec.encode_message(msg_id, created, event.routing_key, to, event.headers, event.body,
-                                            event.conversions, limit)
+                                            event.conversions, limit,
+                                            None if ttl is None else max(1, int(round(ttl * 1000))))
     except amqp_codec.TooLarge as exc:
-        raise Unsendable(event.type, event.routing_key, exc.size, f"larger than {exc.limit} bytes") from None
+        raise Unsendable(event.type, event.routing_key, exc.size, f"larger than {exc.limit} bytes",
+                         too_large=True) from None
     except Exception as exc:  # noqa: BLE001 - whatever it is, the log line must say which message
         raise Unsendable(event.type, event.routing_key, 0, safe_repr(exc)) from exc
     return Outgoing(msg_id, created, event.type, event.routing_key, payload)
 
 
 def encode_with_proton(msg_id: str, created: float, subject: str, to: str | None, headers: dict[str, Any],
-                       body: Any) -> bytes:
+                       body: Any, ttl: float | None = None) -> bytes:
     """The reference encoding: proton's own Message.encode()."""
     msg = Message(id=msg_id, durable=True, subject=subject, creation_time=created, properties=headers, body=body)
+    if ttl is not None:
+        msg.ttl = ttl
     if to is not None:
         msg.address = to
     return msg.encode()
@@ -84,6 +90,7 @@ def message_to_dict(msg: Message) -> dict[str, Any]:
         "subject": msg.subject,
         "to": msg.address,
         "durable": msg.durable,
+        "ttl": msg.ttl,
         "creation_time": msg.creation_time,
         "headers": dict(msg.properties or {}),
         "body": msg.body,

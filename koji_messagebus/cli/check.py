@@ -76,6 +76,7 @@ def check_outbox(config: Config, hub_config: str | None) -> int:
     try:
         missing, user = outbox.check_privileges(cnx), cnx.info.user
         rows, age = outbox.status(cnx) if not missing else (0, None)
+        keep_ok = not config.get("outbox", "keep") or outbox.has_sent_column(cnx)
     except Exception as exc:  # noqa: BLE001 - reported as one line
         if outbox.is_undefined_table(exc):
             err(f"error: outbox: {missing_table(settings)}")
@@ -88,6 +89,10 @@ def check_outbox(config: Config, hub_config: str | None) -> int:
         for what in missing:
             err(f"error: outbox: user '{user}' lacks {what}")
         err(f"error: outbox: as the table's owner, run: {' '.join(outbox.grants(user).split())}")
+        return EXIT_FAIL
+    if not keep_ok:
+        err(f"error: outbox: [outbox] keep = {config.get('outbox', 'keep'):g} needs the sent_at column of "
+            f"{outbox.TABLE}: run `koji-messagebus outbox init` (it adds the column to the existing table)")
         return EXIT_FAIL
     out(f"ok: outbox table {outbox.TABLE} in {settings.describe()}: {rows} row(s) waiting"
         + (f", the oldest stored {human_age(age)} ago" if rows else ""))

@@ -112,9 +112,10 @@ def run_status(args: argparse.Namespace) -> int:
     from .. import outbox
 
     with database(args) as (settings, cnx):
-        rows, age = outbox.status(cnx)
+        rows, age, kept = outbox.status_kept(cnx)
     out(f"{outbox.TABLE} in {settings.describe()}: {rows} row(s)"
-        + (f", the oldest stored {human_age(age)} ago" if rows else ", empty"))
+        + (f", the oldest stored {human_age(age)} ago" if rows else ", empty")
+        + (f"; sent messages kept for replay ([outbox] keep) from {human_age(kept)} ago" if kept is not None else ""))
     return EXIT_OK
 
 
@@ -182,7 +183,8 @@ def run_flush(args: argparse.Namespace) -> int:
             lock_wait_until = time.monotonic() + LOCK_WAIT
             while True:
                 result = outbox.drain(cnx, send, config.get("outbox", "batch_size"),
-                                      max_age=config.get("outbox", "max_age"), max_batches=1, min_age=young)
+                                      max_age=config.get("outbox", "max_age"), max_batches=1, min_age=young,
+                                      keep=config.get("outbox", "keep"))
                 expired += result.expired
                 if result.locked_out:
                     if time.monotonic() < lock_wait_until:

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     kwargs = encode_datetime_recurse(kwargs)  # what a @convert_datetime callback receives
     event = format_event(args.event, kwargs, prefix)
     to = config.message_to(event.routing_key) if config else None
-    sent = encode(event, to=to, msg_id="(a new UUID per message)", created=time.time())
+    ttl = config.message.ttl if config else None
+    sent = encode(event, to=to, msg_id="(a new UUID per message)", created=time.time(), ttl=ttl)
     received = decode(sent.payload)  # what a consumer gets: the encoding round-tripped
     headers, body = jsonable(received["headers"]), jsonable(received["body"])
     effective = config or parse_config(configparser.RawConfigParser(), "(defaults)", for_sending=False)
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     code = EXIT_FAIL if problems else EXIT_OK
     if args.json:
         record = {"type": event.type, "routing_key": event.routing_key, "address": address,
-                  "addresses": per_broker, "headers": headers, "body": body, "conversions": notes}
+                  "addresses": per_broker, "headers": headers, "body": body, "conversions": notes,
+                  "ttl_ms": None if ttl is None else int(round(ttl * 1000)), "size": len(sent.payload)}
         if problems is not None:
             record["schema_problems"] = problems
         out(json.dumps(record, sort_keys=True, ensure_ascii=False))
@@ -95,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     for label, where in per_broker.items():
         out(f"  {label + ':':<21}{where}")
     out("durable:               true; message-id: a new UUID; creation-time: the time of the event")
+    out("ttl:                   " + (f"{ttl:g} s (header ttl = {int(round(ttl * 1000))} ms; [message] ttl)"
+                                     if ttl is not None else "none (the message never expires; [message] ttl)"))
+    out(f"size:                  {len(sent.payload)} bytes encoded")
     out("headers (application-properties):")
     out(json.dumps(headers, indent=2, ensure_ascii=False))
     out("body (AMQP map):")

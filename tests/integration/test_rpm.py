@@ -18,6 +18,7 @@ from tests.packaging import ROOT
 pytestmark = pytest.mark.skipif(not shutil.which("rpmbuild"), reason="rpmbuild is not installed (Debian: rpm)")
 
 PLUGIN = "/usr/lib/koji-hub-plugins/messagebus.py"
+STATUS_DIR = "/run/koji-messagebus"  # [status] dir's default, created at boot by the tmpfiles.d entry
 CONF = resources.RPM_PATHS[resources.SAMPLE_CONFIG]
 SCHEMA = resources.RPM_PATHS[resources.SCHEMA]
 SERVICE = resources.RPM_PATHS[resources.FLUSH_SERVICE]
@@ -70,7 +71,9 @@ def test_file_list(files, sitelib):
     assert not [f for f in files if "/tests/" in f or "/bench/" in f]
     outside = {f for f in files if not f.startswith((sitelib, "/usr/share/doc/", "/usr/share/licenses/"))}
     assert outside == {PLUGIN, CONF, SCHEMA, SERVICE, TIMER, BIN, "/usr/lib/koji-hub-plugins",
-                       "/etc/koji-hub/plugins", "/usr/share/koji-messagebus"}
+                       "/etc/koji-hub/plugins", "/usr/share/koji-messagebus", STATUS_DIR,
+                       *(resources.RPM_PATHS[n] for n in (resources.METRICS_SERVICE, resources.METRICS_TIMER,
+                                                          resources.TMPFILES))}
 
 
 def test_requires(built):
@@ -88,6 +91,9 @@ def test_modes_owners_and_config_flags(built):
     for path in (PLUGIN, SCHEMA, SERVICE, TIMER):
         assert dump[path] == ("0100644", "root", "root", "0"), path
     assert dump[BIN] == ("0100755", "root", "root", "0")
+    for name in (resources.METRICS_SERVICE, resources.METRICS_TIMER, resources.TMPFILES):
+        assert dump[resources.RPM_PATHS[name]] == ("0100644", "root", "root", "0"), name
+    assert dump[STATUS_DIR] == ("040750", "apache", "apache", "0")  # the status files: the hub writes, root reads
     flags = dict(line.split() for line in rpm("-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", built)
                  .splitlines() if len(line.split()) == 2)
     assert set(flags[CONF]) >= {"c", "n"}  # %config(noreplace): an upgrade keeps the admin's edits

@@ -102,7 +102,7 @@ def test_prefix_too_long_for_routing_keys_is_refused(tmp_path):
 def test_an_empty_unknown_section_is_warned_about(tmp_path):
     cfg = load_config(conf(tmp_path, MINIMAL + "[brokr]\n"))
     assert f"{tmp_path}/messagebus.conf: [brokr]: unknown section, ignored (sections: broker, exchange, " \
-           "topic, outbox); fix: correct its name or remove it" in cfg.warnings
+           "topic, outbox, message, status); fix: correct its name or remove it" in cfg.warnings
 
 
 def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
@@ -211,7 +211,8 @@ def test_typed_sections_hold_every_option_parsed_once(tmp_path):
     assert cfg.exchange.name == "kx" and cfg.exchange.durable is False and cfg.exchange.type == "topic"
     assert not isinstance(cfg.exchange, str)  # no longer the name itself (it was, for a while): say .name
     assert cfg.outbox.enabled is True and cfg.outbox.batch_size == 500 and cfg.topic.prefix == "koji.event"
-    sections = {"broker": cfg.broker, "exchange": cfg.exchange, "topic": cfg.topic, "outbox": cfg.outbox}
+    sections = {"broker": cfg.broker, "exchange": cfg.exchange, "topic": cfg.topic, "outbox": cfg.outbox,
+                "message": cfg.message, "status": cfg.status}
     for opt in OPTIONS:  # OPTIONS stays the one source: every option has its typed attribute
         got = getattr(sections[opt.section], opt.key)
         assert got == (tuple(cfg.get(opt.section, opt.key)) if opt.key == "urls" else cfg.get(opt.section, opt.key))
@@ -305,3 +306,18 @@ def test_the_hub_logs_one_error_record_a_problem_without_newlines(tmp_path, monk
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 4, errors  # timeout, heartbeat, username, password
     assert all("\n" not in e and e.startswith("messagebus plugin disabled: ") for e in errors)
+
+
+def test_retention_ttl_size_and_status_options(tmp_path):
+    cfg = load_config(conf(tmp_path, MINIMAL + "[outbox]\nkeep = 3600\n[message]\nttl = 2.5\nmax_size = 64k\n"
+                           "[status]\ndir = /srv/kmb\n"))
+    assert cfg.outbox.keep == 3600.0 and cfg.message.ttl == 2.5 and cfg.message.max_size == 65536
+    assert cfg.status.dir == "/srv/kmb"
+    cfg = load_config(conf(tmp_path, MINIMAL + "[message]\nttl = none\nmax_size = 2M\n"))
+    assert cfg.message.ttl is None and cfg.message.max_size == 2 * 1024 * 1024
+    cfg = load_config(conf(tmp_path, MINIMAL))
+    assert cfg.outbox.keep == 0 and cfg.message.ttl is None and cfg.message.max_size is None
+    lines = problems(conf(tmp_path, MINIMAL + "[outbox]\nkeep = -1\n[message]\nttl = 0\nmax_size = 100\n"))
+    assert any("[outbox] keep" in line and "a number of seconds >= 0" in line for line in lines)
+    assert any("[message] ttl" in line and "a number of seconds > 0, or none" in line for line in lines)
+    assert any("[message] max_size" in line and "1024 bytes to 128M" in line for line in lines)

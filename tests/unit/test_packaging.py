@@ -114,8 +114,11 @@ def test_spec_installs_every_shipped_file():
         spec = fh.read()
     for name in os.listdir(resources.DATA_DIR):
         assert f"koji_messagebus/data/{name}" in spec, name
-    for unit in (resources.FLUSH_SERVICE, resources.FLUSH_TIMER):
+    for unit in (resources.FLUSH_SERVICE, resources.FLUSH_TIMER, resources.METRICS_SERVICE, resources.METRICS_TIMER):
         assert f"%{{_unitdir}}/{unit}" in spec
+    # shipped disabled: the presets apply, nothing enables them
+    assert "%systemd_post koji-messagebus-flush.timer koji-messagebus-metrics.timer" in spec
+    assert "%{_tmpfilesdir}/koji-messagebus.conf" in spec
     assert "%config(noreplace) %attr(0640, root, apache) %{conf_dir}/messagebus.conf" in spec
     assert re.search(r"^Requires:\s+koji-hub$", spec, re.M) and re.search(r"^Requires:\s+python3-qpid-proton$",
                                                                           spec, re.M)
@@ -127,6 +130,24 @@ def test_flush_units_run_the_flush_command_as_the_hub():
     assert "User=apache\n" in service and "Type=oneshot\n" in service
     timer = resources.read(resources.FLUSH_TIMER)
     assert "[Timer]" in timer and "WantedBy=timers.target" in timer
+
+
+def test_metrics_units_write_the_prometheus_status_atomically_as_the_hub():
+    service = resources.read(resources.METRICS_SERVICE)
+    (start,) = [line for line in service.splitlines() if line.startswith("ExecStart=")]
+    args = start.split("=", 1)[1].split()
+    assert args[:4] == ["/usr/bin/koji-messagebus", "status", "--format", "prometheus"]
+    assert args[4] == "--output" and args[5].startswith("/var/lib/node_exporter/textfile_collector/")
+    assert f"ReadWritePaths={os.path.dirname(args[5])}\n" in service
+    assert cli.build_parser().parse_args(args[1:]).output == args[5]  # the command takes exactly these
+    assert "User=apache\n" in service and "Type=oneshot\n" in service and "SuccessExitStatus=1 2\n" in service
+    timer = resources.read(resources.METRICS_TIMER)
+    assert "[Timer]" in timer and "WantedBy=timers.target" in timer
+    tmpfiles = resources.read(resources.TMPFILES)
+    from koji_messagebus.config import OPTIONS
+
+    (default_dir,) = [o.default for o in OPTIONS if (o.section, o.key) == ("status", "dir")]
+    assert f"d {default_dir} 0750 apache apache -" in tmpfiles
 
 
 def test_cli_prints_the_shipped_files(capsys):

@@ -253,3 +253,16 @@ def test_values_proton_refuses_are_converted_and_noted(headers, body, plain_head
     assert payload == wire.encode_with_proton(MSG_ID, CREATED, "k", None, plain_headers, plain_body)
     noted = event.conversions.lossless + event.conversions.lossy
     assert noted == ([note] if note else [])
+
+
+@pytest.mark.parametrize("ttl", [0.0001, 0.001, 0.255, 0.256, 2.5, 90, 86400 * 40])
+def test_ttl_header_encodes_like_proton(ttl):
+    """[message] ttl: the header's ttl field (milliseconds), byte for byte what proton writes."""
+    event = format_event("Tag", entries("postTag")[0]["kwargs"], "koji.event")
+    ours = wire.encode(event, msg_id=MSG_ID, created=CREATED, ttl=ttl).payload
+    millis = max(1, round(ttl * 1000))
+    ref = wire.encode_with_proton(MSG_ID, CREATED, event.routing_key, None, event.headers,
+                                  wire.decode(ours)["body"], ttl=millis / 1000)
+    assert ours == ref
+    assert wire.decode(ours)["ttl"] == pytest.approx(millis / 1000)
+    assert wire.decode(wire.encode(event, msg_id=MSG_ID, created=CREATED).payload)["ttl"] == 0  # none: no ttl

@@ -1,0 +1,92 @@
+"""`koji-messagebus status`: every hub process on this host (their status files) and the outbox,
+as text, JSON or Prometheus metrics; the exit status tells monitoring healthy (0), degraded (1)
+or broken (2)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+from ..metrics import BROKEN
+from .common import CliError, get_config, out, parse_age
+
+HELP = "the hub processes' figures and the outbox; Prometheus metrics"
+DESCRIPTION = ("Show what each hub process on this host has published, refused, lost and holds, its connection "
+               "and last error, its request wait p50/p99 over the last minute (from the files the processes write "
+               "in [status] dir), and the outbox's unsent rows (when [outbox] enabled). Processes that died are "
+               "shown as gone and their files removed. Exit status: 0 healthy; 1 degraded (something held longer "
+               "than --max-age, a process not connected, or no process has reported); 2 broken (no process "
+               "connected, or the outbox unreadable).")
+FORMATS = ("text", "json", "prometheus")
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("status", parents=[parent], help=HELP, description=DESCRIPTION)
+    p.add_argument("--format", choices=FORMATS, default="text", help="text (default), json or prometheus")
+    p.add_argument("--max-age", type=parse_age, default=60.0, metavar="AGE",
+                   help="held longer than this is degraded (default 60s; SECONDS or 90s, 5m, 1h)")
+    p.add_argument("--dir", metavar="DIR", help="the processes' status directory (default: [status] dir)")
+    p.add_argument("--hub-config", metavar="FILE",
+                   help="the hub's hub.conf for the outbox (default: [outbox] hub_config of the config)")
+    p.add_argument("--output", metavar="FILE",
+                   help="write to FILE atomically (a temporary file renamed over it; for node_exporter's "
+                   "textfile collector) instead of stdout")
+    p.set_defaults(func=run)
+
+
+def outbox_figures(args: argparse.Namespace, config) -> object:
+    from .. import metrics, outbox
+    from .outbox import database
+
+    if not config.get("outbox", "enabled"):
+        return metrics.OutboxFigures(enabled=False)
+    try:
+        with database(args, config) as (settings, cnx):
+            rows, oldest, kept = outbox.status_kept(cnx)
+    except CliError as exc:
+        return metrics.OutboxFigures(enabled=True, error=str(exc))
+    return metrics.OutboxFigures(True, rows, oldest, kept, where=f"{outbox.TABLE} in {settings.describe()}")
+
+
+def write_atomically(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".koji-messagebus.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import metrics, status
+
+    config = get_config(args, for_sending=False)
+    directory = args.dir or config.status.dir
+    try:
+        processes = status.read_processes(directory)
+    except OSError as exc:
+        raise CliError(f"cannot read the hub processes' status directory {directory}: {exc.strerror or exc} (run as "
+                       "root or the httpd user; --dir or [status] dir names another)", BROKEN) from None
+    ob = outbox_figures(args, config)
+    assert isinstance(ob, metrics.OutboxFigures)
+    report = metrics.Report(processes, ob, time.time(), args.max_age, directory).judge()
+    render = {"text": metrics.render_text, "json": metrics.render_json,
+              "prometheus": metrics.render_prometheus}[args.format]
+    text = render(report)
+    if args.output:
+        try:
+            write_atomically(args.output, text if text.endswith("\n") else text + "\n")
+        except OSError as exc:
+            raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    else:
+        out(text.rstrip("\n"))
+    return report.code
