@@ -35,11 +35,18 @@ setup(
         # validating messages against the shipped JSON Schemas (listen/preview --validate); never the hub
         "schema": ["jsonschema>=4.0"],
         "docs": ["sphinx", "myst-parser"],
-        "test": ["koji", "pytest", "pika", "psycopg2-binary", "ruff", "mypy", "wheel", "jsonschema>=4.0"],
+        # mypy < 2: mypy 2 refuses python_version = 3.9 (pyproject.toml), the Python of EL9 hubs
+        "test": ["koji", "pytest", "pika", "psycopg2-binary", "ruff", "mypy>=1.19,<2", "wheel", "jsonschema>=4.0"],
     },
     entry_points={"console_scripts": ["koji-messagebus = koji_messagebus.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: Software Development :: Build Tools",
     ],
 )

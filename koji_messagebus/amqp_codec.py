@@ -64,7 +64,9 @@ _pack_double = struct.Struct(">d").pack
 _pack_u32 = struct.Struct(">I").pack
 _pack_two_u32 = struct.Struct(">II").pack
 
-Node = Optional[tuple[Any, Any]]  # where a container is: (its parent's node, its key or index)
+#: where a container is: (its parent's node, its key or index); `Optional`, not `| None`: a runtime
+#: alias, evaluated on Python 3.9
+Node = Optional[tuple[Any, Any]]
 
 
 class _Pass:

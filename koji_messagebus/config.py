@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from . import configtext
+from .httpd import httpd_group
 from .security import BUILTIN_MECHS, CYRUS_MECHS, has_cyrus_sasl, is_ip, uses_password
 
 DEFAULT_PATH = "/etc/koji-hub/plugins/messagebus.conf"
@@ -207,6 +208,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("topic", "prefix", "koji.event", _text,
            f"a routing key prefix of at most {MAX_PREFIX_BYTES} bytes, without empty tokens",
            "First token(s) of every routing key."),
+    Option("topic", "unsigned_rpm_sign", False, _bool, "true or false",
+           "Also publish RPMSign for an RPM imported without a signature (`sigkey` empty or missing), with "
+           "~none~ as the key's sigkey token. Off: not sent, as Koji's own protonmsg plugin does."),
     Option("outbox", "enabled", False, _bool, "true or false",
            "Store messages in the hub database before commit and send them after (no loss)."),
     Option("outbox", "batch_size", 500, _int_range(1, 100000), "an integer from 1 to 100000",
@@ -284,6 +288,7 @@ class TopicSettings:
     """[topic], typed."""
 
     prefix: str
+    unsigned_rpm_sign: bool
 
 
 @dataclass(frozen=True)
@@ -624,10 +629,11 @@ def security_warnings(path: str, values: dict, endpoints: tuple[Endpoint, ...]) 
             mode = os.stat(file).st_mode
         except OSError:
             continue
-        if mode & stat.S_IROTH:  # group-readable is how the hub reads it: 0640 root:apache
+        if mode & stat.S_IROTH:  # group-readable is how the hub reads it: 0640 root:<httpd's group>
+            group = httpd_group()
             warnings.append(f"{file} ({key}) {what} and is readable by other users "
-                            f"(mode {stat.S_IMODE(mode):o}); fix: chown root:apache {file} && chmod 640 {file} "
-                            f"(or chmod 600 {file} if apache owns it)")
+                            f"(mode {stat.S_IMODE(mode):o}); fix: chown root:{group} {file} && chmod 640 {file} "
+                            f"(or chmod 600 {file} if {group} owns it)")
     return warnings
 
 

@@ -42,6 +42,10 @@ def born(messages: list[Outgoing], clock: Callable[[], float] = time.monotonic) 
 
 #: seconds of the request's `timeout` kept for the work after the wait (results, the log line)
 POST_WAIT_RESERVE = 0.002
+#: at process exit: seconds of the budget kept for the deletes and the close after the last sends
+EXIT_RESERVE = 0.5
+#: at process exit: the longest wait for the broker's answer to our close
+CLOSE_WAIT = 0.5
 
 
 class Delivery:
@@ -131,6 +135,36 @@ class Delivery:
     def _send_locked(self, messages: list[Outgoing]) -> SendResult:
         ticket = self.sender.submit(messages, Hold.LOCKED)
         return ticket.wait(self.sender, time.monotonic() + self.sender.timeout)
+
+    def shutdown(self, budget: float) -> None:
+        """Process exit, within `budget` seconds: send what the sender still holds (until the last
+        EXIT_RESERVE of the budget), delete the rows the broker settled, close the AMQP connection
+        politely.  Outbox rows still unsent stay in the table for the elected drainer (this
+        process's database backends end with it, so they are taken at once).  Messages held in
+        memory (outbox off) that the broker did not take are logged as lost, one ERROR line with
+        their count and types: the outbox is the durable hand-over (see docs/lifecycle.md)."""
+        clock = self.sender.clock
+        deadline = clock() + budget
+        if self.drainer is not None:
+            self.drainer.exiting = True
+        if self.sender.ours():
+            self.sender.wait_idle(max(0.0, deadline - min(EXIT_RESERVE, budget / 4) - clock()))
+        if self.drainer is not None:
+            self.drainer.finish(deadline)
+        elif self.sender.settled_rows:
+            log.info("%d sent outbox row(s) not deleted at exit (no database connection of the plugin's "
+                     "own); the drain deletes them (and may send them again)", len(self.sender.settled_rows))
+        held = self.sender.held(Hold.MEMORY) if self.sender.ours() else []
+        rows = self.sender.held(Hold.OWNED) if self.sender.ours() else []
+        self.sender.close(min(CLOSE_WAIT, max(0.0, deadline - clock())))
+        if held:
+            from .runtime import describe
+
+            log.error("lost at process exit: %s: the broker did not take them within timeout = %gs "
+                      "(enable the outbox to keep them)", describe(held), budget)
+        if rows:
+            log.warning("%d outbox message(s) not sent at process exit; they stay in the outbox and "
+                        "another hub process sends them", len(rows))
 
     def close(self) -> None:
         if self.drainer is not None:

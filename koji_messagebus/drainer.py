@@ -30,9 +30,11 @@ from .sendthread import Hold, SenderThread
 from .wire import Outgoing
 
 DELETE_EVERY = 0.1  # seconds between batched deletes of settled rows
-DRAIN_EVERY = 1.0  # seconds between looks for rows left to the drain
+DRAIN_EVERY = 1.0  # the elected drainer: seconds between looks for rows left to the drain
 DELETE_SLACK = 5.0  # seconds a settled row may wait for its delete before the drain may take it
 DB_RETRY = 1.0  # seconds between reconnects to the database after a failure
+IDLE_CLOSE = 2.0  # seconds without work before a process that is not the elected drainer closes its connection
+ELECT_EVERY = 5.0  # while busy, a process that lost the election tries again this often (the winner may be gone)
 
 
 def min_age(own_window: float, timeout: float) -> float:
@@ -41,7 +43,13 @@ def min_age(own_window: float, timeout: float) -> float:
 
 
 class Drainer:
-    """One thread per process; `kick()` asks for a drain now (the broker is back)."""
+    """One thread per process; `kick()` asks for a drain now (the broker is back).
+
+    Idle cost: a process with nothing to delete or drain holds no database connection and runs no
+    query; its thread blocks until the sender has settled or abandoned rows (`poke`).  One process
+    per outbox table, elected by a session advisory lock (outbox.try_lead), keeps its connection
+    and looks for rows left to the drain every DRAIN_EVERY; when it dies PostgreSQL frees the lock
+    and the next busy process takes it over."""
 
     def __init__(self, config: Config, sender: SenderThread, connect_db: Callable[[], Any],
                  clock: Callable[[], float] = time.monotonic):
@@ -51,59 +59,106 @@ class Drainer:
         self.clock = clock
         self.min_age = min_age(sender.own_window, sender.timeout)
         self._cnx: Any = None
-        self._cond = threading.Condition()
+        self.leader = False
+        self._wake = threading.Event()  # work may be waiting (set without any lock of ours: no lock order)
+        self._stop = threading.Event()
         self._kicked = True  # look once at start: rows of processes that died
-        self._stopping = False
+        #: the process is exiting: delete settled rows, take no other process's rows (this process's hub
+        #: connections may close before its sender is done, and their rows would look abandoned)
+        self.exiting = False
         self._next_drain = 0.0
+        self._next_elect = 0.0
+        self._last_work = clock()
         self.deleted = 0
         self.drained = 0
         self.errors = 0
+        self.connects = 0
+        self._wake.set()
         self._thread = threading.Thread(target=self._run, name="messagebus-drainer", daemon=True)
         self._thread.start()
         sender.on_recovery.append(self.kick)
+        sender.on_rows.append(self.poke)
 
     def kick(self) -> None:
-        with self._cond:
-            self._kicked = True
-            self._cond.notify()
+        self._kicked = True
+        self._wake.set()
+
+    def poke(self) -> None:
+        """The sender has rows for us (settled: to delete; abandoned: to send under row locks)."""
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._cnx is not None
 
     def close(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join(5)
-        if self._cnx is not None:
-            try:
-                self._cnx.close()
-            except Exception:  # noqa: BLE001 - closing must not raise
-                pass
+        self.finish(self.clock() + 5.0)
+
+    def finish(self, deadline: float) -> None:
+        """Process exit: stop the thread, then (on the caller's thread, by `deadline`) delete the
+        rows the broker settled, send this process's abandoned rows if the broker is up, and close
+        the database connection (which frees the election lock)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(max(0.0, deadline - self.clock()))
+        if self._thread.is_alive():
+            log.warning("the outbox drainer did not stop in time; settled rows are deleted (or resent) later")
+            return
+        try:
+            self._delete_settled()
+            if not self.sender.down and self.clock() < deadline:
+                self._drain_abandoned(deadline)
+                self._delete_settled()
+        except Exception as exc:  # noqa: BLE001 - exiting: the rows stay, resent later at worst
+            log.warning("outbox work at exit failed (the rows stay, sent by the drain): %s", _first_line(exc))
+        self._reset()
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._stopping or self._kicked, DELETE_EVERY)
-                if self._stopping:
-                    break
-                kicked, self._kicked = self._kicked, False
+            if self._cnx is None:
+                self._wake.wait()  # idle: no connection, no query, no timer
+            if self._stop.wait(DELETE_EVERY):  # a batch of deletes per tick
+                break
+            self._wake.clear()
+            kicked, self._kicked = self._kicked, False
             try:
-                self._delete_settled()
-                if not self.sender.down:
-                    self._drain_abandoned()
-                now = self.clock()
-                if (kicked or now >= self._next_drain) and not self.sender.down:
-                    self._next_drain = now + DRAIN_EVERY
-                    self._drain()
+                self._work(kicked)
             except Exception as exc:  # noqa: BLE001 - the database may be restarting: retry
                 self.errors += 1
                 if outbox.is_timeout(exc):  # a lock on the table (a migration, a backup): rows stay
                     self._timed_out(exc)
                     continue
-                log.error("background outbox work failed (retrying in %gs): %s", DB_RETRY,
-                          str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+                log.error("background outbox work failed (retrying in %gs): %s", DB_RETRY, _first_line(exc))
                 self._reset()
-                with self._cond:
-                    self._cond.wait_for(lambda: self._stopping, DB_RETRY)
-        self._delete_settled_quietly()
+                self._wake.set()
+                if self._stop.wait(DB_RETRY):
+                    break
+
+    def _work(self, kicked: bool) -> None:
+        worked = self._delete_settled() > 0
+        if not self.sender.down:
+            worked = self._drain_abandoned() > 0 or worked
+        now = self.clock()
+        if worked or kicked:
+            self._last_work = now
+        if self.exiting:
+            return
+        if kicked and not self.sender.down:
+            self._db()
+        if self._cnx is not None and not self.leader and now >= self._next_elect:
+            self._elect()
+        if (kicked or (self.leader and now >= self._next_drain)) and not self.sender.down:
+            self._next_drain = now + DRAIN_EVERY
+            self._drain()
+        if (self._cnx is not None and not self.leader and now - self._last_work >= IDLE_CLOSE
+                and not self.sender.pending()):
+            self._reset()  # idle: no connection held (reopened on demand)
+
+    def _elect(self) -> None:
+        self._next_elect = self.clock() + ELECT_EVERY
+        self.leader = outbox.try_lead(self._db())
+        if self.leader:
+            log.debug("this process is the outbox's elected drainer")
 
     def _timed_out(self, exc: Exception) -> None:
         """One line, the transaction rolled back, a pause of DB_RETRY; the connection is kept."""
@@ -113,26 +168,28 @@ class Drainer:
             self._db().rollback()
         except Exception:  # noqa: BLE001 - broken after all: reconnect next time
             self._reset()
-        with self._cond:
-            self._cond.wait_for(lambda: self._stopping, DB_RETRY)
+        self._stop.wait(DB_RETRY)
 
     def _db(self) -> Any:
         if self._cnx is None:
             self._cnx = self._connect_db()
+            self.connects += 1
+            self._next_elect = 0.0
         return self._cnx
 
     def _reset(self) -> None:
         cnx, self._cnx = self._cnx, None
+        self.leader = False
         if cnx is not None:
             try:
                 cnx.close()
             except Exception:  # noqa: BLE001 - already broken
                 pass
 
-    def _delete_settled(self) -> None:
+    def _delete_settled(self) -> int:
         rows = self.sender.take_settled_rows()
         if not rows:
-            return
+            return 0
         try:
             outbox.delete(self._db(), rows, self.config.get("outbox", "keep"))
         except Exception:
@@ -140,15 +197,17 @@ class Drainer:
                 self.sender.settled_rows[:0] = rows
             raise
         self.deleted += len(rows)
+        return len(rows)
 
-    def _drain_abandoned(self) -> None:
+    def _drain_abandoned(self, deadline: float | None = None) -> int:
         """This process's rows its sender gave up (an outage, a stall): send them now, under row
         locks, instead of waiting until they are min_age old."""
         size = self.config.get("outbox", "batch_size")
-        while not self.sender.down:
+        sent = 0
+        while not self.sender.down and (deadline is None or self.clock() < deadline):
             rows = self.sender.take_abandoned_rows(size)
             if not rows:
-                return
+                return sent
             try:
                 result = outbox.drain_ids(self._db(), rows, self._send, self.config.get("outbox", "keep"))
             except Exception:
@@ -156,14 +215,10 @@ class Drainer:
                     self.sender.abandoned_rows[:0] = rows
                 raise
             self.drained += result.sent
+            sent += len(rows)
             if result.left:
-                return  # the broker failed again: the rest waits for the next look (or the drain)
-
-    def _delete_settled_quietly(self) -> None:
-        try:
-            self._delete_settled()
-        except Exception:  # noqa: BLE001 - shutting down: the rows are resent later at worst
-            log.debug("final delete failed", exc_info=True)
+                return sent  # the broker failed again: the rest waits for the next look (or the drain)
+        return sent
 
     def _drain(self) -> None:
         cfg = self.config
@@ -182,3 +237,7 @@ class Drainer:
     def _send(self, messages: list[Outgoing]) -> SendResult:
         ticket = self.sender.submit(messages, Hold.LOCKED)
         return ticket.wait(self.sender, self.clock() + self.sender.timeout)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [repr(exc)])[0]

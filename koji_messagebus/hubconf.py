@@ -117,14 +117,21 @@ class DatabaseSettings:
                                      "holds the password); percent-encode their reserved characters (@ as %40, "
                                      ": as %3A, / as %2F, ? as %3F, # as %23, % as %25), or write it as key=value "
                                      "pairs, e.g. 'dbname=koji user=koji host=db.example.com password=...'")
+        params = dict(self.params)
+        if "PGAPPNAME" not in os.environ and "application_name" not in params.get("dsn", ""):
+            params["application_name"] = APPLICATION_NAME  # the plugin's connections, told apart in pg_stat_activity
         try:
-            cnx = psycopg2.connect(**self.params)
+            cnx = psycopg2.connect(**params)
         except psycopg2.Error as exc:
             first = self.redact((str(exc).strip().splitlines() or ["connection failed"])[0])
             raise HubConfigError(f"cannot connect to the hub database ({self.describe()}, from {self.path}): "
                                  f"{first}") from None
         cnx.set_client_encoding("UTF8")
         return cnx
+
+
+#: application_name of the plugin's own database connections (the drainer, the outbox commands)
+APPLICATION_NAME = "koji-messagebus"
 
 
 def config_dir(hub_config: str) -> str:

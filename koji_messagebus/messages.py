@@ -114,10 +114,21 @@ def _tagging(kw: _Args) -> tuple[list, dict]:
     return [tag, nvr["name"], user], {"tag": tag, **nvr, "user": user}
 
 
+def unsigned(msg_type: str, kw: Mapping) -> bool:
+    """An RPMSign without a signing key (an unsigned import): not published unless [topic]
+    unsigned_rpm_sign says so, as Koji's protonmsg does.  Only None and an empty str or bytes count:
+    nothing else is asked (a hostile value's __bool__ could raise)."""
+    if msg_type != "RPMSign":
+        return False
+    sigkey = kw.get("sigkey")
+    return sigkey is None or (type(sigkey) in (str, bytes) and not sigkey)
+
+
 def _rpm_sign(kw: _Args) -> tuple[list, dict]:
     sigkey, nvr = kw("sigkey"), _nvr_headers(kw)
     headers = {"sigkey": sigkey, **nvr, "rpm": kw("rpm", "name"), "arch": kw("rpm", "arch")}
-    return [sigkey, nvr["name"]], headers
+    token = None if type(sigkey) in (str, bytes) and not sigkey else sigkey  # '' (unsigned): MISSING_TOKEN
+    return [token, nvr["name"]], headers
 
 
 def _repo_init(kw: _Args) -> tuple[list, dict]:

@@ -24,6 +24,9 @@ TABLE = "messagebus_outbox"
 #: pg advisory lock key: only one process drains the backlog at a time ('kojimbus'); combined (XOR)
 #: with the table's oid, so that outbox tables in other schemas of the database are drained independently
 DRAIN_LOCK = 0x6B6F6A696D627573
+#: pg advisory lock key of the elected drainer ('kojimbul'), held at session level by the one hub process
+#: that looks for rows left to the drain (drainer.py); combined with the table's oid as DRAIN_LOCK is
+LEAD_LOCK = 0x6B6F6A696D62756C
 #: our savepoint in the hub's transaction; a name the hub never uses (a ROLLBACK TO it must never
 #: reach a savepoint of the hub's)
 SAVEPOINT = "koji_messagebus_store"
@@ -261,6 +264,17 @@ class DrainResult:
     expired: int = 0
     locked_out: bool = False
     removed: int = 0  # sent rows older than keep, removed
+
+
+def try_lead(cnx: Any) -> bool:
+    """Try to become the outbox's elected drainer: a session advisory lock, held until this
+    connection closes (PostgreSQL frees it when the process dies).  True when this connection holds it."""
+    cur = cnx.cursor()
+    cur.execute(f"SELECT pg_try_advisory_lock(%(key)s::bigint # '{TABLE}'::regclass::oid::bigint)",
+                {"key": LEAD_LOCK})
+    (won,) = cur.fetchone()
+    cnx.commit()
+    return bool(won)
 
 
 def _rows_to_messages(rows: Iterable[tuple]) -> dict[int, Outgoing]:

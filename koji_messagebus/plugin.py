@@ -8,6 +8,7 @@ leaves a callback.
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 from koji.context import context
@@ -35,6 +36,32 @@ def runtime() -> Runtime:
             if _runtime is None:
                 _runtime = Runtime()
     return _runtime
+
+
+def shutdown(*args, **kwargs) -> None:
+    """Process exit: the Runtime's clean exit (bounded by [broker] timeout).  Registered with atexit and,
+    under mod_wsgi, with `mod_wsgi.subscribe_shutdown` (mod_wsgi 4.9.1+ may skip the interpreter's
+    destruction, and with it atexit); called with that hook's (event, **kwargs), runs once."""
+    current = _runtime
+    if current is not None:
+        current.shutdown()
+
+
+def _register_exit_hooks() -> None:
+    atexit.register(shutdown)
+    try:
+        import mod_wsgi  # type: ignore[import-not-found]  # only inside Apache's mod_wsgi
+    except ImportError:
+        return
+    subscribe = getattr(mod_wsgi, "subscribe_shutdown", None)  # mod_wsgi >= 4.8; the PyPI package lacks it
+    if subscribe is not None:
+        try:
+            subscribe(shutdown)
+        except Exception:  # noqa: BLE001 - outside a running mod_wsgi: atexit still applies
+            log.debug("mod_wsgi.subscribe_shutdown failed", exc_info=True)
+
+
+_register_exit_hooks()
 
 
 def reset(new: Runtime | None = None) -> None:

@@ -21,7 +21,7 @@ from .backlog import MemoryBacklog
 from .config import Config, ConfigError, load_config
 from .delivery import Delivery, database_connector
 from .log import log
-from .messages import format_event
+from .messages import format_event, unsigned
 from .publisher import Publisher, SendResult
 from .sizerule import encode_within
 from .status import StatusFile, snapshot
@@ -70,6 +70,7 @@ class Runtime:
         self.publisher: Publisher | None = None
         self.backlog = MemoryBacklog(self.config.get("broker", "max_pending") if self.config else 0)
         self._lock = threading.Lock()
+        self._shut = False
         self._outbox_broken_until = 0.0
         self._outbox_check_at = 0.0
         if self.config:
@@ -84,6 +85,9 @@ class Runtime:
         transaction, so that preCommit can tell whether the hub kept it (subcalls.py)."""
         start = time.perf_counter()
         cfg = self.config
+        if unsigned(msg_type, kwargs) and not (cfg and cfg.topic.unsigned_rpm_sign):
+            log.debug("RPMSign without a sigkey (an unsigned import) not published ([topic] unsigned_rpm_sign)")
+            return
         prefix = cfg.get("topic", "prefix") if cfg else "koji.event"
         event = format_event(msg_type, kwargs, prefix, convert=False)  # encode converts, in one pass
         to = cfg.message_to(event.routing_key) if cfg else None
@@ -306,6 +310,21 @@ class Runtime:
                     self.publisher = Publisher(self.settings())
                 publisher = self.publisher
         return publisher
+
+    def shutdown(self) -> None:
+        """Process exit (plugin.py registers it with atexit and mod_wsgi): within [broker] timeout,
+        send what is held, delete settled outbox rows, close the connections.  Runs once."""
+        with self._lock:
+            if self._shut:
+                return
+            self._shut = True
+        try:
+            if self.delivery is not None and self.config is not None:
+                self.delivery.shutdown(float(self.config.get("broker", "timeout")))
+                self.delivery = None
+        except Exception:  # noqa: BLE001 - an exit hook must not raise
+            log.exception("clean exit failed")
+        self.close()
 
     def close(self) -> None:
         if self.delivery is not None:

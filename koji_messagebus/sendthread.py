@@ -234,6 +234,7 @@ class SenderThread:
         self._wake_r = self._wake_w = -1
         self._waiting = False  # the thread is in select(): submit() writes a wake byte
         self._stopping = False
+        self._close_wait = 0.5
         self._progress = 0.0  # the last settlement
         self._rtt = 0.001  # smoothed time from start to settlement
         self._strikes: OrderedDict[str, int] = OrderedDict()
@@ -245,6 +246,8 @@ class SenderThread:
         self.abandoned_rows: list[int] = []
         #: called (on this thread, without the lock) when the broker is back after being down
         self.on_recovery: list[Callable[[], None]] = []
+        #: called (under the lock: must not take locks of its own) when settled_rows or abandoned_rows grew
+        self.on_rows: list[Callable[[], None]] = []
         self.connects = 0
         self.lost = 0
         #: status figures: settlements by outcome, the last problem (wall time, text), request waits,
@@ -325,7 +328,7 @@ class SenderThread:
             q = self._quarantine
             return len(self._queue) + len(self._inflight) + (len(q) if q else 0)
 
-    def held(self) -> tuple[int, float | None]:
+    def held_summary(self) -> tuple[int, float | None]:
         """(messages held, wall time the oldest of them was handed over) for the status."""
         with self._cond:
             q = self._quarantine
@@ -351,6 +354,21 @@ class SenderThread:
     def _note_error(self, text: str) -> None:
         self.last_error = (time.time(), text)
 
+    def _rows_waiting(self) -> None:
+        for callback in self.on_rows:
+            callback()
+
+    def ours(self) -> bool:
+        """True when the thread was started by this process (not a forked child's copy)."""
+        return self._pid == os.getpid() and self._thread is not None
+
+    def held(self, hold: Hold) -> list[Outgoing]:
+        """The messages of `hold` this process still keeps (queued, in flight, in quarantine)."""
+        with self._cond:
+            q = self._quarantine
+            items = list(self._queue) + list(self._inflight.values()) + (q.items() if q else [])
+        return [i.msg for i in items if i.ticket.hold is hold]
+
     def wait_idle(self, timeout: float) -> bool:
         """Tests and shutdown: wait until nothing is held (False on timeout)."""
         deadline = self.clock() + timeout
@@ -361,7 +379,9 @@ class SenderThread:
         return not self.pending()
 
     def close(self, wait: float = 1.0) -> None:
+        """Stop the thread and close the connection politely (waiting at most `wait` for the broker's close)."""
         with self._cond:
+            self._close_wait = min(0.5, wait)
             self._stopping = True
             self._cond.notify_all()
             thread = self._thread if self._pid == os.getpid() else None
@@ -435,6 +455,7 @@ class SenderThread:
                     overflow.append(item.msg)
                 elif item.row is not None:
                     self.abandoned_rows.append(item.row)  # the row stays in the outbox for the drain
+                    self._rows_waiting()
                 continue
             kept.append(item)
         self._queue = kept
@@ -475,7 +496,7 @@ class SenderThread:
                 log.exception("unexpected error in the sender thread")
                 self._failed(BrokerError(Kind.PROTOCOL, f"unexpected error while sending: {exc!r}"))
         if self._conn is not None:
-            self._conn.close(0.5)
+            self._conn.close(self._close_wait)
             self._conn = None
         for fd in (self._wake_r, self._wake_w):
             try:
@@ -555,6 +576,7 @@ class SenderThread:
             if item.row is not None:
                 self.abandoned_rows.append(item.row)  # too old to send without a row lock
                 item.row = None
+                self._rows_waiting()
             return False
         return True
 
@@ -637,6 +659,7 @@ class SenderThread:
             log.error("lost %s: the broker answered %s", describe([item.msg]), lost)
         if item.ticket.hold is Hold.OWNED and item.row is not None:
             self.settled_rows.append(item.row)
+            self._rows_waiting()
         item.ticket._settled(item.msg, lost)
 
     def _failed(self, error: BrokerError) -> None:
@@ -724,6 +747,10 @@ class Quarantine:
     def first(self) -> Item | None:
         items = self._items
         return items[0] if items else None
+
+    def items(self) -> list[Item]:
+        with self._cond:
+            return list(self._items)
 
     def put(self, item: Item) -> None:
         with self._cond:

@@ -72,7 +72,7 @@ def _quantile(ordered: list[float], q: float) -> float:
 def snapshot(sender: Any) -> dict[str, Any]:
     """What a process's file holds: the figures of its sendthread.SenderThread."""
     conn = sender.connection
-    held, oldest = sender.held()
+    held, oldest = sender.held_summary()
     p50, p99 = sender.waits.quantiles()
     address = getattr(conn, "address", None)
     outcomes, last_error = sender.outcomes, sender.last_error

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 say() { printf '==> %s\n' "$*"; }
 
 # Debian packages: krb5-config for koji's gssapi, Cyrus SASL for proton's GSSAPI, a KDC for tests.
-pkgs=(rabbitmq-server postgresql debootstrap openjdk-17-jre-headless maven rpm unzip libkrb5-dev libsasl2-dev libsasl2-modules libsasl2-modules-gssapi-mit krb5-kdc krb5-admin-server
+pkgs=(rabbitmq-server postgresql debootstrap openjdk-17-jre-headless maven rpm rpmlint unzip libkrb5-dev libsasl2-dev libsasl2-modules libsasl2-modules-gssapi-mit krb5-kdc krb5-admin-server
       krb5-user openssl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
@@ -48,6 +48,8 @@ if ! .venv/bin/python -c 'import proton, sys; sys.exit(0 if proton.SASL.extended
   say "rebuilding python-qpid-proton with Cyrus SASL"
   .venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps python-qpid-proton
 fi
+# Python 3.9 (oldest dependencies) and 3.13 venvs for scripts/test.sh (issue 16), where the interpreters exist
+bash scripts/pythons.sh
 [ -x .ci/rabbitmq-tls.sh ] && bash .ci/rabbitmq-tls.sh
 # the other brokers (after the TLS script: they serve its test CA's certificate too)
 for b in ${KMB_BROKERS-rabbitmq4 artemis brokerj}; do

@@ -28,6 +28,7 @@ step() {
   case $rc in
     0) result=ok ;;
     5) result="ok (no tests)" ;;
+    77) result="SKIPPED (see its output)" ;;
     *) if [ "$allow" = yes ]; then result="FAILED (rc $rc, not fatal)"
        else result="FAILED (rc $rc)"; failed=1; fi ;;
   esac
@@ -42,6 +43,20 @@ step "unit tests" no "${PYTEST[@]}" tests/unit "$@"
 step "docs site (sphinx-build -W)" no .venv/bin/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 step "integration, RabbitMQ 3.10 (all)" no env KMB_BROKER=rabbitmq3 "${PYTEST[@]}" tests/integration \
   --ignore=tests/integration/test_cluster.py "$@"
+
+# ---- Python 3.9 (EL9; the oldest supported dependencies, scripts/constraints-el9.txt) and 3.13 (Fedora):
+# the venvs of scripts/pythons.sh; a venv it could not make (no such interpreter here) is a SKIPPED step
+py_tests() {  # py_tests VENV BROKER PYTEST-ARGS...
+  local venv=$1 broker=$2; shift 2
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "skipped: no $venv (no interpreter for it here; scripts/pythons.sh says which)"; return 77
+  fi
+  KMB_BROKER=$broker "$venv/bin/python" -m pytest -q -p no:cacheprovider -rfEs "$@"
+}
+step "unit tests, Python 3.9, oldest deps" no py_tests .venv39 rabbitmq3 tests/unit "$@"
+step "integration, RabbitMQ 3.10, Python 3.9, oldest deps" no py_tests .venv39 rabbitmq3 tests/integration \
+  --ignore=tests/integration/test_cluster.py "$@"
+step "unit tests, Python 3.13" no py_tests .venv313 rabbitmq3 tests/unit "$@"
 
 allowed() { [[ " ${KMB_MATRIX_ALLOW_FAIL:-} " == *" $1 "* ]] && echo yes || echo no; }
 for b in $KMB_BROKERS; do

@@ -61,6 +61,26 @@ def fake_wheel(outdir: str, name: str, version: str, files: dict[str, str]) -> s
     return path
 
 
+def with_dependencies(project: str) -> list[str]:
+    """`project` and, transitively, the installed distributions it requires (extras left out):
+    proton 0.40 brings cffi and pycparser, 0.37 (EPEL 9's) nothing."""
+    out: list[str] = []
+    todo = [project]
+    while todo:
+        name = todo.pop(0)
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # not for this interpreter (an environment marker)
+        if dist.metadata["Name"] in out:
+            continue
+        out.append(dist.metadata["Name"])
+        for req in dist.requires or ():
+            if "extra ==" not in req:
+                todo.append(re.match(r"[A-Za-z0-9._-]+", req).group(0))  # type: ignore[union-attr]
+    return out
+
+
 def repack_installed(outdir: str, project: str) -> str:
     """A wheel of `project` as installed in the running venv (its RECORD's files and the tag of
     its WHEEL file): the offline way to offer a dependency such as proton and its cffi to pip."""

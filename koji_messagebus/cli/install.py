@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 
+from ..httpd import httpd_group
 from .common import EXIT_OK, CliError, default_path, out
 
 DEFAULT_PLUGIN_PATH = "/usr/lib/koji-hub-plugins"
@@ -71,5 +72,5 @@ def print_enable_hint(directory: str) -> None:
     out("To enable it, in /etc/koji-hub/hub.conf, section [hub]:")
     out(f"    PluginPath = {directory}")
     out("    Plugins = messagebus        (add it to the space-separated list if there is one)")
-    out(f"then write {default_path()} (`koji-messagebus sample-config` prints every key; chown root:apache, "
+    out(f"then write {default_path()} (`koji-messagebus sample-config` prints every key; chown root:{httpd_group()}, "
         "chmod 640), run `koji-messagebus check`, and restart the hub (httpd).")

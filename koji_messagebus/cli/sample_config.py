@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 
 from .. import resources
+from ..httpd import httpd_group
 from .common import EXIT_OK
 
 HELP = "print the documented sample messagebus.conf"
 DESCRIPTION = ("Print the sample messagebus.conf: every key with its default and what it accepts. Write it as the "
                "hub's config and edit it: koji-messagebus sample-config > /etc/koji-hub/plugins/messagebus.conf; "
-               "chown root:apache and chmod 640 it.")
+               f"chown root:{httpd_group()} and chmod 640 it.")
 
 
 def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

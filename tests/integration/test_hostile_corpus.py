@@ -63,7 +63,9 @@ def hub(monkeypatch, conf_file, db, exchange_name):
     made: list[tuple[Hub, Consumer]] = []
 
     def make(outbox_on: bool):
-        monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf_file(outbox={"enabled": outbox_on}))
+        # unsigned_rpm_sign: an RPMSign whose sigkey is hostile (None, missing) is sent too (~none~), not skipped
+        monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf_file(outbox={"enabled": outbox_on},
+                                                               topic={"unsigned_rpm_sign": True}))
         consumer = Consumer(exchange_name)
         load_plugin()
         made.append((Hub(connect_db()), consumer))

@@ -15,7 +15,7 @@ import pytest
 
 from koji_messagebus import __version__, resources
 from koji_messagebus.messages import MESSAGE_TYPES
-from tests.packaging import build_wheel, copy_source, fake_wheel, repack_installed
+from tests.packaging import build_wheel, copy_source, fake_wheel, repack_installed, with_dependencies
 
 HUB_KOJI = "1.34.0.post4242"  # "the RPM's koji": a version PyPI never had
 NEWER_KOJI = "99.0"  # offered by the index: an eager upgrade would pick it if koji were a dependency
@@ -33,7 +33,7 @@ def index(tmp_path_factory):
     fake_wheel(str(links), "koji", HUB_KOJI, {"koji/__init__.py": f"VERSION = {HUB_KOJI!r}\n",
                                               "koji/MARKER": MARKER})
     fake_wheel(str(links), "koji", NEWER_KOJI, {"koji/__init__.py": f"VERSION = {NEWER_KOJI!r}\n"})
-    for project in ("python-qpid-proton", "cffi", "pycparser"):
+    for project in with_dependencies("python-qpid-proton"):
         repack_installed(str(links), project)
     return {"links": str(links), "wheel": ours, "base": base}
 

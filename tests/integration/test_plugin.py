@@ -58,7 +58,7 @@ def test_loaded_as_the_hub_loads_it(hub):
 
 def test_every_event_type_arrives_exactly_as_documented(hub, exchange_name):
     consumer = bound_consumer(exchange_name)
-    h = hub.setup()
+    h = hub.setup(topic={"unsigned_rpm_sign": True})  # the recorded RPMSigns are unsigned imports (sigkey '')
     try:
         requests = recorded_requests()
         for cbtype, kwargs in requests:
@@ -75,6 +75,8 @@ def test_every_event_type_arrives_exactly_as_documented(hub, exchange_name):
         assert msg.routing_key.startswith(f"koji.event.{mtype}")
         assert msg.delivery_mode == 2
         assert set(msg.body) == set(kwargs)
+    sign = next(m for m in got if m.headers["type"] == "RPMSign")
+    assert sign.routing_key.startswith("koji.event.RPMSign.~none~.")  # no empty token
     tag = next(m for m in got if m.headers["type"] == "Tag")
     kw = entries("postTag")[0]["kwargs"]
     assert tag.routing_key == f"koji.event.Tag.{kw['tag']['name']}.{kw['build']['name']}.{kw['user']['name']}"
@@ -202,3 +204,18 @@ def test_broken_config_never_breaks_the_hub(hub, plugin_log):
     errors = " ".join(r.getMessage() for r in plugin_log.records if r.levelno >= logging.ERROR)
     assert "[broker] port = 'not-a-port' is invalid" in errors
     assert "lost 1 message(s) (Tag x1)" in errors
+
+
+def test_an_unsigned_rpm_sign_is_not_published_by_default(hub, exchange_name):
+    """As Koji's protonmsg: an import without a signature fires RPMSign with sigkey '' ; nothing is sent."""
+    consumer = bound_consumer(exchange_name)
+    h = hub.setup()
+    unsigned, signed = entries("postRPMSign")[0]["kwargs"], entries("postRPMSign")[4]["kwargs"]
+    assert unsigned["sigkey"] == "" and signed["sigkey"]
+    try:
+        h.request(fire("postRPMSign", unsigned))
+        h.request(fire("postRPMSign", signed))
+        got = consumer.collect(expect=1, quiet=0.5)
+    finally:
+        consumer.close()
+    assert [m.routing_key for m in got] == [f"koji.event.RPMSign.{signed['sigkey']}.{signed['build']['name']}"]

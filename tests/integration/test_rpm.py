@@ -144,3 +144,15 @@ def test_install_into_a_scratch_root(built, sitelib, tmp_path):
         res = subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, sorted(units.iterdir()))],
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+
+
+@pytest.mark.skipif(not shutil.which("rpmlint"), reason="rpmlint is not installed (Debian: rpmlint)")
+def test_rpmlint_finds_no_error(built):
+    """The binary and source RPMs and the spec, with the project's filters (koji-messagebus.rpmlintrc,
+    each one explained there): warnings are allowed, errors are not."""
+    srpm = built.replace(".noarch.rpm", ".src.rpm")
+    res = subprocess.run(["rpmlint", "-r", os.path.join(ROOT, "koji-messagebus.rpmlintrc"), built, srpm,
+                          os.path.join(ROOT, "koji-messagebus.spec")], capture_output=True, text=True, timeout=TIMEOUT)
+    errors = [line for line in res.stdout.splitlines() if ": E: " in line]
+    assert res.returncode == 0 and not errors, res.stdout + res.stderr
+    assert " 0 errors" in res.stdout

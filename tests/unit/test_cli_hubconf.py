@@ -137,6 +137,7 @@ class FakeSender:
 
     def __init__(self):
         self.on_recovery: list = []
+        self.on_rows: list = []
 
     def take_settled_rows(self):
         return []

@@ -12,7 +12,7 @@ import koji.plugin
 import pytest
 from proton import Message
 
-from koji_messagebus.messages import CALLBACK_TYPES, MAX_KEY_BYTES, format_event, routing_key
+from koji_messagebus.messages import CALLBACK_TYPES, MAX_KEY_BYTES, MISSING_TOKEN, format_event, routing_key, unsigned
 from koji_messagebus.wire import decode, encode
 from tests.fixtures import entries
 
@@ -162,7 +162,8 @@ def test_repo_done():
 
 
 def test_rpm_sign_and_build_promote():
-    kw = entries("postRPMSign")[0]["converted"]
+    kw = entries("postRPMSign")[4]["converted"]  # a signed RPM (0-3: unsigned imports)
+    assert kw["sigkey"]
     ev = event("postRPMSign", kw)
     assert ev.routing_key == f"{P}.RPMSign.{kw['sigkey']}.{kw['build']['name']}"
     assert ev.headers["type"] == "RPMSign" and ev.headers["sigkey"] == kw["sigkey"]
@@ -442,3 +443,17 @@ def test_a_build_that_cannot_be_read_is_noted_once_and_asked_once():
     assert [c for c in ev.conversions.lossy if "get(" in c] == [
         "build: Counting.get('name') raised RuntimeError -> its keys read as None"]
     assert ev.headers["name"] is None and ev.headers["version"] is None
+
+
+@pytest.mark.parametrize("sigkey", ["", None, "missing"])
+def test_an_unsigned_rpm_sign_gets_the_missing_token_never_an_empty_one(sigkey):
+    """Sent only with [topic] unsigned_rpm_sign (runtime.collect); then `~none~`, not `RPMSign..name`."""
+    kw = dict(entries("postRPMSign")[0]["converted"])
+    if sigkey == "missing":
+        del kw["sigkey"]
+    else:
+        kw["sigkey"] = sigkey
+    ev = event("postRPMSign", kw)
+    assert ev.routing_key == f"{P}.RPMSign.{MISSING_TOKEN}.{kw['build']['name']}"
+    assert unsigned("RPMSign", kw) and not unsigned("RPMSign", {**kw, "sigkey": "f67cf1a3"})
+    assert not unsigned("Tag", kw)

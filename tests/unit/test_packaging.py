@@ -17,6 +17,7 @@ import pytest
 from koji_messagebus import __version__, cli, outbox, resources
 from koji_messagebus.cli import install
 from koji_messagebus.config import load_config
+from koji_messagebus.httpd import httpd_group
 from koji_messagebus.outbox import SCHEMA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -218,7 +219,7 @@ def test_secret_file_modes(tmp_path, mode, warned):
     warnings = [w for w in load_config(str(path)).warnings if "readable by other users" in w]
     assert bool(warnings) == warned, warnings
     if warned:
-        assert f"chown root:apache {path} && chmod 640 {path}" in warnings[0]
+        assert f"chown root:{httpd_group()} {path} && chmod 640 {path}" in warnings[0]
     assert stat.S_IMODE(os.stat(path).st_mode) == mode
 
 

@@ -165,3 +165,42 @@ def test_the_whole_request_stays_within_timeout_not_only_the_wait(make_runtime, 
     assert batch.seconds <= 0.5
     broker.hold = False
     broker.release()
+
+
+@pytest.mark.parametrize("setting, sent", [(None, False), ("false", False), ("true", True)])
+def test_an_rpm_sign_without_a_sigkey_is_collected_only_when_the_setting_says_so(tmp_path, setting, sent):
+    """As Koji's protonmsg: an unsigned import's RPMSign (sigkey '') is not published by default."""
+    from koji_messagebus.config import load_config
+    from tests.fixtures import entries
+
+    path = tmp_path / "messagebus.conf"
+    path.write_text("[broker]\nhost = 127.0.0.1\nauth = ANONYMOUS\n[topic]\n"
+                    + (f"unsigned_rpm_sign = {setting}\n" if setting else ""))
+    path.chmod(0o600)
+    rt = Runtime(config=load_config(str(path)))
+    batch = RequestBatch()
+    unsigned_kw, signed_kw = entries("postRPMSign")[0]["kwargs"], entries("postRPMSign")[4]["kwargs"]
+    assert unsigned_kw["sigkey"] == "" and signed_kw["sigkey"]
+    rt.collect(batch, "RPMSign", unsigned_kw)
+    rt.collect(batch, "RPMSign", signed_kw)
+    keys = [m.routing_key for m in batch.messages]
+    name = unsigned_kw["build"]["name"]
+    assert keys[-1] == f"koji.event.RPMSign.{signed_kw['sigkey']}.{signed_kw['build']['name']}"
+    assert keys[:-1] == ([f"koji.event.RPMSign.~none~.{name}"] if sent else [])
+
+
+def test_shutdown_sends_what_is_held_then_reports_what_it_could_not_once(make_runtime, broker, caplog):
+    """Outbox off: at exit, messages the broker takes within timeout are sent; when it takes none,
+    one ERROR names their count and types.  A second call (atexit after mod_wsgi's hook) does nothing."""
+    rt = make_runtime(timeout=0.5)
+    rt.post_commit(RequestBatch(messages=msgs("a", "b")), None)
+    rt.shutdown()
+    assert len(broker.received) == 2
+    broker.down = True
+    rt = make_runtime(timeout=0.5)
+    rt.post_commit(RequestBatch(messages=msgs("c", "d", "e")), None)
+    with caplog.at_level(logging.ERROR, logger="koji.plugin.messagebus"):
+        rt.shutdown()
+        rt.shutdown()
+    lost = [r.getMessage() for r in caplog.records if "lost at process exit" in r.getMessage()]
+    assert len(lost) == 1 and "3 message(s) (Tag x3)" in lost[0]

@@ -51,7 +51,8 @@ def check_decodes(payload: bytes, subject: str, to: str | None, headers: dict, b
 
 
 def same(got: Any, want: Any) -> bool:
-    """Equality as a consumer sees it: tuples arrive as lists, binaries as memoryviews, nan is nan (bit for bit)."""
+    """Equality as a consumer sees it: tuples arrive as lists, binaries as memoryviews (as bytes with
+    proton 0.37, the oldest supported), nan is nan (bit for bit)."""
     if isinstance(want, dict):
         return type(got) is dict and list(got) == list(want) and all(same(got[k], want[k]) for k in want)
     if isinstance(want, (list, tuple)):
@@ -59,7 +60,7 @@ def same(got: Any, want: Any) -> bool:
     if isinstance(want, float):
         return type(got) is float and struct.pack(">d", got) == struct.pack(">d", want)
     if isinstance(want, bytes):
-        return type(got) is memoryview and got.tobytes() == want
+        return type(got) in (memoryview, bytes) and bytes(got) == want
     return type(got) is type(want) and got == want
 
 
