@@ -1,16 +1,15 @@
-"""A hub under concurrent load: the plugin's time per request with the sender thread, next to the
-one-lock design before it and a bare warm sender, on loopback and through a latency proxy.
+"""A hub under concurrent load: the plugin's time per request with the sender thread, next to a
+bare warm sender, on loopback and through a latency proxy.
 
     .venv/bin/python bench/concurrency.py              # 4 x 4, loopback and 15 ms each way
     .venv/bin/python bench/concurrency.py --quick      # a smoke test of the script
-    .venv/bin/python bench/concurrency.py --procs 2 --threads 8 --latency 0 --designs thread,lock
+    .venv/bin/python bench/concurrency.py --procs 2 --threads 8 --latency 0 --designs thread,bare
 
 For every (latency, outbox, design): N processes x M threads (bench/load.py) run `--requests`
 requests each (1-10 recorded post* events, `--think` seconds apart on each thread), and the same
 design alone on one thread for reference.  Printed (milliseconds): the plugin's time per request
 (post* callbacks + preCommit + postCommit: median, p99, max), the after-post* part, where it
-went (thread CPU in the plugin; the lock design's lock wait and round trip under the lock; the
-sender design's wait on its own settlements) and what arrived.  Needs the local RabbitMQ (5672)
+went (thread CPU in the plugin; the wait on its own settlements) and what arrived.  Needs the local RabbitMQ (5672)
 and PostgreSQL (the `test` database); not part of the test suite.  Bounded: each run ends after
 its requests, the whole script within a few minutes.
 """
@@ -89,7 +88,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=150, help="per thread")
     ap.add_argument("--think", type=float, default=0.05, help="seconds between a thread's requests (x0.5-1.5)")
     ap.add_argument("--latency", default="0,15", help="ms each way through the proxy; 0 = direct")
-    ap.add_argument("--designs", default="thread,lock,bare")
+    ap.add_argument("--designs", default="thread,bare")
     ap.add_argument("--outbox", default="off,on")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--write", action="store_true", help="put the table into bench/results.md")
@@ -133,7 +132,7 @@ def main() -> None:
         f"{run_context()}; `.venv/bin/python bench/concurrency.py {' '.join(sys.argv[1:])}`.",
         f"{args.requests} requests per thread, {args.think * 1000:.0f} ms (x0.5-1.5) between a thread's requests, "
         "1-10 recorded events per request; the same design on one thread alone for reference. `thread` = the "
-        "process's sender thread (now), `lock` = one lock around the connection (before), `bare` = the same "
+        "process's sender thread, `bare` = the same "
         "messages on a warm connection of each thread's own, no plugin, no database.",
         "",
         "| latency each way (ms) | outbox | design | 1 thread alone: plugin median | N x M: plugin median / p99 / "

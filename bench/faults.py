@@ -203,7 +203,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--faults", default=",".join(FAULTS))
     ap.add_argument("--outbox", default="on,off")
-    ap.add_argument("--design", default="thread", choices=["thread", "lock"])
+    ap.add_argument("--design", default="thread", choices=["thread"])
     ap.add_argument("--procs", type=int, default=4)
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--think", type=float, default=0.2)

@@ -217,8 +217,8 @@ class Req:
     post: float  # preCommit + postCommit
     cpu: float  # the thread's CPU time in the plugin
     ids: list[str] = field(default_factory=list)
-    lock_wait: float = 0.0  # lock design: waiting for the connection lock
-    in_send: float = 0.0  # lock design: holding the lock (the round trip); thread design: waiting on the ticket
+    lock_wait: float = 0.0  # always 0 (the one-lock design is gone; the column stays for old result files)
+    in_send: float = 0.0  # waiting on the ticket
 
 
 @dataclass
@@ -228,63 +228,27 @@ class Load:
     requests: int = 100  # per thread
     think: float = 0.05  # seconds between a thread's requests
     seconds: float = 0.0  # >0: run for this long instead of `requests` (fault runs)
-    design: str = "thread"
+    design: str = "thread"  # "thread" (the plugin) or "bare" (a warm connection per thread, no plugin)
     linger: float = 30.0  # seconds a process lives on after its requests (its sender and drainer finish)
     conf: str = ""
     dsn: str = ""
     seed: int = 1
 
 
-class TimingLock:
-    """The lock design's connection lock, timing how long each thread waits for it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        t0 = perf()
-        got = self._lock.acquire(blocking, timeout)
-        PROFILE.lock_wait = getattr(PROFILE, "lock_wait", 0.0) + perf() - t0
-        return got
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
-
-
 def instrument(rt: Runtime) -> None:
-    """Profile counters: lock wait and round trip (lock design), ticket wait (thread design)."""
-    if rt.design == "lock":
-        pub = rt.publisher_()
-        pub._lock = TimingLock()  # type: ignore[assignment]
-        inner = pub._send_locked
+    """Profile counter: the request thread's wait on its ticket."""
+    from koji_messagebus import sendthread
 
-        def send_locked(batch: Any, result: Any) -> None:
-            t0 = perf()
-            try:
-                inner(batch, result)
-            finally:
-                PROFILE.in_send = getattr(PROFILE, "in_send", 0.0) + perf() - t0
+    wait = sendthread.Ticket.wait
 
-        pub._send_locked = send_locked  # type: ignore[method-assign]
-    else:
-        from koji_messagebus import sendthread
+    def timed_wait(self: Any, *args: Any, **kws: Any) -> Any:
+        t0 = perf()
+        try:
+            return wait(self, *args, **kws)
+        finally:
+            PROFILE.in_send = getattr(PROFILE, "in_send", 0.0) + perf() - t0
 
-        wait = sendthread.Ticket.wait
-
-        def timed_wait(self: Any, *args: Any, **kws: Any) -> Any:
-            t0 = perf()
-            try:
-                return wait(self, *args, **kws)
-            finally:
-                PROFILE.in_send = getattr(PROFILE, "in_send", 0.0) + perf() - t0
-
-        sendthread.Ticket.wait = timed_wait  # type: ignore[method-assign]
+    sendthread.Ticket.wait = timed_wait  # type: ignore[method-assign]
 
 
 def _bare_thread(load: Load, index: int, out: list[Req], stop: threading.Event) -> None:
@@ -400,7 +364,7 @@ def hub_process(load: Load, index: int, results: Any) -> None:
     logging.basicConfig(filename=os.path.join(os.path.dirname(load.conf), f"hub-{os.getpid()}.log"),
                         level=logging.WARNING, format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
     load_plugin()
-    rt = Runtime(design="thread" if load.design == "bare" else load.design)
+    rt = Runtime()
     mb_plugin.reset(rt)
     instrument(rt)
     stop = threading.Event()

@@ -123,7 +123,7 @@ def write_config(path: Path, port: int = 5672, outbox_on: bool = False, **broker
 
 
 def connects(rt: Runtime) -> int:
-    """Connections the process's plugin opened (sender thread, or the lock design's publisher)."""
+    """Connections the process's plugin opened (its sender thread)."""
     if rt.delivery is not None:
         return rt.delivery.sender.connects
     return rt.publisher.connects if rt.publisher else 0
@@ -373,7 +373,7 @@ def flush(publisher: Publisher, cnx, cfg) -> int:
         result = publisher.send(batch)
         if result.error and result.unsent:
             raise RuntimeError(f"the broker failed during the drain: {result.error}")
-        return result.accepted + [m for m, _ in result.lost], result.unsent
+        return result
 
     while True:
         result = outbox.drain(cnx, send, cfg.get("outbox", "batch_size"), max_age=cfg.get("outbox", "max_age"),

@@ -5,9 +5,10 @@ SQL only, against any DB-API connection whose cursors take `execute(sql, dict)` 
 Some calls send two statements in one `execute` to save a round trip (psycopg2 allows it and
 returns the last statement's rows).
 
-A request stores its messages (`store`) and, after its commit, sends just those rows
-(`send_own`); `drain` (advisory lock, oldest first, in batches) takes whatever else is left: run
-by a request now and then and after failures, and by `koji-messagebus outbox flush`.
+A request stores its messages (`store_request`) in the hub's transaction; after its commit the
+process's sender sends them from memory and the settled rows are deleted in batches (`delete`);
+`drain` (advisory lock, oldest first, in batches) takes whatever else is left: run by the
+process's drainer and by `koji-messagebus outbox flush`.
 """
 
 from __future__ import annotations
@@ -337,48 +338,8 @@ class Sent(Protocol):
     def split(self) -> tuple[list[Outgoing], list[Outgoing]]: ...
 
 
-#: sends a batch; returns (done, unsent) or a `Sent` (which also tells the refused ones apart)
-SendFn = Callable[[list[Outgoing]], "tuple[list[Outgoing], list[Outgoing]] | Sent"]
-
-
-#: delete the given rows unless another transaction holds them; returns (id, msg_id) of those deleted
-_TAKE_KEPT = (f"UPDATE {TABLE} SET sent_at = clock_timestamp() WHERE id IN (SELECT id FROM {TABLE} WHERE id IN "
-              "%(ids)s AND sent_at IS NULL FOR UPDATE SKIP LOCKED) RETURNING id, msg_id")
-_TAKE_ROWS = (f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE id IN %(ids)s FOR UPDATE SKIP LOCKED) "
-              "RETURNING id, msg_id")
-
-
-def send_own(cnx, ids: list[int], messages: list[Outgoing], send: SendFn, keep: float = 0.0) -> DrainResult:
-    """Send a request's own rows right after its commit (the steady state), in two round trips.
-
-    One statement locks and deletes the rows (FOR UPDATE SKIP LOCKED: a row another drainer holds
-    is left to it; with `keep` they are marked sent instead); the request's `messages` (still in
-    memory) are sent; COMMIT once the broker has settled them.  If some were not sent, ROLLBACK
-    brings every row back and the settled ones are deleted again, so only the unsent rows stay for
-    a later drain.  The commit does not wait for the WAL flush: a delete lost in a database crash
-    means a resend, which at-least-once allows.
-    """
-    result = DrainResult()
-    cur = cnx.cursor()
-    take = _TAKE_KEPT if keep > 0 else _TAKE_ROWS
-    cur.execute(AFTER_COMMIT + take, {"ids": tuple(ids)})
-    taken = {msg_id: row_id for row_id, msg_id in cur.fetchall()}
-    batch = [m for m in messages if m.msg_id in taken]
-    if not batch:
-        cnx.commit()
-        return result
-    outcome = send(batch)
-    done, failed = outcome if isinstance(outcome, tuple) else outcome.split()
-    result.sent = len(done)
-    if not failed:
-        cnx.commit()
-        return result
-    cnx.rollback()
-    result.left = True
-    if done:  # never wait here: a row a drainer took meanwhile is its to send (again, with the same id)
-        cur.execute(take, {"ids": tuple(taken[m.msg_id] for m in done)})
-        cnx.commit()
-    return result
+#: sends a batch and tells what it did
+SendFn = Callable[[list[Outgoing]], Sent]
 
 
 def drain(cnx, send: SendFn, batch_size: int, own_ids: list[int] | None = None,
@@ -469,12 +430,12 @@ def _send_and_delete(cnx, cur, batch: dict[int, Outgoing], send: SendFn, result:
     """Send the locked rows of `batch`, delete the done ones (accepted or finally refused) and
     commit; count them in `result`.  True if some failed (they stay for later)."""
     outcome = send(list(batch.values()))
-    done, failed = outcome if isinstance(outcome, tuple) else outcome.split()
+    done, failed = outcome.split()
     done_ids = {m.msg_id for m in done}
     _delete(cur, [rid for rid, m in batch.items() if m.msg_id in done_ids], keep)
     cnx.commit()
     result.sent += len(done)
-    result.lost += 0 if isinstance(outcome, tuple) else len(outcome.lost)
+    result.lost += len(outcome.lost)
     return bool(failed)
 
 

@@ -1,10 +1,9 @@
 """The synchronous publisher: one warm connection per process, failover, reconnect, circuit breaker.
 
 `Publisher.send(batch)` runs on the caller's thread; one lock serialises use of the connection.
-The command line (`outbox flush`, `check`) and the poison-message quarantine use it; the hub's
-request path uses `sendthread.SenderThread`, which shares one connection between threads
-without a lock.  The request path with this class (`LockedPublisher`, the design before the
-sender thread) stays selectable for comparison (`Runtime(design="lock")`, bench/concurrency.py).
+The command line (`outbox flush`, `check`, `replay`) and the poison-message quarantine use it;
+the hub's request path uses `sendthread.SenderThread`, which shares one connection between
+threads without a lock.
 
 Every call is bounded: connect_timeout per endpoint for opening a connection, timeout for the
 settlements, at most one resend on a new connection; while the breaker is open a call returns at
@@ -217,6 +216,3 @@ class Publisher:
         with self._lock:
             self._drop_connection()
 
-
-#: the request path before the sender thread: each hub thread sends under the one lock
-LockedPublisher = Publisher

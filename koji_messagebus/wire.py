@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,3 +96,12 @@ def message_to_dict(msg: Message) -> dict[str, Any]:
         "headers": dict(msg.properties or {}),
         "body": msg.body,
     }
+
+
+def describe(messages: list[Outgoing], limit: int = 10) -> str:
+    """'3 message(s) (Tag x2, BuildStateChange x1): key1, key2, ...' for log lines."""
+    types = Counter(m.type for m in messages)
+    keys = [m.routing_key for m in messages[:limit]]
+    more = f" and {len(messages) - limit} more" if len(messages) > limit else ""
+    kinds = ", ".join(f"{t} x{n}" for t, n in types.items())
+    return f"{len(messages)} message(s) ({kinds}): {', '.join(keys)}{more}"

@@ -158,7 +158,7 @@ def run_schema(args: argparse.Namespace) -> int:
 def run_flush(args: argparse.Namespace) -> int:
     from .. import outbox
     from ..drainer import min_age
-    from ..publisher import Publisher
+    from ..publisher import Publisher, SendResult
 
     config = get_config(args)
     timeout = float(config.get("broker", "timeout"))
@@ -170,12 +170,12 @@ def run_flush(args: argparse.Namespace) -> int:
     with database(args, config) as (settings, cnx):
         publisher = Publisher(config)
 
-        def send(batch: list[Any]) -> tuple[list[Any], list[Any]]:
+        def send(batch: list[Any]) -> SendResult:
             result = publisher.send(batch)
             counts["refused"] += len(result.lost)
             if result.error and result.unsent:
                 failure.append(result.error)
-            return result.split()
+            return result
 
         try:
             total, _age = outbox.status(cnx)

@@ -17,6 +17,7 @@ import pytest
 from koji_messagebus import outbox
 from koji_messagebus.cli.check import check_outbox
 from koji_messagebus.config import load_config
+from koji_messagebus.publisher import SendResult
 from tests.broker import Consumer
 from tests.fixtures import entries
 from tests.hub import DSN, Hub, dml, load_plugin, unload_plugin
@@ -117,7 +118,7 @@ def test_exactly_the_documented_grants_suffice(roles, monkeypatch, conf_file, ex
     cnx = hub_connect()
     try:
         assert outbox.check_privileges(cnx) == []
-        # every outbox statement, as the hub's user: store, send own rows, drain (advisory lock,
+        # every outbox statement, as the hub's user: store, send own rows, delete sent rows, drain (advisory lock,
         # expire, FOR UPDATE SKIP LOCKED), status, purge
         kwargs = entries("postTag")[0]["kwargs"]
         from koji_messagebus.runtime import RequestBatch, Runtime
@@ -131,13 +132,14 @@ def test_exactly_the_documented_grants_suffice(roles, monkeypatch, conf_file, ex
 
         def send(messages):
             sent.extend(m.msg_id for m in messages)
-            return messages, []
+            return SendResult(accepted=list(messages))
 
-        own = outbox.send_own(cnx, ids[:2], batch.messages[:2], send)
+        own = outbox.drain_ids(cnx, ids[:2], send)  # a process's own rows, under row locks
         drained = outbox.drain(cnx, send, 500, max_age=3600)
         assert (own.sent, drained.sent, drained.locked_out) == (2, 2, False)
         assert sorted(sent) == sorted(m.msg_id for m in batch.messages)
         assert outbox.status(cnx) == (0, None)
+        assert outbox.delete(cnx, ids[:2]) == 0  # the sender's batched deletes (gone already)
         assert outbox.purge(cnx, 0.001) == 0
     finally:
         cnx.close()

@@ -1,5 +1,4 @@
-"""Reliability under faults of the one-lock design (`Runtime(design="lock")`, kept for comparison;
-the sender thread's are in test_sender_faults.py and test_drainer.py): the plugin loaded as the hub
+"""Reliability under faults (more under load in test_sender_faults.py and test_drainer.py): the plugin loaded as the hub
 loads it, the real RabbitMQ behind a fault-injecting proxy (tests/faultproxy.py), the real
 PostgreSQL, what arrived checked with pika.
 
@@ -94,7 +93,7 @@ class Req:
 class Bus:
     """A hub (plugin loaded as the hub loads it) sending through the proxy, and a consumer."""
 
-    def __init__(self, monkeypatch, tmp_path, exchange, proxy, design: str = "lock", **sections):
+    def __init__(self, monkeypatch, tmp_path, exchange, proxy, **sections):
         self.exchange = exchange
         self.proxy = proxy
         self.given: list[str] = []  # every message-id the plugin created, in order
@@ -114,7 +113,7 @@ class Bus:
         self.timer = Timer(monkeypatch)
         self.consumer = Consumer(exchange)
         load_plugin()
-        mb_plugin.reset(Runtime(design=design))
+        mb_plugin.reset(Runtime())
         self.hub = Hub(connect_db())
         self.kwargs = entries("postTag")[0]["kwargs"]
 
@@ -123,8 +122,8 @@ class Bus:
         return mb_plugin.runtime()
 
     @property
-    def publisher(self):
-        return self.runtime.publisher_()
+    def sender(self):
+        return self.runtime.ensure_delivery().sender
 
     def request(self, events: int = 3, note: str = "r", fail: bool = False, on_commit=None) -> Req:
         """One hub request: insert a row of the hub's own, fire `events` postTag callbacks."""
@@ -365,7 +364,7 @@ def cli_flush(config, cnx, pause: float = 0.0) -> tuple[outbox.DrainResult, list
         done = result.accepted + [m for m, _ in result.lost]
         sent.extend(m.msg_id for m in done)
         time.sleep(pause)  # hold the rows a little: another drainer runs meanwhile
-        return done, result.unsent
+        return result
 
     total = outbox.DrainResult()
     try:

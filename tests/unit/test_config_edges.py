@@ -185,7 +185,7 @@ def test_config_problems_are_logged_when_the_hub_loads_the_plugin(tmp_path, monk
             load_plugin()
         assert "[brokr]: unknown section" in caplog.text
         from koji_messagebus import plugin as mb_plugin
-        assert mb_plugin.runtime().publisher is None  # nothing connected at load time
+        assert mb_plugin.runtime().delivery is None  # nothing connected at load time
     finally:
         unload_plugin()
 

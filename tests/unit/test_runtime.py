@@ -139,17 +139,17 @@ def test_outbox_rows_are_deleted_later_in_one_statement_without_a_drainer(make_r
     assert drained and drained[0]["min_age"] > rt.delivery.sender.own_window  # young rows are their owner's
 
 
-def test_lock_design_losing_the_drain_race_looks_again_soon(tmp_path, monkeypatch):
-    """The bug of issue 13: left=False after losing the advisory-lock race pushed the next drain
-    retry_interval away."""
-    cfg = make_config_with_outbox(tmp_path, retry_interval=30)
-    rt = Runtime(config=cfg, design="lock")
-    monkeypatch.setattr(outbox, "drain", lambda *a, **k: outbox.DrainResult(sent=1, locked_out=True))
-    rt.publisher_().breaker.success()
+def test_losing_the_drain_race_looks_again_soon(make_runtime, monkeypatch):
+    """The bug of issue 13: losing the advisory-lock race pushed the next drain retry_interval
+    away; the request path looks again within DRAIN_EVERY."""
+    from koji_messagebus.drainer import DRAIN_EVERY
+
+    rt = make_runtime(outbox_on=True, retry_interval=30)
+    monkeypatch.setattr(outbox, "drain", lambda *a, **k: outbox.DrainResult(sent=1, left=True, locked_out=True))
     before = time.monotonic()
-    rt._drain_outbox(RecordingCnx(), [1])
-    assert rt._outbox_check_at - before <= mb_runtime.LOCKED_OUT_RETRY + 0.1
-    rt.close()
+    rt.post_commit(RequestBatch(), RecordingCnx())
+    rt.delivery.post_commit([], [], RecordingCnx())
+    assert rt.delivery._drain_at - before <= DRAIN_EVERY + 0.1
 
 
 def test_the_whole_request_stays_within_timeout_not_only_the_wait(make_runtime, broker):
