@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from . import configtext
+from .errors import SettingsError
 from .httpd import httpd_group
 from .security import BUILTIN_MECHS, CYRUS_MECHS, has_cyrus_sasl, is_ip, uses_password
 
@@ -33,7 +34,7 @@ AUTH_MECHS = ("PLAIN", "EXTERNAL", "ANONYMOUS", "GSSAPI")
 SECRET_KEYS = {("broker", "password")}
 
 
-class ConfigError(Exception):
+class ConfigError(SettingsError):
     """A config that cannot be used; `problems` holds one line per problem."""
 
     def __init__(self, path: str, problems: list[str]):

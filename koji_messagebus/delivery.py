@@ -21,11 +21,12 @@ from typing import Any
 from . import outbox
 from .config import Config
 from .drainer import DRAIN_EVERY, Drainer, min_age
+from .errors import first_line
 from .log import log
 from .publisher import SendResult
 from .sendthread import Hold, SenderThread
 from .subcalls import rollback_quietly
-from .wire import Outgoing
+from .wire import Outgoing, describe
 
 DELETE_BATCH = 200  # request-path fallback: delete settled rows once this many are waiting...
 #: ...or once they have waited this long: 0, at the first request after they settled, since a row settled
@@ -107,7 +108,7 @@ class Delivery:
                 rollback_quietly(cnx)
                 log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
                         "deleting %d sent outbox row(s) failed (they may be sent again): %s",
-                        len(rows), _first_line(exc))
+                        len(rows), first_line(exc))
                 if outbox.is_timeout(exc):  # the table is locked: no drain now, it would wait as long
                     self._drain_at = max(self._drain_at, now + DRAIN_EVERY)
             self._last_delete = now
@@ -124,7 +125,7 @@ class Delivery:
         except Exception as exc:  # noqa: BLE001 - a database error (a time-out: a lock on the table): the rows stay
             rollback_quietly(cnx)
             log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
-                    "outbox drain failed, messages stay in the outbox: %s", _first_line(exc))
+                    "outbox drain failed, messages stay in the outbox: %s", first_line(exc))
             return
         if result.left and not result.locked_out:
             self._drain_at = 0.0  # more to send: the next request goes on (one batch per request)
@@ -158,8 +159,6 @@ class Delivery:
         rows = self.sender.held(Hold.OWNED) if self.sender.ours() else []
         self.sender.close(min(CLOSE_WAIT, max(0.0, deadline - clock())))
         if held:
-            from .runtime import describe
-
             log.error("lost at process exit: %s: the broker did not take them within timeout = %gs "
                       "(enable the outbox to keep them)", describe(held), budget)
         if rows:
@@ -171,9 +170,6 @@ class Delivery:
             self.drainer.close()
         self.sender.close()
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def database_connector(config: Config) -> Callable[[], Any] | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import outbox
 from .config import Config
+from .errors import first_line
 from .log import log
 from .publisher import SendResult
 from .sendthread import Hold, SenderThread
@@ -110,7 +111,7 @@ class Drainer:
                 self._drain_abandoned(deadline)
                 self._delete_settled()
         except Exception as exc:  # noqa: BLE001 - exiting: the rows stay, resent later at worst
-            log.warning("outbox work at exit failed (the rows stay, sent by the drain): %s", _first_line(exc))
+            log.warning("outbox work at exit failed (the rows stay, sent by the drain): %s", first_line(exc))
         self._reset()
 
     def _run(self) -> None:
@@ -128,7 +129,7 @@ class Drainer:
                 if outbox.is_timeout(exc):  # a lock on the table (a migration, a backup): rows stay
                     self._timed_out(exc)
                     continue
-                log.error("background outbox work failed (retrying in %gs): %s", DB_RETRY, _first_line(exc))
+                log.error("background outbox work failed (retrying in %gs): %s", DB_RETRY, first_line(exc))
                 self._reset()
                 self._wake.set()
                 if self._stop.wait(DB_RETRY):
@@ -163,7 +164,7 @@ class Drainer:
     def _timed_out(self, exc: Exception) -> None:
         """One line, the transaction rolled back, a pause of DB_RETRY; the connection is kept."""
         log.warning("the outbox table is locked or slow (%s); its rows stay and are sent later: %s",
-                    f"lock_timeout {outbox.AFTER_LOCK_TIMEOUT_MS} ms", str(exc).strip().splitlines()[0])
+                    f"lock_timeout {outbox.AFTER_LOCK_TIMEOUT_MS} ms", first_line(exc))
         try:
             self._db().rollback()
         except Exception:  # noqa: BLE001 - broken after all: reconnect next time
@@ -238,6 +239,3 @@ class Drainer:
         ticket = self.sender.submit(messages, Hold.LOCKED)
         return ticket.wait(self.sender, self.clock() + self.sender.timeout)
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [repr(exc)])[0]

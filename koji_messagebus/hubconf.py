@@ -14,10 +14,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import SettingsError, first_line
+
 DEFAULT_HUB_CONFIG = "/etc/koji-hub/hub.conf"
 
 
-class HubConfigError(Exception):
+class HubConfigError(SettingsError):
     """hub.conf missing, unreadable or without database settings."""
 
 
@@ -123,7 +125,7 @@ class DatabaseSettings:
         try:
             cnx = psycopg2.connect(**params)
         except psycopg2.Error as exc:
-            first = self.redact((str(exc).strip().splitlines() or ["connection failed"])[0])
+            first = self.redact(first_line(exc))
             raise HubConfigError(f"cannot connect to the hub database ({self.describe()}, from {self.path}): "
                                  f"{first}") from None
         cnx.set_client_encoding("UTF8")

@@ -14,10 +14,12 @@ import os
 import threading
 from dataclasses import dataclass
 
+from .errors import BusError
+
 _lock = threading.Lock()
 
 
-class KerberosError(Exception):
+class KerberosError(BusError):
     """No ticket could be had; the message names principal, keytab and the Kerberos reason."""
 
 

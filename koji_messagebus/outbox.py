@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .errors import OutboxError, first_line
 from .log import log
 from .subcalls import ABORTED, MARKS_NOW, execute_quietly, parse_marks
 from .wire import Outgoing
@@ -108,7 +109,7 @@ def grants(role: str = "koji") -> str:
     return GRANTS.format(role=role)
 
 
-class OutboxUnavailable(Exception):
+class OutboxUnavailable(OutboxError):
     """The outbox table is missing or cannot be written; the message says which.  `table_broken`
     is False when only this batch was refused (a data or constraint error, a time-out), True otherwise."""
 
@@ -211,31 +212,31 @@ def store_request(cnx: Any, messages: list[Outgoing], marks: list[str | None] | 
 
 def _store_failed(cur: Any, exc: Exception) -> Stored:
     code = getattr(exc, "pgcode", None)
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # not DETAIL: the row's bytes
+    first = first_line(exc)  # not DETAIL: the row's bytes
     if code == IN_FAILED_TRANSACTION:
         # our SAVEPOINT was refused: the hub's transaction was aborted before we came; its COMMIT rolls back
         return Stored(None, None, "the hub's transaction is already aborted")
     if code is None:
         # a client-side error (nothing was sent) or a lost connection (the hub's COMMIT fails too)
-        return Stored(None, survivors(cur), f"cannot write to outbox table {TABLE}: {first_line}")
+        return Stored(None, survivors(cur), f"cannot write to outbox table {TABLE}: {first}")
     try:  # the savepoint exists (only an aborted transaction refuses it, see above): back to it
         execute_quietly(cur, f"ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}; "
                         f"SELECT {MARKS_NOW}", {})
         alive = parse_marks(cur.fetchone()[0])
     except Exception:  # noqa: BLE001 - the connection is gone: the hub's COMMIT fails as well
         log.debug("rollback to savepoint failed", exc_info=True)
-        return Stored(None, None, f"cannot write to outbox table {TABLE}: {first_line}")
+        return Stored(None, None, f"cannot write to outbox table {TABLE}: {first}")
     if code == UNDEFINED_TABLE:
         return Stored(None, alive, f"outbox table {TABLE} does not exist; create it with `koji-messagebus outbox "
                       "init`", back_off=True)
     if code == INSUFFICIENT_PRIVILEGE:
-        return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first_line}; the hub's database "
+        return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first}; the hub's database "
                       f"user needs: {' '.join(grants('<hub db user>').split())}", back_off=True)
     if code in TIMEOUT_CODES:
         what = "is locked" if code == "55P03" else "took too long"
         return Stored(None, alive, f"the insert into outbox table {TABLE} {what} (lock_timeout {LOCK_TIMEOUT_MS} ms, "
-                      f"statement_timeout {STORE_TIMEOUT_MS} ms + {STORE_MS_PER_MB} ms/MB: {first_line})")
-    return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first_line}",
+                      f"statement_timeout {STORE_TIMEOUT_MS} ms + {STORE_MS_PER_MB} ms/MB: {first})")
+    return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first}",
                   back_off=not _batch_specific(exc))
 
 
@@ -513,7 +514,7 @@ def check_privileges(cnx: Any) -> list[str]:
                     cur.execute(statement, {"key": DRAIN_LOCK})
                 except Exception as exc:  # noqa: BLE001 - reported
                     cur.execute("ROLLBACK TO SAVEPOINT koji_messagebus_check", {})
-                    missing.append(f"{statement.split()[0]} refused: {str(exc).strip().splitlines()[0]}")
+                    missing.append(f"{statement.split()[0]} refused: {first_line(exc)}")
     finally:
         cnx.rollback()
     return missing

@@ -16,11 +16,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from .config import Config
+from .errors import BusError
 
 QUEUE_EXPIRES_MS = 60000
 
 
-class DeclareError(Exception):
+class DeclareError(BusError):
     """The exchange exists with other settings than the config's."""
 
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from .errors import MessageError
 from .messages import MESSAGE_TYPES
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
 ID_PREFIX = "urn:koji-messagebus:message:"
 
 
-class SchemaError(Exception):
+class SchemaError(MessageError):
     """No schema for that type, or no validator installed."""
 
 

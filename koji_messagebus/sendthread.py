@@ -45,7 +45,7 @@ from .config import Endpoint as BrokerEndpoint
 from .log import log
 from .publisher import ConnectionFactory, Publisher, SendResult, amqp_connection
 from .status import StatusFile, Waits
-from .wire import Outgoing
+from .wire import Outgoing, describe
 
 PROBE_FIRST = 0.1  # seconds before the first probe after the broker went down
 PROBE_MAX = 1.0  # the longest pause between probes (also capped by retry_interval)
@@ -460,8 +460,6 @@ class SenderThread:
             kept.append(item)
         self._queue = kept
         if overflow:
-            from .runtime import describe
-
             self.lost += len(overflow)
             self._note_error(f"in-memory backlog full (max_pending = {self.max_pending}): {len(overflow)} lost")
             log.error("lost %s: in-memory backlog full (max_pending = %d); enable the outbox to "
@@ -548,8 +546,6 @@ class SenderThread:
             self._queue = kept
             held = [i.msg for i in kept]
         if first:
-            from .runtime import describe
-
             log.error("broker unavailable: %s; probing every %.1fs at most in the background; held: %s",
                       error, self.probe_max, describe(held) if held else "nothing")
 
@@ -652,8 +648,6 @@ class SenderThread:
     def _finish(self, item: Item, lost: str | None) -> None:
         """Under the lock: a final outcome for one item."""
         if lost is not None:
-            from .runtime import describe
-
             self.lost += 1
             self._note_error(f"lost {item.msg.type} {item.msg.routing_key}: {lost}")
             log.error("lost %s: the broker answered %s", describe([item.msg]), lost)
@@ -682,8 +676,6 @@ class SenderThread:
                 self._quarantine_(suspect)
             back = [i for i in inflight if self._sendable(i, now)]
             self._queue.extendleft(reversed(back))
-        from .runtime import describe
-
         log.warning("%s; resending %d unsettled message(s) on a new connection%s", error, len(back),
                     f"; set apart for a try alone: {describe([suspect.msg])} (id {suspect.msg.msg_id})" if suspect
                     else "")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import first_line
 from .log import log
 
 GUC = "koji_messagebus.marks"
@@ -79,7 +80,7 @@ class SubcallMarks:
                 except Exception:  # noqa: BLE001 - the connection is gone; the hub's COMMIT fails too
                     log.debug("undoing a sub-call mark failed", exc_info=True)
             log.warning("could not mark the sub-call (%s); its messages are published unchecked",
-                        (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                        first_line(exc))
             return None
 
     def checked(self) -> bool:

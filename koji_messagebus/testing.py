@@ -65,7 +65,7 @@ class _Collect(logging.Handler):
         self.lines: list[tuple[int, str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append((record.levelno, record.getMessage().splitlines()[0]))
+        self.lines.append((record.levelno, (record.getMessage().splitlines() or [""])[0]))
 
 
 class HubSimulator:

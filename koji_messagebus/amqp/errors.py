@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from ..errors import BusError
+
 
 class Kind(str, Enum):
     """What went wrong.  A str, so `error.kind == "auth"` keeps working; `final` kinds are the
@@ -27,7 +29,7 @@ class Kind(str, Enum):
         return self.value
 
 
-class BrokerError(Exception):
+class BrokerError(BusError):
     """A failure talking to the broker; `kind` is a `Kind` (given as one or as its text)."""
 
     def __init__(self, kind: Kind | str, message: str):

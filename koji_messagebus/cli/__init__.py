@@ -22,6 +22,7 @@ from types import FrameType
 
 from .. import __version__
 from ..amqp import BrokerError
+from ..errors import first_line
 from . import check, demo, install, listen, outbox, preview, replay, sample_config, schema, send, status
 from .common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, CliError, err, parent_parser
 
@@ -97,8 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one line unless --debug
             if debug:
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0]
-            err(f"error: {type(exc).__name__}: {first} (run with --debug for the traceback)")
+            err(f"error: {type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)")
             return EXIT_FAIL
 
 

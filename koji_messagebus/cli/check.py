@@ -8,6 +8,7 @@ import time
 
 from ..amqp import BrokerError
 from ..config import Config, ConfigError, load_config
+from ..errors import first_line
 from ..hubconf import HubConfigError, read_database_settings
 from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, config_path, describe_connection, err, human_age, out
 from .outbox import missing_table
@@ -81,7 +82,7 @@ def check_outbox(config: Config, hub_config: str | None) -> int:
         if outbox.is_undefined_table(exc):
             err(f"error: outbox: {missing_table(settings)}")
         else:
-            err(f"error: outbox: {settings.describe()}: {settings.redact(str(exc).strip().splitlines()[0])}")
+            err(f"error: outbox: {settings.describe()}: {settings.redact(first_line(exc))}")
         return EXIT_FAIL
     finally:
         cnx.close()

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from urllib.parse import unquote, urlsplit
 
 from ..config import DEFAULT_PATH, ENV_VAR, Config, ConfigError, load_config, redact_url
+from ..errors import CommandError
 from ..messages import CALLBACK_TYPES, MESSAGE_TYPES
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -39,7 +40,7 @@ prefix = koji.event
 """
 BUILTIN = "the built-in demo config"
 
-class CliError(Exception):
+class CliError(CommandError):
     """An expected failure: printed as one line (or several, for config problems), then exit."""
 
     def __init__(self, message: str, code: int = EXIT_FAIL, lines: Sequence[str] = ()):

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..amqp import BrokerError
 from ..config import Config
+from ..errors import first_line
 from ..hubconf import DatabaseSettings, HubConfigError, read_database_settings
 from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, err, get_config, human_age, out, parse_age
 from .progress import Progress
@@ -102,7 +103,7 @@ def database(args: argparse.Namespace, config: Config | None = None) -> Iterator
     except Exception as exc:  # noqa: BLE001 - one line, as every error
         if outbox.is_undefined_table(exc):
             raise CliError(missing_table(settings)) from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        first = first_line(exc)
         raise CliError(f"{settings.describe()}: {settings.redact(first)}") from None
     finally:
         cnx.close()
