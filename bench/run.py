@@ -376,7 +376,7 @@ def flush(publisher: Publisher, cnx, cfg) -> int:
         return result
 
     while True:
-        result = outbox.drain(cnx, send, cfg.get("outbox", "batch_size"), max_age=cfg.get("outbox", "max_age"),
+        result = outbox.drain(cnx, send, cfg.outbox.batch_size, max_age=cfg.outbox.max_age,
                               max_batches=1)
         if result.locked_out:
             raise RuntimeError("another process holds the outbox drain lock")
@@ -415,7 +415,7 @@ def bench_drain(setup: Setup, tmp: Path, backlog: int, rounds: int) -> dict:
         bare.append(backlog / seconds)
         arrived.append(setup.queued())
     ERRORS.check("outbox drain")
-    return {"ours": ours, "bare": bare, "batch_size": conf.get("outbox", "batch_size"), "arrived": arrived,
+    return {"ours": ours, "bare": bare, "batch_size": conf.outbox.batch_size, "arrived": arrived,
             "backlog": backlog}
 
 

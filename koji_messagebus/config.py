@@ -330,8 +330,8 @@ def _section(values: Mapping[tuple[str, str], Any], section: str, cls: type) -> 
 @dataclass(frozen=True)
 class Config:
     """Validated settings, parsed once: typed and frozen per section (`config.broker.timeout`,
-    `config.exchange.name`, `config.topic.prefix`, `config.outbox.enabled`); `get(section, key)`
-    for older code; `warnings` the weak spots."""
+    `config.exchange.name`, `config.topic.prefix`, `config.outbox.enabled`), the only way to read
+    them; `warnings` the weak spots."""
 
     path: str
     values: Mapping[tuple[str, str], Any]
@@ -349,10 +349,6 @@ class Config:
         object.__setattr__(self, "values", values)
         for section, cls in _SECTIONS.items():
             object.__setattr__(self, section, _section(values, section, cls))
-
-    def get(self, section: str, key: str) -> Any:
-        """The value of one option (older code; prefer the typed sections)."""
-        return self.values[(section, key)]
 
     def __repr__(self) -> str:  # never the password, not even in a debugger or a traceback with locals
         shown = {f"{s}.{k}": ("***" if (s, k) in SECRET_KEYS and v else v) for (s, k), v in self.values.items()}

@@ -57,7 +57,7 @@ class Delivery:
         self.config = config
         self.sender = sender or SenderThread(config)
         self.drainer: Drainer | None = None
-        if config.get("outbox", "enabled") and connect_db is not None:
+        if config.outbox.enabled and connect_db is not None:
             self.drainer = Drainer(config, self.sender, connect_db)
         self.min_age = min_age(self.sender.own_window, self.sender.timeout)
         self._last_delete = time.monotonic()
@@ -90,7 +90,7 @@ class Delivery:
                           len(result.unsent), result.error)
         if messages:
             sender.waits.add(time.monotonic() - start)  # status: request wait p50/p99
-        if self.drainer is None and self.config.get("outbox", "enabled") and cnx is not None:
+        if self.drainer is None and self.config.outbox.enabled and cnx is not None:
             self._request_path_outbox(cnx)
         return result
 
@@ -103,7 +103,7 @@ class Delivery:
         if waiting and (waiting >= DELETE_BATCH or now - self._last_delete >= DELETE_AFTER):
             rows = sender.take_settled_rows()
             try:
-                outbox.delete(cnx, rows, self.config.get("outbox", "keep"))
+                outbox.delete(cnx, rows, self.config.outbox.keep)
             except Exception as exc:  # noqa: BLE001 - the rows are resent by the drain at worst
                 rollback_quietly(cnx)
                 log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
@@ -116,12 +116,12 @@ class Delivery:
             return
         self._drain_at = now + DRAIN_EVERY
         try:
-            abandoned = sender.take_abandoned_rows(self.config.get("outbox", "batch_size"))
+            abandoned = sender.take_abandoned_rows(self.config.outbox.batch_size)
             if abandoned:  # this process's rows its sender gave up: under row locks, now
-                outbox.drain_ids(cnx, abandoned, self._send_locked, self.config.get("outbox", "keep"))
-            result = outbox.drain(cnx, self._send_locked, self.config.get("outbox", "batch_size"),
-                                  min_age=self.min_age, max_age=self.config.get("outbox", "max_age"),
-                                  keep=self.config.get("outbox", "keep"))
+                outbox.drain_ids(cnx, abandoned, self._send_locked, self.config.outbox.keep)
+            result = outbox.drain(cnx, self._send_locked, self.config.outbox.batch_size,
+                                  min_age=self.min_age, max_age=self.config.outbox.max_age,
+                                  keep=self.config.outbox.keep)
         except Exception as exc:  # noqa: BLE001 - a database error (a time-out: a lock on the table): the rows stay
             rollback_quietly(cnx)
             log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
@@ -131,7 +131,7 @@ class Delivery:
             self._drain_at = 0.0  # more to send: the next request goes on (one batch per request)
         if result.expired:
             log.error("dropped %d outbox message(s) older than max_age = %ss (never delivered)",
-                      result.expired, self.config.get("outbox", "max_age"))
+                      result.expired, self.config.outbox.max_age)
 
     def _send_locked(self, messages: list[Outgoing]) -> SendResult:
         ticket = self.sender.submit(messages, Hold.LOCKED)
@@ -178,7 +178,7 @@ def database_connector(config: Config) -> Callable[[], Any] | None:
     from .hubconf import HubConfigError, read_database_settings
 
     try:
-        settings = read_database_settings(config.get("outbox", "hub_config"))
+        settings = read_database_settings(config.outbox.hub_config)
     except HubConfigError as exc:
         log.info("no database connection of the plugin's own (%s); settled outbox rows are "
                  "deleted and the outbox drained by hub requests", exc)

@@ -192,7 +192,7 @@ class Drainer:
         if not rows:
             return 0
         try:
-            outbox.delete(self._db(), rows, self.config.get("outbox", "keep"))
+            outbox.delete(self._db(), rows, self.config.outbox.keep)
         except Exception:
             with self.sender._cond:  # noqa: SLF001 - put them back for the next try
                 self.sender.settled_rows[:0] = rows
@@ -203,14 +203,14 @@ class Drainer:
     def _drain_abandoned(self, deadline: float | None = None) -> int:
         """This process's rows its sender gave up (an outage, a stall): send them now, under row
         locks, instead of waiting until they are min_age old."""
-        size = self.config.get("outbox", "batch_size")
+        size = self.config.outbox.batch_size
         sent = 0
         while not self.sender.down and (deadline is None or self.clock() < deadline):
             rows = self.sender.take_abandoned_rows(size)
             if not rows:
                 return sent
             try:
-                result = outbox.drain_ids(self._db(), rows, self._send, self.config.get("outbox", "keep"))
+                result = outbox.drain_ids(self._db(), rows, self._send, self.config.outbox.keep)
             except Exception:
                 with self.sender._cond:  # noqa: SLF001 - put them back for the next try
                     self.sender.abandoned_rows[:0] = rows
@@ -225,12 +225,12 @@ class Drainer:
         cfg = self.config
         cnx = self._db()
         while not self.sender.down:
-            result = outbox.drain(cnx, self._send, cfg.get("outbox", "batch_size"), min_age=self.min_age,
-                                  max_age=cfg.get("outbox", "max_age"), keep=cfg.get("outbox", "keep"))
+            result = outbox.drain(cnx, self._send, cfg.outbox.batch_size, min_age=self.min_age,
+                                  max_age=cfg.outbox.max_age, keep=cfg.outbox.keep)
             self.drained += result.sent
             if result.expired:
                 log.error("dropped %d outbox message(s) older than max_age = %ss (never delivered)",
-                          result.expired, cfg.get("outbox", "max_age"))
+                          result.expired, cfg.outbox.max_age)
             if not result.left or result.locked_out:
                 return
             self._delete_settled()

@@ -65,7 +65,7 @@ def header_text(value: Any) -> str:
 def source_addresses(config: Config, keys: Iterable[str], template: str = DEFAULT_SOURCE) -> list[str]:
     """One receiver source per binding key (a headers exchange gets one unfiltered binding)."""
     keys = list(keys)
-    if config.get("exchange", "type") == "headers":
+    if config.exchange.type == "headers":
         return [template.replace("/{key}", "").replace("{key}", "").format(name=config.exchange.name)]
     return [template.format(name=config.exchange.name, key=key.replace("/", "%2F")) for key in keys or ["#"]]
 

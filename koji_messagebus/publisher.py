@@ -89,11 +89,11 @@ class Publisher:
         self._make = connect
         self._lock = threading.Lock()
         self._conn: BrokerConnection | None = None
-        connect_timeout = config.get("broker", "connect_timeout")
-        send = config.get("broker", "timeout")
+        connect_timeout = config.broker.connect_timeout
+        send = config.broker.timeout
         #: the longest one send() can take: every endpoint's connect timeout, twice (one resend), plus the sends
         self.max_seconds = 2 * (connect_timeout * max(1, len(config.endpoints)) + send)
-        self.breaker = CircuitBreaker(config.get("broker", "retry_interval"), clock,
+        self.breaker = CircuitBreaker(config.broker.retry_interval, clock,
                                       probe_timeout=self.max_seconds + connect_timeout)
         self.connects = 0  # connections opened
         self.attempts = 0  # send() calls that went to the network
@@ -117,7 +117,7 @@ class Publisher:
             return self._deferred(batch, result, self._breaker_error())
         start = self._clock()
         # another thread may hold the connection for up to max_seconds; do not wait longer than one send
-        wait = self.config.get("broker", "timeout") + self.config.get("broker", "connect_timeout")
+        wait = self.config.broker.timeout + self.config.broker.connect_timeout
         if not self._lock.acquire(timeout=wait):
             self.breaker.release(role)
             return self._deferred(batch, result, BrokerError(
@@ -164,7 +164,7 @@ class Publisher:
                 result.unsent = remaining
                 result.error = exc
                 return
-            deadline = self._clock() + self.config.get("broker", "timeout")
+            deadline = self._clock() + self.config.broker.timeout
             outcome = conn.send(remaining, deadline)
             remaining = result.add(outcome)
             if outcome.error is None:

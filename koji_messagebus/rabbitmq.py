@@ -33,9 +33,9 @@ def amqp091_connect(config: Config) -> tuple[Any, str]:
         import pika
     except ImportError:
         return None, "pika is not installed"
-    auth = config.get("broker", "auth")
+    auth = config.broker.auth
     if auth == "PLAIN":
-        credentials = pika.PlainCredentials(config.get("broker", "username"), config.get("broker", "password"))
+        credentials = pika.PlainCredentials(config.broker.username, config.broker.password)
     elif auth == "EXTERNAL":
         credentials = pika.credentials.ExternalCredentials()
     else:
@@ -44,19 +44,19 @@ def amqp091_connect(config: Config) -> tuple[Any, str]:
     ssl_options = None
     if ep.tls:
         try:
-            context = ssl.create_default_context(cafile=config.get("broker", "cacert") or None)
-            if not config.get("broker", "ssl_verify"):
+            context = ssl.create_default_context(cafile=config.broker.cacert or None)
+            if not config.broker.ssl_verify:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            if config.get("broker", "cert"):
-                context.load_cert_chain(config.get("broker", "cert"), config.get("broker", "key") or None)
+            if config.broker.cert:
+                context.load_cert_chain(config.broker.cert, config.broker.key or None)
         except (OSError, ssl.SSLError) as exc:
             return None, f"TLS setup for AMQP 0-9-1 failed ({exc})"
         ssl_options = pika.SSLOptions(context, server_hostname=ep.host)
     params = pika.ConnectionParameters(
-        ep.host, ep.port, virtual_host=config.get("broker", "vhost") or "/", credentials=credentials,
-        ssl_options=ssl_options, socket_timeout=config.get("broker", "connect_timeout"), connection_attempts=1,
-        blocked_connection_timeout=config.get("broker", "connect_timeout"))
+        ep.host, ep.port, virtual_host=config.broker.vhost or "/", credentials=credentials,
+        ssl_options=ssl_options, socket_timeout=config.broker.connect_timeout, connection_attempts=1,
+        blocked_connection_timeout=config.broker.connect_timeout)
     try:
         return pika.BlockingConnection(params), ""
     except Exception as exc:  # noqa: BLE001 - the AMQP 1.0 path reports the real problem
@@ -109,12 +109,12 @@ def declare_command(name: str, ex_type: str, durable: bool, vhost: str = "/") ->
 
 def declare_hint(config: Config) -> str:
     """declare_command for the configured exchange."""
-    return declare_command(config.exchange.name, config.get("exchange", "type"), config.get("exchange", "durable"),
-                           config.get("broker", "vhost") or "/")
+    return declare_command(config.exchange.name, config.exchange.type, config.exchange.durable,
+                           config.broker.vhost or "/")
 
 
 def _rabbitmqadmin_args(config: Config) -> list[str]:
-    name, ex_type, durable = config.exchange.name, config.get("exchange", "type"), config.get("exchange", "durable")
+    name, ex_type, durable = config.exchange.name, config.exchange.type, config.exchange.durable
     return ["declare", "exchange", f"name={name}", f"type={ex_type}", f"durable={str(durable).lower()}"]
 
 
@@ -122,7 +122,7 @@ def declare_exchange(config: Config) -> str:
     """Declare the exchange over AMQP 0-9-1 with pika if installed, else with rabbitmqadmin (which
     needs the management plugin).  Returns what was done, or the command to run; DeclareError if
     it exists with other settings."""
-    name, ex_type, durable = config.exchange.name, config.get("exchange", "type"), config.get("exchange", "durable")
+    name, ex_type, durable = config.exchange.name, config.exchange.type, config.exchange.durable
     hint = declare_hint(config)
     conn, why = amqp091_connect(config)
     if conn is None:

@@ -69,7 +69,7 @@ class Runtime:
         if unsigned(msg_type, kwargs) and not (cfg and cfg.topic.unsigned_rpm_sign):
             log.debug("RPMSign without a sigkey (an unsigned import) not published ([topic] unsigned_rpm_sign)")
             return
-        prefix = cfg.get("topic", "prefix") if cfg else "koji.event"
+        prefix = cfg.topic.prefix if cfg else "koji.event"
         event = format_event(msg_type, kwargs, prefix, convert=False)  # encode converts, in one pass
         to = cfg.message_to(event.routing_key) if cfg else None
         if cfg is None:
@@ -99,7 +99,7 @@ class Runtime:
 
     def _pre_commit(self, batch: RequestBatch, cnx: Any) -> None:
         cfg = self.config
-        use_outbox = (cfg is not None and cfg.get("outbox", "enabled") and not cfg.get("broker", "test_mode")
+        use_outbox = (cfg is not None and cfg.outbox.enabled and not cfg.broker.test_mode
                       and cnx is not None and time.monotonic() >= self._outbox_broken_until)
         if not use_outbox:
             if cnx is not None and batch.marks.checked():

@@ -215,10 +215,10 @@ class SenderThread:
         self.clock = clock
         self._pipe = pipe
         self._connect_for_quarantine = connect
-        self.timeout = float(config.get("broker", "timeout"))
+        self.timeout = float(config.broker.timeout)
         self.stall = min(STALL, self.timeout)
-        self.probe_max = min(PROBE_MAX, float(config.get("broker", "retry_interval")))
-        self.max_pending = int(config.get("broker", "max_pending"))
+        self.probe_max = min(PROBE_MAX, float(config.broker.retry_interval))
+        self.max_pending = int(config.broker.max_pending)
         #: an OWNED row is put on the wire only this long after it was stored (see runtime.OWNER_GRACE)
         self.own_window = self.timeout if own_window is None else own_window
         self._cond = threading.Condition()
@@ -642,7 +642,7 @@ class SenderThread:
             self._strikes.pop(item.msg.msg_id, None)
             self.outcomes[settlement.outcome] += 1
             if settlement.unroutable:  # released: no queue bound for it; not an error (amqp.sender)
-                amqp_sender.UNROUTABLE.note(self.config.get("exchange", "name"), [item.msg])
+                amqp_sender.UNROUTABLE.note(self.config.exchange.name, [item.msg])
             self._finish(item, settlement.lost)
 
     def _finish(self, item: Item, lost: str | None) -> None:

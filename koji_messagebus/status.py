@@ -78,7 +78,7 @@ def snapshot(sender: Any) -> dict[str, Any]:
     outcomes, last_error = sender.outcomes, sender.last_error
     return {
         "format": FORMAT, "pid": os.getpid(), "proc_start": proc_start(os.getpid()), "written": time.time(),
-        "config": sender.config.path, "state": sender.state.value, "exchange": sender.config.get("exchange", "name"),
+        "config": sender.config.path, "state": sender.state.value, "exchange": sender.config.exchange.name,
         "broker": str(conn.endpoint) if conn is not None else None,
         "address": address() if callable(address) else None,
         "published": outcomes["accepted"], "released": outcomes["released"],

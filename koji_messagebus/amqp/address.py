@@ -75,8 +75,8 @@ class Route:
 
 def route(config: Config, broker: BrokerInfo) -> Route:
     """The route for this broker: explicit templates as written, `auto` by product and version."""
-    template = config.get("exchange", "address")
-    name, ex_type = config.get("exchange", "name"), config.get("exchange", "type")
+    template = config.exchange.address
+    name, ex_type = config.exchange.name, config.exchange.type
     kind = flavour(broker)
     creates = {"rabbitmq4": "rabbitmq-management", "brokerj": "amqp-management"}.get(kind, "")
     if template != AUTO:

@@ -78,7 +78,7 @@ class BrokerInfo:
 
 def cafile(config: Config) -> str:
     """The CA bundle the broker's certificate is verified with: cacert, or the system bundle."""
-    return config.get("broker", "cacert") or default_cafile()
+    return config.broker.cacert or default_cafile()
 
 
 def kerberos_ticket(config: Config, endpoint: BrokerEndpoint) -> None:
@@ -90,7 +90,7 @@ def kerberos_ticket(config: Config, endpoint: BrokerEndpoint) -> None:
                           "(proton.SASL.extended() is False), so it cannot do GSSAPI; reinstall it "
                           "with libsasl2-dev present (pip install --force-reinstall --no-cache-dir python-qpid-proton)")
     try:
-        kerberos.obtain_ticket(config.get("broker", "principal"), config.get("broker", "keytab"))
+        kerberos.obtain_ticket(config.broker.principal, config.broker.keytab)
     except kerberos.KerberosError as exc:
         raise BrokerError(Kind.AUTH, f"{where}: {exc}") from None
 
@@ -106,8 +106,8 @@ class Connection:
         #: the AMQP container id (default: host and pid); a durable subscription names its own
         self.container_id: str | None = None
         #: how error texts name the exchange (the sender sets the address it chose)
-        self.exchange = diagnose.Exchange(config.get("exchange", "name"), config.get("exchange", "type"),
-                                          bool(config.get("exchange", "durable")), config.target_address())
+        self.exchange = diagnose.Exchange(config.exchange.name, config.exchange.type,
+                                          bool(config.exchange.durable), config.target_address())
         self._open_deadline = 0.0
         self._wake_at = 0.0
         self._sock: socket.socket | None = None
@@ -131,7 +131,7 @@ class Connection:
             sock = socket.create_connection((ep.host, ep.port), timeout=max(0.001, deadline - time.monotonic()))
         except socket.timeout:
             raise BrokerError(Kind.UNREACHABLE, f"broker {ep.host}:{ep.port} unreachable: no TCP connection "
-                              f"within {cfg.get('broker', 'connect_timeout')}s") from None
+                              f"within {cfg.broker.connect_timeout}s") from None
         except socket.gaierror as exc:
             raise BrokerError(Kind.UNREACHABLE, f"broker {ep.host}:{ep.port} unreachable: cannot resolve "
                               f"host ({exc.strerror})") from None
@@ -156,20 +156,20 @@ class Connection:
         cfg, ep = self.config, self.endpoint
         conn = self._conn
         conn.container = self.container_id or f"koji-messagebus-{socket.gethostname()}-{os.getpid()}"
-        vhost = cfg.get("broker", "vhost")
+        vhost = cfg.broker.vhost
         conn.hostname = f"vhost:{vhost}" if vhost else ep.host
-        auth = cfg.get("broker", "auth")
+        auth = cfg.broker.auth
         if uses_password(auth):  # PLAIN, SCRAM-SHA-256, ...
-            conn.user = cfg.get("broker", "username")
-            conn.password = cfg.get("broker", "password")
+            conn.user = cfg.broker.username
+            conn.password = cfg.broker.password
         elif auth == "GSSAPI":
             try:
                 kerberos_ticket(cfg, ep)
             except BrokerError as exc:
                 self._error = exc
                 raise
-            conn.user = cfg.get("broker", "principal")
-        heartbeat = cfg.get("broker", "heartbeat")
+            conn.user = cfg.broker.principal
+        heartbeat = cfg.broker.heartbeat
         if heartbeat:
             self._transport.idle_timeout = max(float(heartbeat), 2 * MIN_ADVERTISED_IDLE)
         self._sasl = self._transport.sasl()
@@ -193,10 +193,10 @@ class Connection:
         cfg, ep = self.config, self.endpoint
         domain = SSLDomain(SSLDomain.MODE_CLIENT)
         cacert = cafile(cfg)
-        cert = cfg.get("broker", "cert")
-        key = cfg.get("broker", "key") or cert
+        cert = cfg.broker.cert
+        key = cfg.broker.key or cert
         try:
-            if cfg.get("broker", "ssl_verify"):
+            if cfg.broker.ssl_verify:
                 if not cacert:
                     self._error = BrokerError(Kind.TLS, f"TLS to {ep.host}:{ep.port}: no system CA bundle found "
                                               "to verify the broker's certificate with; set cacert")
@@ -327,7 +327,7 @@ class Connection:
             self._dispatch()
             if self._transport.pending() > 0:
                 self._io()  # our heartbeat, if one is due
-            heartbeat = self.config.get("broker", "heartbeat")
+            heartbeat = self.config.broker.heartbeat
             silent = now - max(self._heard, self.opened_at)
             if heartbeat and not self._error and silent > heartbeat:
                 ep = self.endpoint
@@ -358,7 +358,7 @@ class Connection:
     def _stage(self, doing: str) -> str:
         return diagnose.stage(doing, self._sasl.outcome if self._sasl is not None else None,
                               self._sasl is not None, self._transport.frames_input, self.remote_open(),
-                              self.config.get("broker", "auth"))
+                              self.config.broker.auth)
 
     def _io(self) -> None:
         sock, t = self._sock, self._transport
@@ -435,13 +435,13 @@ class Connection:
             return
         ep, cfg = self.endpoint, self.config
         cond = self._transport.condition
-        auth = diagnose.Auth(cfg.get("broker", "auth"), cfg.get("broker", "username") or "",
-                             cfg.get("broker", "cert") or "", cfg.get("broker", "principal") or "")
+        auth = diagnose.Auth(cfg.broker.auth, cfg.broker.username or "",
+                             cfg.broker.cert or "", cfg.broker.principal or "")
 
         def explain_tls(desc: str) -> str:
             budget = max(0.05, min(5.0, self._open_deadline - time.monotonic()))  # what remains of connect_timeout
-            return explain_handshake(desc, ep.host, ep.port, cafile(cfg), cfg.get("broker", "cert"),
-                                     bool(cfg.get("broker", "ssl_verify")), budget)
+            return explain_handshake(desc, ep.host, ep.port, cafile(cfg), cfg.broker.cert,
+                                     bool(cfg.broker.ssl_verify), budget)
 
         self.fail(diagnose.transport_failed(
             ep, auth, (cond.name if cond else "") or "", (cond.description if cond else "") or "",

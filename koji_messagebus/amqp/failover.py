@@ -31,7 +31,7 @@ def connect_first(config: Config, make: Callable[[BrokerEndpoint], T],
     for endpoint in config.endpoints:
         conn = make(endpoint)
         try:
-            conn.open(clock() + config.get("broker", "connect_timeout"))
+            conn.open(clock() + config.broker.connect_timeout)
         except BrokerError as exc:
             conn.close()
             errors.append(exc)

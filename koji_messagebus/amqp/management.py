@@ -228,11 +228,11 @@ def prepare_exchange(config: Config) -> tuple[BrokerInfo, str]:
         kind = flavour(info)
         if kind not in ("rabbitmq4", "brokerj"):
             return info, ""
-        deadline = time.monotonic() + config.get("broker", "connect_timeout")
+        deadline = time.monotonic() + config.broker.connect_timeout
         mgmt = Management(conn, "rabbitmq" if kind == "rabbitmq4" else "brokerj")
         mgmt.open(deadline)
-        state = ensure_exchange(mgmt, config.get("exchange", "name"), config.get("exchange", "type"),
-                                bool(config.get("exchange", "durable")), deadline)
+        state = ensure_exchange(mgmt, config.exchange.name, config.exchange.type,
+                                bool(config.exchange.durable), deadline)
         return info, state
     finally:
         conn.close()

@@ -200,7 +200,7 @@ class Listener:
         else:
             self.connection.open(deadline)
             kind = flavour(self.connection.broker)
-            name = self.config.get("exchange", "name")
+            name = self.config.exchange.name
             exchange_address = f"/exchange/{name}" if kind == "rabbitmq3" else None
             self.connection.exchange = replace(self.connection.exchange, address=exchange_address)
             self.subscription = self._subscribe(self.keys, deadline)
@@ -213,7 +213,7 @@ class Listener:
 
     def _subscribe(self, keys: list[str], deadline: float) -> Subscription:
         cfg, conn = self.config, self.connection
-        name, topic = cfg.get("exchange", "name"), cfg.get("exchange", "type") == "topic"
+        name, topic = cfg.exchange.name, cfg.exchange.type == "topic"
         kind = flavour(conn.broker)
         if kind == "rabbitmq4":
             mgmt = self._mgmt = management.Management(conn)
@@ -254,7 +254,7 @@ class Listener:
             return Subscription(sources, f"{', '.join(map(str, sources))} ({how})", leftover=True)
         if kind == "artemis":
             if topic:
-                prefix = cfg.get("topic", "prefix")
+                prefix = cfg.topic.prefix
                 addresses = [f"{prefix}.#" if k == "#" and prefix else k for k in keys]
                 return Subscription([Source(a, ("topic",), durable=self.durable) for a in addresses],
                                     f"{self._kind()} on {', '.join(addresses)} (Artemis wildcards)")

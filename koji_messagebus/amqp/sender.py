@@ -264,8 +264,8 @@ class AmqpConnection:
         conn.open(deadline)
         route = self.route = addressing.route(cfg, conn.broker)
         addressing.log_choice_once(str(self.endpoint), route)
-        conn.exchange = diagnose.Exchange(cfg.get("exchange", "name"), cfg.get("exchange", "type"),
-                                          bool(cfg.get("exchange", "durable")), route.target)
+        conn.exchange = diagnose.Exchange(cfg.exchange.name, cfg.exchange.type,
+                                          bool(cfg.exchange.durable), route.target)
         if route.creates:
             self.exchange_state = self._ensure_exchange(route, deadline)
         sender = self.sender
@@ -276,13 +276,13 @@ class AmqpConnection:
         cfg, conn = self.config, self.connection
         mgmt = management.Management(conn, "brokerj" if route.creates == "amqp-management" else "rabbitmq")
         mgmt.open(deadline)
-        state = management.ensure_exchange(mgmt, cfg.get("exchange", "name"), cfg.get("exchange", "type"),
-                                           bool(cfg.get("exchange", "durable")), deadline)
+        state = management.ensure_exchange(mgmt, cfg.exchange.name, cfg.exchange.type,
+                                           bool(cfg.exchange.durable), deadline)
         if state.startswith("exists ("):
-            log.info("exchange '%s' on %s %s; using it as it is", cfg.get("exchange", "name"),
+            log.info("exchange '%s' on %s %s; using it as it is", cfg.exchange.name,
                      conn.broker, state)
         else:
-            log.debug("exchange '%s' on %s: %s", cfg.get("exchange", "name"), conn.broker, state)
+            log.debug("exchange '%s' on %s: %s", cfg.exchange.name, conn.broker, state)
         return state
 
     def send(self, batch: list[Outgoing], deadline: float) -> BatchOutcome:
@@ -316,5 +316,5 @@ def _declare_exchange_hints(target, cfg: Config) -> None:
     caps.put_symbol(symbol("create-on-demand"))
     caps.exit()
     props: Data = target.properties
-    props.put_dict({symbol("exchange-type"): cfg.get("exchange", "type"),
-                    symbol("durable"): bool(cfg.get("exchange", "durable"))})
+    props.put_dict({symbol("exchange-type"): cfg.exchange.type,
+                    symbol("durable"): bool(cfg.exchange.durable)})

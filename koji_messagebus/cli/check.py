@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     out(f"ok: config {path} is valid")
     for warning in config.warnings:
         err(f"warning: {warning}")
-    if config.get("broker", "test_mode"):
+    if config.broker.test_mode:
         err(f"note: {path}: [broker] test_mode = true: the plugin logs messages instead of sending them; "
             "checking the broker anyway")
     from ..publisher import Publisher
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         f"exchange '{config.exchange.name}' (address {target}) in {(time.monotonic() - start) * 1000:.0f} ms; "
         "nothing was sent")
     code = EXIT_OK
-    if config.get("outbox", "enabled"):
+    if config.outbox.enabled:
         code = check_outbox(config, getattr(args, "hub_config", None))
     return code
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 def check_outbox(config: Config, hub_config: str | None) -> int:
     from .. import outbox
 
-    path = hub_config or config.get("outbox", "hub_config")
+    path = hub_config or config.outbox.hub_config
     try:
         settings = read_database_settings(path)
         cnx = settings.connect()
@@ -77,7 +77,7 @@ def check_outbox(config: Config, hub_config: str | None) -> int:
     try:
         missing, user = outbox.check_privileges(cnx), cnx.info.user
         rows, age = outbox.status(cnx) if not missing else (0, None)
-        keep_ok = not config.get("outbox", "keep") or outbox.has_sent_column(cnx)
+        keep_ok = not config.outbox.keep or outbox.has_sent_column(cnx)
     except Exception as exc:  # noqa: BLE001 - reported as one line
         if outbox.is_undefined_table(exc):
             err(f"error: outbox: {missing_table(settings)}")
@@ -92,7 +92,7 @@ def check_outbox(config: Config, hub_config: str | None) -> int:
         err(f"error: outbox: as the table's owner, run: {' '.join(outbox.grants(user).split())}")
         return EXIT_FAIL
     if not keep_ok:
-        err(f"error: outbox: [outbox] keep = {config.get('outbox', 'keep'):g} needs the sent_at column of "
+        err(f"error: outbox: [outbox] keep = {config.outbox.keep:g} needs the sent_at column of "
             f"{outbox.TABLE}: run `koji-messagebus outbox init` (it adds the column to the existing table)")
         return EXIT_FAIL
     out(f"ok: outbox table {outbox.TABLE} in {settings.describe()}: {rows} row(s) waiting"

@@ -230,9 +230,9 @@ def with_exchange(config: Config, name: str | None) -> Config:
 
 
 def describe_connection(config: Config, endpoint: str) -> str:
-    auth = config.get("broker", "auth")
-    who = f" as '{config.get('broker', 'username')}'" if auth == "PLAIN" else ""
-    vhost = config.get("broker", "vhost")
+    auth = config.broker.auth
+    who = f" as '{config.broker.username}'" if auth == "PLAIN" else ""
+    vhost = config.broker.vhost
     return f"{endpoint} ({auth}{who}{', vhost ' + vhost if vhost else ''})"
 
 

@@ -79,7 +79,7 @@ def declare(config: Config) -> str:
 
 def needs_database(config: Config) -> bool:
     """Whether the demo uses the hub's database: only when the config enables the outbox."""
-    return bool(config.get("outbox", "enabled")) and not config.get("broker", "test_mode")
+    return bool(config.outbox.enabled) and not config.broker.test_mode
 
 
 def database_needed(argv: list[str]) -> bool:
@@ -100,7 +100,7 @@ def hub_connection(config: Config) -> Any:
     if not needs_database(config):
         return None
     try:
-        return read_database_settings(config.get("outbox", "hub_config")).connect()
+        return read_database_settings(config.outbox.hub_config).connect()
     except HubConfigError as exc:
         raise CliError(f"[outbox] enabled = true needs the hub database: {exc}") from None
 
@@ -114,10 +114,10 @@ def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
     total = sum(len(events) for _, _, events in story)
     out(f"koji-messagebus demo: a build from task to tag to repo — {len(story)} hub requests, {total} events")
     out(f"  config: {source}; broker {describe_connection(config, str(config.endpoints[0]))}, exchange "
-        f"'{config.exchange.name}' ({config.get('exchange', 'type')})")
+        f"'{config.exchange.name}' ({config.exchange.type})")
     if not args.no_declare:
         out(f"  {ensure_exchange(config)}")
-    keys = ["#"] if config.get("exchange", "type") == "topic" else [""]
+    keys = ["#"] if config.exchange.type == "topic" else [""]
     listener = open_listener(config, keys=keys)  # the broker's own way (amqp.receiver)
     try:
         out(f"  a consumer is listening over AMQP 1.0 on {listener.subscription.how} ({listener.broker_info})")
@@ -133,7 +133,7 @@ def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
         note = listener.leftover_queue_note() if listener.subscription.leftover else None
     finally:
         listener.close()
-    if config.get("broker", "test_mode"):
+    if config.broker.test_mode:
         out(f"test_mode = true in {source}: the plugin logged each message instead of sending it; nothing to "
             "receive")
         return EXIT_OK
@@ -158,7 +158,7 @@ def _demo_requests(args: argparse.Namespace, config: Config, story: list[Any], h
     from ..listener import message_record, render
 
     received = fired = 0
-    test_mode = config.get("broker", "test_mode")
+    test_mode = config.broker.test_mode
     for i, (method, what, events) in enumerate(story, 1):
         out(f"[{i}/{len(story)}] {method}: {what}")
         seconds, logged = hub.request(method, events)

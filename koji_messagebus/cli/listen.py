@@ -106,10 +106,10 @@ def run(args: argparse.Namespace) -> int:
         if demo and not args.broker:
             err(f"note: no config at {default_path()}: using the built-in demo config (local RabbitMQ, exchange "
                 f"'{config.exchange.name}'); pass --config for another")
-        if args.key and config.get("exchange", "type") != "topic":
+        if args.key and config.exchange.type != "topic":
             raise CliError(f"--key needs a topic exchange; '{config.exchange.name}' is configured as "
-                           f"{config.get('exchange', 'type')}: use --header", EXIT_USAGE)
-        keys = (args.key or ["#"]) if config.get("exchange", "type") == "topic" else [""]
+                           f"{config.exchange.type}: use --header", EXIT_USAGE)
+        keys = (args.key or ["#"]) if config.exchange.type == "topic" else [""]
         if args.source:
             listener = open_listener(config, source_addresses(config, keys, args.source))
         else:
@@ -133,7 +133,7 @@ def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: li
     from ..listener import message_record, render
     from ..schema import document, problem_list, validate
 
-    binding = ", ".join(args.key or ["#"]) if config.get("exchange", "type") == "topic" else "(all)"
+    binding = ", ".join(args.key or ["#"]) if config.exchange.type == "topic" else "(all)"
     filters = f"; header match (client-side): {' '.join(map(str, matches))}" if matches else ""
     sub = listener.subscription
     via = sub.how if listener.keys is not None else ", ".join(map(str, listener.sources))
@@ -156,7 +156,7 @@ def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: li
     until = time.monotonic() + args.timeout if args.timeout else None
     try:  # from the line that says Ctrl-C on, Ctrl-C is the normal end
         err(f"listening on {listener.endpoint} ({listener.broker_info}) exchange '{config.exchange.name}' "
-            f"({config.get('exchange', 'type')}), binding {binding}{filters}, via {via}; Ctrl-C to stop")
+            f"({config.exchange.type}), binding {binding}{filters}, via {via}; Ctrl-C to stop")
         note = listener.leftover_queue_note() if (sub.leftover or listener.keys is None) else None
         if note and not args.quiet:
             err(f"note: {note}")

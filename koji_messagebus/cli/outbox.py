@@ -79,9 +79,9 @@ def missing_table(settings: DatabaseSettings) -> str:
 
 def connect(args: argparse.Namespace, config: Config | None) -> tuple[DatabaseSettings, Any]:
     """The hub database named by --hub-config or [outbox] hub_config, connected."""
-    path = args.hub_config or (config.get("outbox", "hub_config") if config else None)
+    path = args.hub_config or (config.outbox.hub_config if config else None)
     if path is None:
-        path = get_config(args).get("outbox", "hub_config")
+        path = get_config(args).outbox.hub_config
     try:
         settings = read_database_settings(path)
         return settings, settings.connect()
@@ -162,7 +162,7 @@ def run_flush(args: argparse.Namespace) -> int:
     from ..publisher import Publisher, SendResult
 
     config = get_config(args)
-    timeout = float(config.get("broker", "timeout"))
+    timeout = float(config.broker.timeout)
     young = 0.0 if args.all else min_age(timeout, timeout)  # as a hub's drainer: own_window = timeout
     counts = {"sent": 0, "refused": 0}
     failure: list[BrokerError] = []
@@ -183,9 +183,9 @@ def run_flush(args: argparse.Namespace) -> int:
             progress = Progress(f"flushing {outbox.TABLE} ({settings.describe()})", total)
             lock_wait_until = time.monotonic() + LOCK_WAIT
             while True:
-                result = outbox.drain(cnx, send, config.get("outbox", "batch_size"),
-                                      max_age=config.get("outbox", "max_age"), max_batches=1, min_age=young,
-                                      keep=config.get("outbox", "keep"))
+                result = outbox.drain(cnx, send, config.outbox.batch_size,
+                                      max_age=config.outbox.max_age, max_batches=1, min_age=young,
+                                      keep=config.outbox.keep)
                 expired += result.expired
                 if result.locked_out:
                     if time.monotonic() < lock_wait_until:

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.validate:
         need_validator()
     config = config_if_any(args)
-    prefix = args.prefix if args.prefix is not None else (config.get("topic", "prefix") if config else "koji.event")
+    prefix = args.prefix if args.prefix is not None else (config.topic.prefix if config else "koji.event")
     if args.kwargs:
         kwargs, origin = read_kwargs(args.kwargs), ("stdin" if args.kwargs == "-" else args.kwargs)
     else:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     received = decode(sent.payload)  # what a consumer gets: the encoding round-tripped
     headers, body = jsonable(received["headers"]), jsonable(received["body"])
     effective = config or parse_config(configparser.RawConfigParser(), "(defaults)", for_sending=False)
-    address = to or effective.target_address() or effective.get("exchange", "address")  # "auto": per broker
+    address = to or effective.target_address() or effective.exchange.address  # "auto": per broker
     per_broker = addresses_by_broker(effective, event.routing_key)
     notes = event.conversions.lossy + event.conversions.lossless
     problems = validated(args.validate, event.routing_key, headers, body)

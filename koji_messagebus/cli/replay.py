@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from .outbox import database
 
     config = get_config(args)
-    if not config.get("outbox", "enabled") or not config.get("outbox", "keep"):
+    if not config.outbox.enabled or not config.outbox.keep:
         raise CliError(f"nothing is kept to replay: set [outbox] enabled = true and keep = SECONDS (e.g. keep = "
                        f"86400 for a day) in {config.path}, run `koji-messagebus outbox init` once, and reload "
                        "the hub; messages sent before that are gone", EXIT_FAIL)
@@ -88,10 +88,10 @@ def run(args: argparse.Namespace) -> int:
                 return EXIT_OK
         publisher = Publisher(config)
         sent = refused = 0
-        progress = Progress(f"replaying to {config.get('exchange', 'name')}", len(kept))
+        progress = Progress(f"replaying to {config.exchange.name}", len(kept))
         failure: BrokerError | None = None
         try:
-            for batch in replay.payloads(cnx, [k.id for k in kept], config.get("outbox", "batch_size")):
+            for batch in replay.payloads(cnx, [k.id for k in kept], config.outbox.batch_size):
                 result = publisher.send(batch)
                 sent += len(result.accepted)
                 refused += len(result.lost)

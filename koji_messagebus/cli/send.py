@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         source = BUILTIN if builtin else config.path
         out(f"config: {source}; broker {describe_connection(config, str(config.endpoints[0]))}, exchange "
             f"'{config.exchange.name}'")
-        if not args.no_declare and not config.get("broker", "test_mode"):
+        if not args.no_declare and not config.broker.test_mode:
             out(ensure_exchange(config))
         cnx = hub_connection(config)
         hub = HubSimulator(cnx, echo_log=bool(getattr(args, "debug", False)))
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         out(f"plugin {logging.getLevelName(level).lower()}: {line}")
     if any(level >= logging.ERROR for level, _ in logged):
         return EXIT_FAIL
-    what = "logged (test_mode = true)" if config.get("broker", "test_mode") else "sent"
+    what = "logged (test_mode = true)" if config.broker.test_mode else "sent"
     out(f"{args.event} {what} through the plugin ({callback}, preCommit, COMMIT, postCommit: "
         f"{seconds * 1000:.1f} ms in postCommit)")
     return EXIT_OK

@@ -40,7 +40,7 @@ def outbox_figures(args: argparse.Namespace, config) -> object:
     from .. import metrics, outbox
     from .outbox import database
 
-    if not config.get("outbox", "enabled"):
+    if not config.outbox.enabled:
         return metrics.OutboxFigures(enabled=False)
     try:
         with database(args, config) as (settings, cnx):

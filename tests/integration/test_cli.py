@@ -132,7 +132,7 @@ def publish(config_path: str, kwargs_list: list[tuple[str, dict]]) -> list[str]:
     """Send events the way the plugin does; return their message ids."""
     config = load_config(config_path)
     messages = [encode(format_event(CALLBACK_TYPES[cb], encode_datetime_recurse(kw),
-                                    config.get("topic", "prefix"))) for cb, kw in kwargs_list]
+                                    config.topic.prefix)) for cb, kw in kwargs_list]
     publisher = Publisher(config)
     try:
         result = publisher.send(messages)

@@ -343,12 +343,12 @@ def test_broker_replaces_the_demo_brokers_address_and_account(tmp_path):
     path.write_text(common.demo_config_text("amqps://alice:p%40ss@broker.example.com:5671"))
     config = load_config(str(path))
     assert [str(ep) for ep in config.endpoints] == ["amqps://broker.example.com:5671"]
-    assert (config.get("broker", "username"), config.get("broker", "password")) == ("alice", "p@ss")
+    assert (config.broker.username, config.broker.password) == ("alice", "p@ss")
     assert config.exchange.name == common.DEMO_EXCHANGE
     path.write_text(common.demo_config_text("amqp://127.0.0.1:5673"))
     config = load_config(str(path))
     assert [str(ep) for ep in config.endpoints] == ["amqp://127.0.0.1:5673"]
-    assert config.get("broker", "username") == "guest"
+    assert config.broker.username == "guest"
     assert common.demo_config_text(None) == common.DEMO_CONFIG
 
 

@@ -60,7 +60,7 @@ def test_plugin_config_applies_exchange_and_prefix_in_a_copy(tmp_path):
         parser = configparser.RawConfigParser()
         parser.read(seen)
         assert parser.get("exchange", "name") == "other.exchange" and parser.get("topic", "prefix") == "org.koji"
-        assert (config.exchange.name, config.get("topic", "prefix")) == ("other.exchange", "org.koji")
+        assert (config.exchange.name, config.topic.prefix) == ("other.exchange", "org.koji")
     assert not os.path.exists(seen) and ENV_VAR not in os.environ
     assert open(path).read() == before  # the user's file is never changed
     with common.plugin_config(load_config(path)) as config:

@@ -26,10 +26,10 @@ MINIMAL = "[broker]\nusername = koji\npassword = s3cret\n"
 def test_defaults(tmp_path):
     cfg = load_config(conf(tmp_path, MINIMAL))
     assert [str(e) for e in cfg.endpoints] == ["amqp://localhost:5672"]
-    assert cfg.get("broker", "auth") == "PLAIN" and cfg.get("broker", "timeout") == 10.0
-    assert cfg.exchange.name == "koji.events" and cfg.get("exchange", "type") == "topic"
-    assert cfg.get("topic", "prefix") == "koji.event" and cfg.get("outbox", "enabled") is False
-    assert cfg.get("exchange", "address") == "auto"  # chosen per broker once connected (amqp.address)
+    assert cfg.broker.auth == "PLAIN" and cfg.broker.timeout == 10.0
+    assert cfg.exchange.name == "koji.events" and cfg.exchange.type == "topic"
+    assert cfg.topic.prefix == "koji.event" and cfg.outbox.enabled is False
+    assert cfg.exchange.address == "auto"  # chosen per broker once connected (amqp.address)
     assert cfg.target_address() is None and cfg.message_to("k") is None
 
 
@@ -99,7 +99,7 @@ def test_password_file(tmp_path):
     pw.write_text("from-file\n")
     os.chmod(pw, 0o600)
     cfg = load_config(conf(tmp_path, f"[broker]\nusername = u\npassword_file = {pw}\n"))
-    assert cfg.get("broker", "password") == "from-file"
+    assert cfg.broker.password == "from-file"
 
 
 def test_warnings_plain_without_tls_and_readable_password(tmp_path):

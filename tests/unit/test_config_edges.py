@@ -109,7 +109,7 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
     path = tmp_path / "messagebus.conf"
     path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
     os.chmod(path, 0o600)
-    assert load_config(str(path)).get("broker", "username") == "koji"
+    assert load_config(str(path)).broker.username == "koji"
 
 
 def test_not_utf8_names_the_byte(tmp_path):
@@ -123,7 +123,7 @@ def test_preview_mode_needs_no_credentials(tmp_path):
     """`preview` never connects: a config without username/password (auth = PLAIN) is fine there."""
     path = conf(tmp_path, "[topic]\nprefix = org.example\n")
     assert any("username is empty" in p for p in problems(path))
-    assert load_config(path, for_sending=False).get("topic", "prefix") == "org.example"
+    assert load_config(path, for_sending=False).topic.prefix == "org.example"
     assert any("prefix" in p for p in problems(conf(tmp_path, "[topic]\nprefix = a.\n"), for_sending=False))
 
 
@@ -215,7 +215,8 @@ def test_typed_sections_hold_every_option_parsed_once(tmp_path):
                 "message": cfg.message, "status": cfg.status}
     for opt in OPTIONS:  # OPTIONS stays the one source: every option has its typed attribute
         got = getattr(sections[opt.section], opt.key)
-        assert got == (tuple(cfg.get(opt.section, opt.key)) if opt.key == "urls" else cfg.get(opt.section, opt.key))
+        raw = cfg.values[(opt.section, opt.key)]
+        assert got == (tuple(raw) if opt.key == "urls" else raw)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.broker.timeout = 1.0  # type: ignore[misc]
     with pytest.raises(AttributeError):
@@ -251,7 +252,7 @@ def test_an_empty_file_says_it_is_empty_not_that_username_is_empty(tmp_path):
     for text in ("", "\n\n", "# only a comment\n"):
         line = one_line(conf(tmp_path, text))
         assert "line 1: the file holds no settings" in line and "fix: write [broker] with username" in line
-    assert load_config(conf(tmp_path, ""), for_sending=False).get("topic", "prefix") == "koji.event"  # preview
+    assert load_config(conf(tmp_path, ""), for_sending=False).topic.prefix == "koji.event"  # preview
 
 
 def test_invalid_utf8_names_the_line_section_and_key(tmp_path):
