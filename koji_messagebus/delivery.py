@@ -68,10 +68,12 @@ class Delivery:
         self._drain_at = 0.0  # request-path fallback: the next request drains
 
     def post_commit(self, messages: list[Outgoing], outbox_ids: list[int] | None, cnx: Any,
-                    spent: float = 0.0) -> SendResult:
+                    spent: float = 0.0, outbox_usable: bool = True) -> SendResult:
         """Hand the request's messages to the sender and wait for their settlements; `spent` is
         what the request already spent in the plugin (collect, preCommit), so that the request's
-        whole time in the plugin stays within `timeout`, not just the wait."""
+        whole time in the plugin stays within `timeout`, not just the wait.  `outbox_usable` is
+        False while preCommit found the table missing or not writable (it said so once): then the
+        request path does no outbox work either."""
         sender = self.sender
         start = time.monotonic()
         deadline = start + max(0.0, sender.timeout - spent - POST_WAIT_RESERVE)
@@ -90,7 +92,7 @@ class Delivery:
                           len(result.unsent), result.error)
         if messages:
             sender.waits.add(time.monotonic() - start)  # status: request wait p50/p99
-        if self.drainer is None and self.config.outbox.enabled and cnx is not None:
+        if self.drainer is None and self.config.outbox.enabled and cnx is not None and outbox_usable:
             self._request_path_outbox(cnx)
         return result
 

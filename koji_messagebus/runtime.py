@@ -154,10 +154,13 @@ class Runtime:
             for msg in batch.messages:
                 log.info("messagebus test_mode: would send %s", render(msg))
             return
+        usable = time.monotonic() >= self._outbox_broken_until
         if batch.messages:
-            self.ensure_delivery().post_commit(batch.messages, batch.outbox_ids, cnx, spent=batch.seconds)
+            self.ensure_delivery().post_commit(batch.messages, batch.outbox_ids, cnx, spent=batch.seconds,
+                                               outbox_usable=usable)
         elif self.delivery is not None and self.delivery.drainer is None and cnx is not None:
-            self.delivery.post_commit([], [], cnx)  # the request-path fallback's deletes and drain
+            # the request-path fallback's deletes and drain
+            self.delivery.post_commit([], [], cnx, outbox_usable=usable)
 
     def settings(self) -> Config:
         """The config, on paths that only run with one (post_commit returns early without)."""

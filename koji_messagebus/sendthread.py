@@ -585,9 +585,14 @@ class SenderThread:
                 self._waiting = True
         if items:
             now = self.clock()
-            for item in items:
+            for i, item in enumerate(items):
                 item.sent_at = now
-                tag = conn.start(item.msg.payload)
+                try:
+                    tag = conn.start(item.msg.payload)
+                except BaseException:
+                    with self._cond:  # not on the wire: back to the queue's front, not lost
+                        self._queue.extendleft(reversed(items[i:]))
+                    raise
                 with self._cond:
                     self._inflight[tag] = item
             conn.poll()

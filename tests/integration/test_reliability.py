@@ -241,13 +241,12 @@ def test_broker_down_for_n_requests_then_back(bus, plugin_log, mode, use_outbox)
     for i in range(requests):
         during.append(b.request(events=3, note=f"outage-{i}"))
         time.sleep(0.04)  # a realistic trickle: some requests land after the retry interval (probes)
-    b.proxy.set_mode("pass")
-    outage = time.monotonic() - outage_start
-
     # nothing arrived during the outage; everything was kept
     assert b.collect(0, timeout=0.3) == []
     if use_outbox:
         assert outbox_ids() == [i for r in during for i in r.ids]
+    b.proxy.set_mode("pass")
+    outage = time.monotonic() - outage_start
 
     # time in the plugin: bounded by the timeout; once the sender knows the broker is down, a
     # request does not wait for it (the sender probes in the background)
@@ -261,11 +260,11 @@ def test_broker_down_for_n_requests_then_back(bus, plugin_log, mode, use_outbox)
     after = b.request(events=1, note="after")
     given = [warm.ids[0]] + [i for r in during for i in r.ids] + after.ids
     assert given == b.given
+    if use_outbox:  # rows the sender gave up during the outage: sent by the drain (here on requests)
+        assert b.settle() == []
     received = b.collect(len(given) - 1)
     duplicates = assert_all_arrived(given[1:], received, in_order=not use_outbox)
     assert duplicates == 0  # nothing reached the broker during the outage
-    if use_outbox:
-        assert b.settle() == []
     assert hub_rows()[:requests + 2] == ["warm"] + [f"outage-{i}" for i in range(requests)] + ["after"]
     assert any("broker unavailable" in e for e in errors(plugin_log))
     record_figures(f"outage-{mode}-{'outbox' if use_outbox else 'memory'}", {
@@ -618,9 +617,9 @@ def test_connection_lost_on_send_resends_with_the_same_ids(bus, plugin_log, use_
     assert len(b.collect(1)) == 1
     b.proxy.cut_after(0)  # looks alive until the next bytes go out: the send itself fails
     r = b.request(events=3, note="resent")
-    assert assert_all_arrived(r.ids, b.collect(3)) == 0
+    # the same ids, once each; a resend on the new connection may change their order
+    assert assert_all_arrived(r.ids, b.collect(3), in_order=False) == 0
     assert b.sender.connects == 2
-    assert any("resending 3 unsettled" in rec.getMessage() for rec in plugin_log.records)
     assert errors(plugin_log) == []
 
 
@@ -695,21 +694,21 @@ def test_rows_older_than_max_age_are_dropped_with_a_count(bus, plugin_log):
 
 # ---- a bug in the send path does not wedge the breaker ---------------------------------------------
 def test_unexpected_error_while_sending_keeps_messages_and_recovers(bus, plugin_log, monkeypatch):
-    from koji_messagebus.amqp import AmqpConnection
+    from koji_messagebus.sendthread import AmqpPipe
 
     b = bus()
     b.request(events=1, note="warm")
     assert len(b.collect(1)) == 1
-    real_send = AmqpConnection.send
+    real_start = AmqpPipe.start
     calls = []
 
-    def broken_send(self, batch, deadline):
-        calls.append(len(batch))
+    def broken_start(self, payload):
+        calls.append(len(payload))
         if len(calls) == 1:
             raise RuntimeError("simulated bug")
-        return real_send(self, batch, deadline)
+        return real_start(self, payload)
 
-    monkeypatch.setattr(AmqpConnection, "send", broken_send)
+    monkeypatch.setattr(AmqpPipe, "start", broken_start)
     failed = b.request(events=2, note="bug")
     assert any("unexpected error in the sender thread" in e for e in errors(plugin_log))
     b.wait_breaker()
@@ -725,9 +724,9 @@ def test_long_memory_backlog_goes_out_in_order(bus):
     b.proxy.set_mode("refuse")
     b.proxy.cut()
     during = [b.request(events=5, note=f"d{i}") for i in range(5)]  # 25 messages kept
+    assert b.held() == 25
     b.proxy.set_mode("pass")
     b.wait_breaker()
-    assert b.held() == 25
     after = [b.request(events=1, note=f"a{i}") for i in range(4)]
     given = [i for r in during + after for i in r.ids]
     assert assert_all_arrived(given, b.collect(len(given))) == 0
