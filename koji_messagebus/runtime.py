@@ -22,7 +22,7 @@ from .log import log
 from .messages import format_event, unsigned
 from .sizerule import encode_within
 from .status import StatusFile, snapshot
-from .subcalls import SubcallMarks, split
+from .subcalls import SubcallMarks, aborted, split
 from .wire import Outgoing, describe, encode
 
 OUTBOX_RETRY_SECONDS = 300.0
@@ -102,8 +102,10 @@ class Runtime:
         use_outbox = (cfg is not None and cfg.outbox.enabled and not cfg.broker.test_mode
                       and cnx is not None and time.monotonic() >= self._outbox_broken_until)
         if not use_outbox:
-            if cnx is not None and batch.marks.checked():
+            if cnx is not None and batch.marks.checked():  # a multicall: which sub-calls survived
                 self._keep_survivors(batch, outbox.survivors(cnx.cursor()))
+            elif cnx is not None and aborted(cnx):  # its COMMIT rolls back (told without a round trip)
+                self._keep_survivors(batch, None)
             return
         stored = outbox.store_request(cnx, batch.messages, batch.marks.of)
         self._keep_survivors(batch, stored.survivors)

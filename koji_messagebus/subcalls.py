@@ -8,6 +8,10 @@ PostgreSQL reverts a setting changed after a savepoint when the transaction roll
 savepoint, exactly like the sub-call's rows.  At preCommit the marks still set are the sub-calls
 that survived (no table, no lock, no WAL; nothing that can fail on data).
 
+Only a multicall's sub-calls are marked: kojixmlrpc's multiCall is the only caller that rolls
+back to a savepoint, and a request outside one pays no round trip for the marks (`in_multicall`).
+Its aborted transaction is told from the client library's own state (`aborted`), no round trip.
+
 One mark per sub-call: should a sub-call itself roll back to an inner savepoint of its own that
 precedes its first event, and then go on and succeed, its later messages would be dropped with
 the rest (kojihub's calls use no inner savepoints; only multiCall does).
@@ -39,6 +43,28 @@ ABORTED = ""
 _NO_SUBCALL = object()
 
 
+#: psycopg2.extensions.TRANSACTION_STATUS_INERROR (libpq's PQTRANS_INERROR)
+_STATUS_INERROR = 3
+
+
+def in_multicall(params: Any) -> bool:
+    """Whether an event comes from a multicall's sub-call, told from koji's `context.params`: a
+    request's own params are the XML-RPC unmarshaller's tuple; kojixmlrpc's multiCall dispatches
+    each sub-call with `call['params']`, an XML-RPC array, a list.  Anything else (no params at
+    all): treated as a sub-call, marked."""
+    return not isinstance(params, tuple)
+
+
+def aborted(cnx: Any) -> bool:
+    """Whether the hub's transaction is aborted (its COMMIT rolls back), from the connection's own
+    state (psycopg2's get_transaction_status, through koji's DBWrapper): no round trip.  False
+    when the connection cannot say."""
+    try:
+        return bool(cnx.get_transaction_status() == _STATUS_INERROR)
+    except Exception:  # noqa: BLE001 - not psycopg2: unknown, as before the marks
+        return False
+
+
 def parse_marks(text: str | None) -> frozenset[str]:
     return frozenset(part for part in (text or "").split(",") if part)
 
@@ -55,10 +81,11 @@ class SubcallMarks:
 
     def add(self, cnx: Any, method: Any, params: Any) -> None:
         """Record the mark of the message just collected; mark its sub-call on its first event.
-        A new sub-call is a new `context.params` object (kojixmlrpc's _dispatch sets it per call)."""
+        A new sub-call is a new `context.params` object (kojixmlrpc's _dispatch sets it per call);
+        outside a multicall nothing is marked (`in_multicall`)."""
         if params is not self._subcall or method != self._method or self._mark is None:
             self._subcall, self._method = params, method
-            self._mark = self._set(cnx) if cnx is not None else None
+            self._mark = self._set(cnx) if cnx is not None and in_multicall(params) else None
         self.of.append(self._mark)
         if self._mark == ABORTED:
             self._mark = None  # try again at this sub-call's next event

@@ -190,7 +190,7 @@ class Hub:
     def request(self, handler: Callable[[Any], None], fail: bool = False, on_commit=None) -> None:
         """One request: handler(cursor) writes and fires callbacks; then, as kojixmlrpc does,
         preCommit, COMMIT, postCommit — or a rollback if the handler raised or `fail`."""
-        self._begin("test", [])
+        self._begin("test", ())  # a request's params: the XML-RPC unmarshaller's tuple
         try:
             try:
                 handler(context.cnx.cursor())

@@ -168,7 +168,7 @@ def test_a_lock_on_the_outbox_does_not_hold_up_the_request_after_commit(hub):
     warm(h, consumer)
     h.request(tag_request("sent-own"))
     # work for the next postCommit, whatever the timing: a settled row to delete and a drain due
-    delivery = mb_plugin.runtime().delivery_()
+    delivery = mb_plugin.runtime().ensure_delivery()
     assert delivery.drainer is None  # the request-path fallback: postCommit runs the statements
     delivery.sender.settled_rows.append(1)
     delivery._drain_at = 0.0
