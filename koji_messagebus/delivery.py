@@ -23,6 +23,7 @@ from .config import Config
 from .drainer import DRAIN_EVERY, Drainer, min_age
 from .errors import first_line
 from .log import log
+from .outbox_step import OutboxStep
 from .publisher import SendResult
 from .sendthread import Hold, SenderThread
 from .subcalls import rollback_quietly
@@ -60,6 +61,7 @@ class Delivery:
         if config.outbox.enabled and connect_db is not None:
             self.drainer = Drainer(config, self.sender, connect_db)
         self.min_age = min_age(self.sender.own_window, self.sender.timeout)
+        self.step = OutboxStep(config.outbox, self.sender, self.min_age)
         self._last_delete = time.monotonic()
         self._drain_at = 0.0
         self.sender.on_recovery.append(self._recovered)
@@ -103,14 +105,13 @@ class Delivery:
         sender = self.sender
         waiting = len(sender.settled_rows)
         if waiting and (waiting >= DELETE_BATCH or now - self._last_delete >= DELETE_AFTER):
-            rows = sender.take_settled_rows()
             try:
-                outbox.delete(cnx, rows, self.config.outbox.keep)
+                self.step.delete_settled(cnx)
             except Exception as exc:  # noqa: BLE001 - the rows are resent by the drain at worst
                 rollback_quietly(cnx)
                 log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
                         "deleting %d sent outbox row(s) failed (they may be sent again): %s",
-                        len(rows), first_line(exc))
+                        waiting, first_line(exc))
                 if outbox.is_timeout(exc):  # the table is locked: no drain now, it would wait as long
                     self._drain_at = max(self._drain_at, now + DRAIN_EVERY)
             self._last_delete = now
@@ -118,12 +119,8 @@ class Delivery:
             return
         self._drain_at = now + DRAIN_EVERY
         try:
-            abandoned = sender.take_abandoned_rows(self.config.outbox.batch_size)
-            if abandoned:  # this process's rows its sender gave up: under row locks, now
-                outbox.drain_ids(cnx, abandoned, self._send_locked, self.config.outbox.keep)
-            result = outbox.drain(cnx, self._send_locked, self.config.outbox.batch_size,
-                                  min_age=self.min_age, max_age=self.config.outbox.max_age,
-                                  keep=self.config.outbox.keep)
+            self.step.send_abandoned(cnx, batches=1)  # this process's rows its sender gave up: now
+            result = self.step.drain(cnx)
         except Exception as exc:  # noqa: BLE001 - a database error (a time-out: a lock on the table): the rows stay
             rollback_quietly(cnx)
             log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
@@ -131,13 +128,6 @@ class Delivery:
             return
         if result.left and not result.locked_out:
             self._drain_at = 0.0  # more to send: the next request goes on (one batch per request)
-        if result.expired:
-            log.error("dropped %d outbox message(s) older than max_age = %ss (never delivered)",
-                      result.expired, self.config.outbox.max_age)
-
-    def _send_locked(self, messages: list[Outgoing]) -> SendResult:
-        ticket = self.sender.submit(messages, Hold.LOCKED)
-        return ticket.wait(self.sender, time.monotonic() + self.sender.timeout)
 
     def shutdown(self, budget: float) -> None:
         """Process exit, within `budget` seconds: send what the sender still holds (until the last

@@ -26,9 +26,8 @@ from . import outbox
 from .config import Config
 from .errors import first_line
 from .log import log
-from .publisher import SendResult
-from .sendthread import Hold, SenderThread
-from .wire import Outgoing
+from .outbox_step import OutboxStep
+from .sendthread import SenderThread
 
 DELETE_EVERY = 0.1  # seconds between batched deletes of settled rows
 DRAIN_EVERY = 1.0  # the elected drainer: seconds between looks for rows left to the drain
@@ -59,6 +58,7 @@ class Drainer:
         self._connect_db = connect_db
         self.clock = clock
         self.min_age = min_age(sender.own_window, sender.timeout)
+        self.step = OutboxStep(config.outbox, sender, self.min_age, clock)
         self._cnx: Any = None
         self.leader = False
         self._wake = threading.Event()  # work may be waiting (set without any lock of ours: no lock order)
@@ -188,54 +188,25 @@ class Drainer:
                 pass
 
     def _delete_settled(self) -> int:
-        rows = self.sender.take_settled_rows()
-        if not rows:
+        if not self.sender.settled_rows:
             return 0
-        try:
-            outbox.delete(self._db(), rows, self.config.outbox.keep)
-        except Exception:
-            with self.sender._cond:  # noqa: SLF001 - put them back for the next try
-                self.sender.settled_rows[:0] = rows
-            raise
-        self.deleted += len(rows)
-        return len(rows)
+        deleted = self.step.delete_settled(self._db())
+        self.deleted += deleted
+        return deleted
 
     def _drain_abandoned(self, deadline: float | None = None) -> int:
-        """This process's rows its sender gave up (an outage, a stall): send them now, under row
-        locks, instead of waiting until they are min_age old."""
-        size = self.config.outbox.batch_size
-        sent = 0
-        while not self.sender.down and (deadline is None or self.clock() < deadline):
-            rows = self.sender.take_abandoned_rows(size)
-            if not rows:
-                return sent
-            try:
-                result = outbox.drain_ids(self._db(), rows, self._send, self.config.outbox.keep)
-            except Exception:
-                with self.sender._cond:  # noqa: SLF001 - put them back for the next try
-                    self.sender.abandoned_rows[:0] = rows
-                raise
-            self.drained += result.sent
-            sent += len(rows)
-            if result.left:
-                return sent  # the broker failed again: the rest waits for the next look (or the drain)
+        if not self.sender.abandoned_rows:
+            return 0
+        sent, _left = self.step.send_abandoned(self._db(), deadline)
+        self.drained += sent
         return sent
 
     def _drain(self) -> None:
-        cfg = self.config
         cnx = self._db()
         while not self.sender.down:
-            result = outbox.drain(cnx, self._send, cfg.outbox.batch_size, min_age=self.min_age,
-                                  max_age=cfg.outbox.max_age, keep=cfg.outbox.keep)
+            result = self.step.drain(cnx)
             self.drained += result.sent
-            if result.expired:
-                log.error("dropped %d outbox message(s) older than max_age = %ss (never delivered)",
-                          result.expired, cfg.outbox.max_age)
             if not result.left or result.locked_out:
                 return
             self._delete_settled()
-
-    def _send(self, messages: list[Outgoing]) -> SendResult:
-        ticket = self.sender.submit(messages, Hold.LOCKED)
-        return ticket.wait(self.sender, self.clock() + self.sender.timeout)
 

@@ -33,7 +33,7 @@ import select
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -321,6 +321,12 @@ class SenderThread:
         with self._cond:
             rows, self.abandoned_rows = self.abandoned_rows[:limit], self.abandoned_rows[limit:]
             return rows
+
+    def return_rows(self, settled: Sequence[int] = (), abandoned: Sequence[int] = ()) -> None:
+        """Rows taken with take_*_rows whose database work failed: back in front, for the next try."""
+        with self._cond:
+            self.settled_rows[:0] = list(settled)
+            self.abandoned_rows[:0] = list(abandoned)
 
     def pending(self) -> int:
         """Messages held (queued, in flight or in quarantine)."""

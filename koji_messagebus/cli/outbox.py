@@ -159,6 +159,7 @@ def run_schema(args: argparse.Namespace) -> int:
 def run_flush(args: argparse.Namespace) -> int:
     from .. import outbox
     from ..drainer import min_age
+    from ..outbox_step import drain_once
     from ..publisher import Publisher, SendResult
 
     config = get_config(args)
@@ -183,9 +184,7 @@ def run_flush(args: argparse.Namespace) -> int:
             progress = Progress(f"flushing {outbox.TABLE} ({settings.describe()})", total)
             lock_wait_until = time.monotonic() + LOCK_WAIT
             while True:
-                result = outbox.drain(cnx, send, config.outbox.batch_size,
-                                      max_age=config.outbox.max_age, max_batches=1, min_age=young,
-                                      keep=config.outbox.keep)
+                result = drain_once(cnx, send, config.outbox, min_age=young, log_expired=False)
                 expired += result.expired
                 if result.locked_out:
                     if time.monotonic() < lock_wait_until:

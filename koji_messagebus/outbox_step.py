@@ -1,0 +1,83 @@
+"""The outbox's work after COMMIT, written once: delete the rows the sender settled, send this
+process's rows its sender gave up (under row locks), drain what is left to the drain (oldest
+first, one look).  Run by the drainer on its own database connection, by a request on the hub's
+connection when there is no drainer (delivery.py), and its drain by `koji-messagebus outbox flush`
+(with a sender of its own)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from . import outbox
+from .config import OutboxSettings
+from .log import log
+from .publisher import SendResult
+from .sendthread import Hold, SenderThread
+from .wire import Outgoing
+
+
+def drain_once(cnx, send: outbox.SendFn, settings: OutboxSettings, min_age: float = 0.0,
+               log_expired: bool = True) -> outbox.DrainResult:
+    """One look of the drain with the [outbox] settings; rows older than max_age are dropped and
+    (unless the caller reports them itself) said at ERROR with their count."""
+    result = outbox.drain(cnx, send, settings.batch_size, max_age=settings.max_age, min_age=min_age,
+                          keep=settings.keep)
+    if result.expired and log_expired:
+        log.error("dropped %d outbox message(s) older than max_age = %ss (never delivered)",
+                  result.expired, settings.max_age)
+    return result
+
+
+class OutboxStep:
+    """One process's outbox work with its sender; `cnx` is given per call (whose connection it is
+    differs: the drainer's, or the hub's after a request)."""
+
+    def __init__(self, settings: OutboxSettings, sender: SenderThread, min_age: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.sender = sender
+        self.min_age = min_age
+        self.clock = clock
+
+    def delete_settled(self, cnx, limit: int = 10000) -> int:
+        """Delete (with keep: mark sent) the rows the broker settled; on failure they go back to
+        the sender for the next try, and the error is raised."""
+        rows = self.sender.take_settled_rows(limit)
+        if not rows:
+            return 0
+        try:
+            outbox.delete(cnx, rows, self.settings.keep)
+        except Exception:
+            self.sender.return_rows(settled=rows)
+            raise
+        return len(rows)
+
+    def send_abandoned(self, cnx, deadline: float | None = None, batches: int | None = None) -> tuple[int, bool]:
+        """This process's rows its sender gave up (an outage, a stall): send them now under row
+        locks, instead of waiting until they are min_age old.  Returns (rows sent, some left)."""
+        sent = done = 0
+        while not self.sender.down and (deadline is None or self.clock() < deadline) and \
+                (batches is None or done < batches):
+            rows = self.sender.take_abandoned_rows(self.settings.batch_size)
+            if not rows:
+                break
+            try:
+                result = outbox.drain_ids(cnx, rows, self.send_locked, self.settings.keep)
+            except Exception:
+                self.sender.return_rows(abandoned=rows)
+                raise
+            sent += result.sent
+            done += 1
+            if result.left:
+                return sent, True  # the broker failed again: the rest waits for the next look (or the drain)
+        return sent, False
+
+    def drain(self, cnx) -> outbox.DrainResult:
+        """One look of the drain (rows older than min_age, or of a dead process), sent by our sender."""
+        return drain_once(cnx, self.send_locked, self.settings, self.min_age)
+
+    def send_locked(self, messages: list[Outgoing]) -> SendResult:
+        """Send rows held under row locks through the process's sender; wait for them (bounded by timeout)."""
+        ticket = self.sender.submit(messages, Hold.LOCKED)
+        return ticket.wait(self.sender, self.clock() + self.sender.timeout)
