@@ -50,6 +50,9 @@ if ! .venv/bin/python -c 'import proton, sys; sys.exit(0 if proton.SASL.extended
 fi
 # Python 3.9 (oldest dependencies) and 3.13 venvs for scripts/test.sh (issue 16), where the interpreters exist
 bash scripts/pythons.sh
+# Apache httpd + mod_wsgi for tests/integration/test_apache.py (Debian's apache2 and
+# libapache2-mod-wsgi-py3, and mod_wsgi's python-home venv; no instance is started here)
+bash scripts/services/apache.sh
 [ -x .ci/rabbitmq-tls.sh ] && bash .ci/rabbitmq-tls.sh
 # the other brokers (after the TLS script: they serve its test CA's certificate too)
 for b in ${KMB_BROKERS-rabbitmq4 artemis brokerj}; do

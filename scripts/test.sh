@@ -6,6 +6,7 @@
 #
 #   KMB_BROKERS      the other brokers (default "rabbitmq4 artemis brokerj")
 #   KMB_CLUSTER=0    skip the cluster test (it starts and stops three RabbitMQ 4 nodes)
+#   KMB_APACHE=0     skip the Apache httpd + mod_wsgi test (private httpd instances, needs root)
 #   KMB_MATRIX_ALLOW_FAIL="b ..."  brokers whose failures are reported but do not fail the run
 #                    (default none: a failure anywhere fails the run)
 #   extra arguments are passed to every pytest run
@@ -57,6 +58,18 @@ step "unit tests, Python 3.9, oldest deps" no py_tests .venv39 rabbitmq3 tests/u
 step "integration, RabbitMQ 3.10, Python 3.9, oldest deps" no py_tests .venv39 rabbitmq3 tests/integration \
   --ignore=tests/integration/test_cluster.py "$@"
 step "unit tests, Python 3.13" no py_tests .venv313 rabbitmq3 tests/unit "$@"
+
+# Apache httpd + mod_wsgi (issue 16): the plugin in private httpd instances (prefork/embedded and
+# daemon mode) through recycling, graceful, graceful-stop and a broker outage; KMB_APACHE=0 skips it.
+if [ "${KMB_APACHE:-1}" != 0 ]; then
+  apache_test() {
+    local rc=0
+    KMB_APACHE=1 KMB_BROKER=rabbitmq3 "${PYTEST[@]}" tests/integration/test_apache.py "$@" || rc=$?
+    bash scripts/services/stop.sh apache-prefork apache-daemon || true
+    return $rc
+  }
+  step "Apache httpd + mod_wsgi, RabbitMQ 3.10" no apache_test "$@"
+fi
 
 allowed() { [[ " ${KMB_MATRIX_ALLOW_FAIL:-} " == *" $1 "* ]] && echo yes || echo no; }
 for b in $KMB_BROKERS; do

@@ -2,7 +2,7 @@
 # Stop what scripts/services/*.sh started (their record marks), and nothing else: a service that
 # was already running (a developer's own) has no mark and is left alone, and so is one whose PID
 # is no longer the recorded one.  `stop.sh NAME...` stops only those (names as recorded:
-# postgresql rabbitmq3 rabbit4 rabbitc1 rabbitc2 rabbitc3 artemis brokerj).  Never fails the run.
+# postgresql rabbitmq3 rabbit4 rabbitc1 rabbitc2 rabbitc3 artemis brokerj apache-prefork apache-daemon).  Never fails the run.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/rabbitmq4-lib.sh"
@@ -56,6 +56,12 @@ for name in "${names[@]}"; do
       pid=$(cat "$STATE/$name.pid" 2>/dev/null || true)
       if [ -n "$pid" ] && same "$name" "$pid"; then stop_pid "$name" "$pid" 30; else stale "$name"; fi
       rm -f "$STATE/$name.pid" ;;
+    apache-*)  # the private httpd instances of apache.sh: their own apachectl, then the pid (bounded)
+      pid=$(cat "$STATE/$name/httpd.pid" 2>/dev/null || true)
+      if [ -n "$pid" ] && same "$name" "$pid" && kill -0 "$pid" 2>/dev/null; then
+        timeout 30 "$STATE/$name/apachectl" stop >/dev/null 2>&1 || true
+        stop_pid "$name" "$pid" 30
+      else stale "$name"; fi ;;
     *) say "$name: unknown service mark, left alone"; continue ;;
   esac
   rm -f "$STATE/started.$name"
