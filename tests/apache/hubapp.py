@@ -102,7 +102,7 @@ def _connect() -> DBWrapper:
     return DBWrapper(raw)
 
 
-def _dispatch(method: str, params: tuple) -> Any:
+def _dispatch(method: str, params: tuple | list) -> Any:
     context.method = method
     context.params = params
     if method in ("multiCall", "system.multicall"):
@@ -118,7 +118,8 @@ def _multicall(calls: list[dict]) -> list[Any]:
     for call in calls:
         dml("SAVEPOINT multiCall_loop")  # koji.db.Savepoint('multiCall_loop')
         try:
-            results.append([_dispatch(call["methodName"], tuple(call["params"]))])
+            # call['params'] as it is, an XML-RPC array (a list), as kojixmlrpc passes it
+            results.append([_dispatch(call["methodName"], call["params"])])
         except Exception as exc:  # noqa: BLE001 - kojixmlrpc turns every exception into a fault
             dml("ROLLBACK TO SAVEPOINT multiCall_loop")
             results.append({"faultCode": getattr(exc, "faultCode", 1), "faultString": str(exc)})
