@@ -157,6 +157,7 @@ def hub_request(raw, events: list[Event]) -> tuple[float, float]:
     raw.rollback()
     context._threadclear()
     context.method = "bench"
+    context.params = ()  # a request's params, as the XML-RPC unmarshaller gives them (not a multicall)
     context.commit_pending = False
     context.cnx = DBWrapper(raw)
     try:
