@@ -3,6 +3,8 @@
 import os
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -15,8 +17,21 @@ def version():
     raise RuntimeError("no version")
 
 
+class BuildPy(build_py):
+    """The package data's messagebus.conf and messagebus-schema.sql are built from conf/ (where
+    they live); tests/unit/test_packaging.py keeps the checked-in copies identical."""
+
+    def run(self):
+        super().run()
+        conf = os.path.join(HERE, "conf")
+        if os.path.isdir(conf):
+            for name in ("messagebus.conf", "messagebus-schema.sql"):
+                self.copy_file(os.path.join(conf, name), os.path.join(self.build_lib, "koji_messagebus", "data", name))
+
+
 setup(
     name="koji-messagebus",
+    cmdclass={"build_py": BuildPy},
     version=version(),
     description="Koji hub plugin that publishes hub events to an AMQP 1.0 message bus",
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),

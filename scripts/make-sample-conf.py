@@ -1,6 +1,10 @@
-"""Regenerate the shipped koji_messagebus/data/messagebus.conf and messagebus-schema.sql from the
+"""Regenerate conf/messagebus.conf and conf/messagebus-schema.sql (the plugin's config and the
+outbox schema, beside the package as Koji keeps a plugin's .conf) and their package-data copies
+in koji_messagebus/data/ from the
 code (config.OPTIONS, outbox.SCHEMA, outbox.GRANTS).  Run after adding an option:
 .venv/bin/python scripts/make-sample-conf.py  (tests/unit/test_packaging.py checks they are current)"""
+
+import os
 
 from koji_messagebus import resources
 from koji_messagebus.config import render_sample
@@ -48,11 +52,14 @@ def sample() -> str:
     return HEADER + "\n".join(lines) + "\n"
 
 
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
 def main() -> None:
-    with open(resources.path(resources.SAMPLE_CONFIG), "w") as fh:
-        fh.write(sample())
-    with open(resources.path(resources.SCHEMA), "w") as fh:
-        fh.write(SCHEMA)
+    for name, text in ((resources.SAMPLE_CONFIG, sample()), (resources.SCHEMA, SCHEMA)):
+        for path in (os.path.join(CONF_DIR, name), resources.path(name)):
+            with open(path, "w") as fh:
+                fh.write(text)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,14 @@ def test_shipped_sample_config_is_current():
     assert resources.read(resources.SCHEMA) == SCHEMA
 
 
+def test_conf_and_the_package_data_built_from_it_are_identical():
+    """conf/ is where the plugin's config and the outbox schema live; the package carries copies
+    (koji_messagebus/data/, setup.py's build copies conf/ over them)."""
+    for name in (resources.SAMPLE_CONFIG, resources.SCHEMA):
+        with open(os.path.join(ROOT, "conf", name)) as fh:
+            assert fh.read() == resources.read(name), f"conf/{name} differs: run scripts/make-sample-conf.py"
+
+
 def test_the_sample_config_is_valid_and_tells_how_to_protect_it(tmp_path):
     text = resources.read(resources.SAMPLE_CONFIG)
     path = tmp_path / "messagebus.conf"
@@ -113,8 +121,9 @@ def test_spec_version_is_the_package_version():
 def test_spec_installs_every_shipped_file():
     with open(SPEC) as fh:
         spec = fh.read()
-    for name in os.listdir(resources.DATA_DIR):
-        assert f"koji_messagebus/data/{name}" in spec, name
+    conf = set(os.listdir(os.path.join(ROOT, "conf")))
+    for name in os.listdir(resources.DATA_DIR):  # the files that live in conf/ are installed from there
+        assert f"{'conf' if name in conf else 'koji_messagebus/data'}/{name}" in spec, name
     for unit in (resources.FLUSH_SERVICE, resources.FLUSH_TIMER, resources.METRICS_SERVICE, resources.METRICS_TIMER):
         assert f"%{{_unitdir}}/{unit}" in spec
     # shipped disabled: the presets apply, nothing enables them
