@@ -39,8 +39,8 @@ from koji_messagebus import wire  # noqa: E402
 from koji_messagebus.config import load_config  # noqa: E402
 from koji_messagebus.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402
-from tests.fixtures import entries  # noqa: E402
-from tests.hub import load_plugin, unload_plugin  # noqa: E402
+from tests.support.hub import load_plugin, unload_plugin  # noqa: E402
+from tests.support.recorded import entries  # noqa: E402
 
 OLD = "c27e986"  # the tree before the one-pass encoder
 OLD_FILES = ("values.py", "amqp_codec.py", "messages.py", "wire.py")

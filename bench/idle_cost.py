@@ -1,4 +1,4 @@
-"""What idle hub processes cost the database: N hub processes (tests/hub_process.py, the plugin
+"""What idle hub processes cost the database: N hub processes (tests/support/hub_process.py, the plugin
 loaded as the hub loads it, the outbox on, the plugin's own connection from hub.conf) each run one
 request and then stay idle.  Over an idle window, pg_stat_activity is sampled: the connections of
 those processes (application_name set through PGAPPNAME; each also holds the hub's own
@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 import psycopg2  # noqa: E402
 
 from koji_messagebus import outbox  # noqa: E402
-from tests.broker import Consumer  # noqa: E402
-from tests.conftest import write_config  # noqa: E402
-from tests.hub import DSN  # noqa: E402
+from tests.support.config import write_config  # noqa: E402
+from tests.support.hub import DSN  # noqa: E402
+from tests.support.pika_consumer import Consumer  # noqa: E402
 
 SCHEMA = f"kmb_idlecost_{os.getpid()}"
 
@@ -60,7 +60,8 @@ def main() -> None:
             stay = args.settle + args.window + 5
             env = dict(os.environ, PGAPPNAME=app, KMB_LOG_LEVEL="WARNING")
             for _ in range(args.processes):
-                procs.append(subprocess.Popen([sys.executable, "-m", "tests.hub_process", conf, SCHEMA, "3", "1",
+                procs.append(subprocess.Popen([sys.executable, "-m", "tests.support.hub_process", conf, SCHEMA, "3",
+                                               "1",
                                                f"idle:{stay}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                               stderr=subprocess.DEVNULL, text=True))
             for p in procs:

@@ -37,9 +37,9 @@ from koji_messagebus import outbox  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.messages import CALLBACK_TYPES  # noqa: E402
 from koji_messagebus.runtime import Runtime  # noqa: E402
-from tests.broker import decode_091  # noqa: E402
-from tests.fixtures import entries  # noqa: E402
-from tests.hub import DBWrapper, load_plugin  # noqa: E402
+from tests.support.hub import DBWrapper, load_plugin  # noqa: E402
+from tests.support.pika_consumer import decode_091  # noqa: E402
+from tests.support.recorded import entries  # noqa: E402
 
 #: per-thread profile counters, reset by each request (see instrument())
 PROFILE = threading.local()

@@ -28,7 +28,7 @@ from koji_messagebus import outbox, subcalls  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.config import load_config  # noqa: E402
 from koji_messagebus.runtime import Runtime  # noqa: E402
-from tests.hub import load_plugin  # noqa: E402
+from tests.support.hub import load_plugin  # noqa: E402
 
 SCHEMA = f"kmb_mccost_{os.getpid()}"
 REQUESTS = {1: ("host.completeBuild", 1), 3: ("importRPM src", 3), 10: ("host.completeBuild", 10)}

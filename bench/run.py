@@ -69,8 +69,8 @@ from koji_messagebus.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.publisher import Publisher  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402
 from koji_messagebus.wire import Outgoing, encode  # noqa: E402
-from tests.fixtures import entries  # noqa: E402
-from tests.hub import DBWrapper, load_plugin  # noqa: E402
+from tests.support.hub import DBWrapper, load_plugin  # noqa: E402
+from tests.support.recorded import entries  # noqa: E402
 
 EXCHANGE = "kmb.bench"
 QUEUE = "kmb.bench.q"

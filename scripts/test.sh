@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh: PostgreSQL and every broker), then run every test: ruff and mypy,
 # the unit tests, the whole integration suite against RabbitMQ 3.10, the end-to-end
-# subset (tests marked `matrix`) once per other broker (KMB_BROKER=..., see tests/brokers.py), and
+# subset (tests marked `matrix`) once per other broker (KMB_BROKER=..., see tests/support/brokers.py), and
 # the 3-node RabbitMQ 4 cluster test.  Prints a per-step summary; fails when any step failed.
 #
 #   KMB_BROKERS      the other brokers (default "rabbitmq4 artemis brokerj")

@@ -3,38 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 
 import pytest
 
 from koji_messagebus import plugin as mb_plugin
-from tests.brokers import broker, target  # noqa: F401 - pytest finds fixtures by name here
-
-
-def write_config(path, exchange_name: str = "koji.events", **sections) -> str:
-    """Write a messagebus.conf for the run's broker (tests/brokers.py: KMB_BROKER*); keyword args
-    are {section: {key: value}}; a value None leaves the key out."""
-    t = target()
-    exchange = {"name": exchange_name, "type": "topic"}
-    if t.address:
-        exchange["address"] = t.address
-    values = {
-        "broker": {"host": t.host, "port": str(t.port), "auth": "PLAIN", "username": t.user,
-                   "password": t.password, "timeout": "5", "connect_timeout": "5", "retry_interval": "30"},
-        "exchange": exchange,
-        "topic": {"prefix": "koji.event"},
-    }
-    for section, keys in sections.items():
-        values.setdefault(section, {}).update({k: None if v is None else str(v) for k, v in keys.items()})
-    lines = []
-    for section, keys in values.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {v}" for k, v in keys.items() if v is not None]
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.chmod(path, 0o600)
-    return str(path)
+from tests.support.brokers import broker, target  # noqa: F401 - pytest finds fixtures by name here
+from tests.support.config import write_config
 
 
 @pytest.fixture

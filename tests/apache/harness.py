@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg2
 
 from koji_messagebus import outbox
-from tests.hub import DSN, HUB_SCHEMA
+from tests.support.hub import DSN, HUB_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("KMB_STATE_DIR", "/var/tmp/koji-messagebus"))

@@ -32,8 +32,8 @@ from koji.context import context
 from koji.xmlrpcplus import Fault, dumps, getparser
 
 from koji_messagebus import testing
-from tests.fixtures import first
-from tests.hub import DBWrapper, dml, get_event
+from tests.support.hub import DBWrapper, dml, get_event
+from tests.support.recorded import first
 
 LEDGER_SCHEMA = """\
 CREATE TABLE IF NOT EXISTS apache_ledger (seq INTEGER PRIMARY KEY, pid INTEGER NOT NULL,

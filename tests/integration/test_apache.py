@@ -30,10 +30,10 @@ import time
 import pytest
 
 from tests.apache import harness
-from tests.brokers import target
-from tests.conftest import write_config
-from tests.faultproxy import FaultProxy
-from tests.receiver import Receiver
+from tests.support.brokers import target
+from tests.support.config import write_config
+from tests.support.faultproxy import FaultProxy
+from tests.support.receiver import Receiver
 
 CALLS = 300
 THREADS = 4

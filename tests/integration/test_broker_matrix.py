@@ -16,10 +16,10 @@ from koji_messagebus.amqp.receiver import open_listener
 from koji_messagebus.config import Config, load_config
 from koji_messagebus.messages import format_event
 from koji_messagebus.wire import Outgoing, encode
-from tests.brokers import need
-from tests.conftest import write_config
-from tests.fixtures import entries
-from tests.receiver import Receiver
+from tests.support.brokers import need
+from tests.support.config import write_config
+from tests.support.receiver import Receiver
+from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 
@@ -162,7 +162,7 @@ def test_heartbeat_of_one_second_is_accepted_and_kept_alive(tmp_path, exchange_n
 def test_listen_subscribes_the_brokers_way_and_cleans_up(tmp_path, exchange_name, broker, ex_type):
     if ex_type == "headers" and broker.flavour == "brokerj":
         pytest.skip("brokerj: Broker-J binds no AMQP 1.0 link on a headers exchange (a queue bound through "
-                    "$management is needed: tests/receiver.py)")
+                    "$management is needed: tests/support/receiver.py)")
     cfg = config(tmp_path, exchange_name, exchange={"address": "auto", "type": ex_type, "durable": "false"})
     if broker.flavour == "rabbitmq3":
         Receiver(exchange_name, ex_type, t=broker).close(delete_exchange=False)  # declares it (0-9-1)
@@ -187,7 +187,7 @@ def test_listen_subscribes_the_brokers_way_and_cleans_up(tmp_path, exchange_name
         assert queue
         import pika
 
-        from tests.broker import pika_parameters
+        from tests.support.pika_consumer import pika_parameters
 
         with pika.BlockingConnection(pika_parameters()) as check:
             with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
@@ -274,7 +274,7 @@ def test_through_the_hub_an_unroutable_message_is_info_not_lost(tmp_path, exchan
     `released`; the request logs no error, and one INFO line says so."""
     need("released-unroutable")
     from koji_messagebus.amqp import sender
-    from tests.hub import Hub, fire, load_plugin, unload_plugin
+    from tests.support.hub import Hub, fire, load_plugin, unload_plugin
 
     monkeypatch.setattr(sender, "UNROUTABLE", sender.UnroutableLog())
     monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", write_config(tmp_path / "hub.conf", exchange_name,

@@ -1,4 +1,4 @@
-"""What RabbitMQ 3.10 cannot show, against a real AMQP 1.0 peer (proton's server side, tests/amqp_peer.py):
+"""What RabbitMQ 3.10 cannot show, against a real AMQP 1.0 peer (proton's server side, tests/support/amqp_peer.py):
 settlements other than accepted, a link refused with amqp:not-found (RabbitMQ 4.2+, qpidd), per-message
 addresses through an anonymous-relay link (RabbitMQ 4.x), and the hints that let qpidd create the exchange."""
 
@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from tests.amqp_peer import Peer
-from tests.fixtures import entries
-from tests.hub import Hub, fire, load_plugin, unload_plugin
+from tests.support.amqp_peer import Peer
+from tests.support.hub import Hub, fire, load_plugin, unload_plugin
+from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ def test_released_is_unroutable_counted_and_said_once_a_minute_at_info(plugin_lo
     from koji_messagebus.config import load_config
     from koji_messagebus.messages import format_event
     from koji_messagebus.wire import encode
-    from tests.conftest import write_config
+    from tests.support.config import write_config
 
     monkeypatch.setattr(sender, "UNROUTABLE", sender.UnroutableLog())
     with Peer("release") as peer:

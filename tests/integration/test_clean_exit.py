@@ -1,6 +1,6 @@
 """A hub process that ends normally (atexit; mod_wsgi's shutdown hook calls the same function):
 it sends what it holds, deletes the rows the broker settled and closes its connections, so the
-next process has nothing to send again.  Real hub processes (tests/hub_process.py), PostgreSQL
+next process has nothing to send again.  Real hub processes (tests/support/hub_process.py), PostgreSQL
 and broker."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import sys
 import pytest
 
 from koji_messagebus import outbox
-from tests.broker import Consumer
-from tests.conftest import write_config
-from tests.faultproxy import FaultProxy
-from tests.hub import DSN
-from tests.outbox_db import SCHEMA, sql
+from tests.support.config import write_config
+from tests.support.faultproxy import FaultProxy
+from tests.support.hub import DSN
+from tests.support.outbox_db import SCHEMA, sql
+from tests.support.pika_consumer import Consumer
 
 pytestmark = pytest.mark.integration
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,7 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def hub_process(conf: str, count: int, requests: int = 1, how: str = "normal") -> str:
     """Run one hub process to its end; its stderr (the plugin's log)."""
-    proc = subprocess.run([sys.executable, "-m", "tests.hub_process", conf, SCHEMA, str(count), str(requests), how],
+    proc = subprocess.run([sys.executable, "-m", "tests.support.hub_process", conf, SCHEMA, str(count), str(requests),
+                           how],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "requests done" in proc.stdout

@@ -28,10 +28,10 @@ from koji_messagebus.config import load_config
 from koji_messagebus.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.publisher import Publisher
 from koji_messagebus.wire import encode
-from tests import outbox_db
-from tests.broker import AMQP_HOST, AMQP_PORT, Consumer
-from tests.conftest import write_config
-from tests.hub import DSN
+from tests.support import outbox_db
+from tests.support.config import write_config
+from tests.support.hub import DSN
+from tests.support.pika_consumer import AMQP_HOST, AMQP_PORT, Consumer
 
 pytestmark = pytest.mark.integration
 
@@ -363,7 +363,7 @@ def test_listen_broken_config(tmp_path):
 @pytest.fixture
 def tls_conf(tmp_path):
     """conf(exchange, **broker) for the TLS listener of the local RabbitMQ (.ci/rabbitmq-tls.sh)."""
-    from tests import tls
+    from tests.support import tls
 
     why = tls.ensure()
     if why:
@@ -383,7 +383,7 @@ def tls_conf(tmp_path):
 
 @pytest.mark.parametrize("auth", ["PLAIN", "EXTERNAL"])
 def test_check_and_listen_over_tls(exchanges, conf, tls_conf, auth):
-    from tests import tls
+    from tests.support import tls
 
     exchange = exchanges()
     extra = {} if auth == "PLAIN" else {"auth": "EXTERNAL", "username": None, "password_file": None,
@@ -403,7 +403,7 @@ def test_check_and_listen_over_tls(exchanges, conf, tls_conf, auth):
 
 
 def test_check_over_tls_with_an_untrusted_ca_fails_clearly(exchanges, tls_conf):
-    from tests import tls
+    from tests.support import tls
 
     res = run("--config", tls_conf(exchanges(), cacert=tls.UNTRUSTED_CA), "check")
     assert res.returncode == 1

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from koji_messagebus import examples
-from tests import recipes
+from tests.support import recipes
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 
@@ -33,7 +33,7 @@ def remove(broker, queue: str, exchange: str, key: str = "org.koji.Tag.#") -> No
     if broker.flavour.startswith("rabbitmq"):
         import pika
 
-        from tests.broker import pika_parameters
+        from tests.support.pika_consumer import pika_parameters
 
         with pika.BlockingConnection(pika_parameters()) as c:
             c.channel().queue_delete(queue)
@@ -106,7 +106,7 @@ def test_listen_creates_the_exchange_where_the_plugin_would(broker):
         if broker.flavour.startswith("rabbitmq"):
             import pika
 
-            from tests.broker import pika_parameters
+            from tests.support.pika_consumer import pika_parameters
 
             with pika.BlockingConnection(pika_parameters()) as c:
                 c.channel().exchange_delete(exchange)

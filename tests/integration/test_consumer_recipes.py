@@ -16,8 +16,8 @@ from koji_messagebus.amqp import AmqpConnection
 from koji_messagebus.config import load_config
 from koji_messagebus.messages import format_event
 from koji_messagebus.wire import encode
-from tests import recipes
-from tests.conftest import write_config
+from tests.support import recipes
+from tests.support.config import write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 
@@ -48,7 +48,7 @@ def prepare(broker, exchange: str, tmp_path):
     if broker.flavour == "rabbitmq3":
         import pika
 
-        from tests.broker import pika_parameters
+        from tests.support.pika_consumer import pika_parameters
 
         with pika.BlockingConnection(pika_parameters()) as c:
             c.channel().exchange_declare(exchange, "topic", durable=False)
@@ -61,7 +61,7 @@ def cleanup(broker, recipe: str, queue: str, exchange: str) -> None:
     if broker.flavour.startswith("rabbitmq"):
         import pika
 
-        from tests.broker import pika_parameters
+        from tests.support.pika_consumer import pika_parameters
 
         with pika.BlockingConnection(pika_parameters()) as c:
             c.channel().queue_delete(queue)

@@ -21,8 +21,8 @@ from koji_messagebus.amqp import AmqpConnection
 from koji_messagebus.config import load_config
 from koji_messagebus.messages import format_event
 from koji_messagebus.wire import encode
-from tests import recipes
-from tests.conftest import write_config
+from tests.support import recipes
+from tests.support.config import write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix, pytest.mark.requires("pika")]
 
@@ -148,7 +148,7 @@ def test_the_docs_show_this_type_table():
 def test_each_client_reads_each_type_as_the_table_says(broker, exchange_name, tmp_path):
     import pika
 
-    from tests.broker import pika_parameters
+    from tests.support.pika_consumer import pika_parameters
 
     node_path = recipes.rhea_dir(str(tmp_path / "node"))
     go = go_binary(tmp_path)

@@ -18,8 +18,8 @@ from koji_messagebus.amqp import AmqpConnection
 from koji_messagebus.config import load_config
 from koji_messagebus.messages import format_event
 from koji_messagebus.wire import encode
-from tests.brokers import BrokerTarget
-from tests.conftest import write_config
+from tests.support.brokers import BrokerTarget
+from tests.support.config import write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 
@@ -76,7 +76,7 @@ def test_cookbook_consumer_runs_on_its_broker(broker, exchange_name, tmp_path, h
     if broker.flavour == "rabbitmq3":  # the plugin cannot create it there
         import pika
 
-        from tests.broker import pika_parameters
+        from tests.support.pika_consumer import pika_parameters
 
         with pika.BlockingConnection(pika_parameters()) as c:
             c.channel().exchange_declare(exchange_name, "topic", durable=False)

@@ -18,11 +18,11 @@ from koji_messagebus.messages import format_event
 from koji_messagebus.runtime import Runtime
 from koji_messagebus.sendthread import SenderThread
 from koji_messagebus.wire import encode
-from tests.broker import Consumer
-from tests.conftest import write_config
-from tests.fixtures import entries
-from tests.hub import DSN, Hub, load_plugin, unload_plugin
-from tests.outbox_db import SCHEMA, connect_db, sql
+from tests.support.config import write_config
+from tests.support.hub import DSN, Hub, load_plugin, unload_plugin
+from tests.support.outbox_db import SCHEMA, connect_db, sql
+from tests.support.pika_consumer import Consumer
+from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from koji_messagebus import outbox
 from koji_messagebus.cli.check import check_outbox
 from koji_messagebus.config import load_config
 from koji_messagebus.publisher import SendResult
-from tests.broker import Consumer
-from tests.fixtures import entries
-from tests.hub import DSN, Hub, dml, load_plugin, unload_plugin
+from tests.support.hub import DSN, Hub, dml, load_plugin, unload_plugin
+from tests.support.pika_consumer import Consumer
+from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

@@ -1,16 +1,16 @@
 """The test consumers themselves, on the run's broker: what a plain proton sender put on the broker
 is what the AMQP 1.0 receiver and the pika consumer report (so a product test cannot pass or fail
 because of its consumer).  The probes carry a `kind` header, not `type`: they are not plugin
-messages, so the receivers' schema check (tests/contract.py) leaves them alone."""
+messages, so the receivers' schema check (tests/support/contract.py) leaves them alone."""
 
 from __future__ import annotations
 
 import pytest
 from proton import Delivery, Message, symbol
 
-from tests.broker import Consumer
-from tests.brokers import BrokerTarget, need
-from tests.receiver import Receiver, connect
+from tests.support.brokers import BrokerTarget, need
+from tests.support.pika_consumer import Consumer
+from tests.support.receiver import Receiver, connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 
@@ -69,7 +69,7 @@ def test_pika_consumer_reads_what_was_sent(broker, exchange_name):
 
 
 def test_target_comes_from_the_environment(broker):
-    from tests.brokers import from_env
+    from tests.support.brokers import from_env
     other = from_env({"KMB_BROKER": "artemis", "KMB_BROKER_PORT": "15680"})
     assert (other.flavour, other.port, other.user, other.has("pika")) == ("artemis", 15680, "admin", False)
     with pytest.raises(ValueError, match="loopback only"):

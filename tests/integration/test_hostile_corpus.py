@@ -1,4 +1,4 @@
-"""The hostile corpus (tests/hostile.py) end to end, through the plugin loaded as the hub loads it,
+"""The hostile corpus (tests/support/hostile.py) end to end, through the plugin loaded as the hub loads it,
 with and without the outbox, on the real PostgreSQL and RabbitMQ 3.10 (read back with pika).
 
 For every case: no exception out of any callback (koji's run_callbacks neither raises nor logs
@@ -18,10 +18,10 @@ import pytest
 
 from koji_messagebus.amqp_codec import decode_value
 from koji_messagebus.messages import CALLBACK_TYPES, format_event
-from tests import contract, hostile
-from tests.broker import Consumer, _decode_section
-from tests.hub import Hub, dml, load_plugin, unload_plugin
-from tests.outbox_db import connect_db, sql
+from tests.support import contract, hostile
+from tests.support.hub import Hub, dml, load_plugin, unload_plugin
+from tests.support.outbox_db import connect_db, sql
+from tests.support.pika_consumer import Consumer, _decode_section
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ WARNED = {"nul-in-name", "bytes-as-name", "bytearray-as-name", "undecodable-byte
 
 def arrived(consumer: Consumer, timeout: float = 15.0, quiet: float = 0.3) -> list[tuple[str, dict, object]]:
     """(routing key, headers, body) of each message that arrived; the body decoded by the plugin's
-    own decoder (proton's, which tests.broker uses, keeps at most 65,535 values)."""
+    own decoder (proton's, which tests.support.pika_consumer uses, keeps at most 65,535 values)."""
     out: list[tuple[str, dict, object]] = []
     deadline, settle = time.monotonic() + timeout, None
     while time.monotonic() < deadline:

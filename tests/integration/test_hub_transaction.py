@@ -19,10 +19,10 @@ import pytest
 
 from koji_messagebus import outbox
 from koji_messagebus import plugin as mb_plugin
-from tests.broker import Consumer
-from tests.fixtures import entries
-from tests.hub import DBWrapper, Hub, dml, load_plugin, unload_plugin
-from tests.outbox_db import SCHEMA, connect_db, sql
+from tests.support.hub import DBWrapper, Hub, dml, load_plugin, unload_plugin
+from tests.support.outbox_db import SCHEMA, connect_db, sql
+from tests.support.pika_consumer import Consumer
+from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

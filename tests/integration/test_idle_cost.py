@@ -17,11 +17,11 @@ from koji_messagebus.delivery import Delivery, database_connector
 from koji_messagebus.drainer import IDLE_CLOSE
 from koji_messagebus.messages import format_event
 from koji_messagebus.wire import encode
-from tests.broker import Consumer
-from tests.conftest import write_config
-from tests.fixtures import entries
-from tests.hub import DSN
-from tests.outbox_db import SCHEMA, connect_db, sql
+from tests.support.config import write_config
+from tests.support.hub import DSN
+from tests.support.outbox_db import SCHEMA, connect_db, sql
+from tests.support.pika_consumer import Consumer
+from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Multicall: a message is published iff the change that fired it committed.
 
-The hub emulator (tests/hub.py) runs kojixmlrpc's multiCall loop on the real PostgreSQL: a
+The hub emulator (tests/support/hub.py) runs kojixmlrpc's multiCall loop on the real PostgreSQL: a
 `SAVEPOINT multiCall_loop` per sub-call, `ROLLBACK TO SAVEPOINT multiCall_loop` on a fault, then
 the request commits.  What arrived is read back with pika from RabbitMQ 3.10.
 """
@@ -15,10 +15,10 @@ import psycopg2
 import pytest
 
 from koji_messagebus import outbox, subcalls
-from tests.broker import Consumer
-from tests.fixtures import entries
-from tests.hub import HUB_SCHEMA, Fault, Hub, dml, get_event, load_plugin, unload_plugin
-from tests.outbox_db import SCHEMA, connect_db, sql
+from tests.support.hub import HUB_SCHEMA, Fault, Hub, dml, get_event, load_plugin, unload_plugin
+from tests.support.outbox_db import SCHEMA, connect_db, sql
+from tests.support.pika_consumer import Consumer
+from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

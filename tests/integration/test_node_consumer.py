@@ -25,10 +25,10 @@ import pytest
 
 from koji_messagebus.messages import CALLBACK_TYPES
 from koji_messagebus.schema import SCHEMA_DIR
-from tests.broker import pika_parameters
-from tests.brokers import target
-from tests.fixtures import entries
-from tests.hub import Hub, load_plugin, unload_plugin
+from tests.support.brokers import target
+from tests.support.hub import Hub, load_plugin, unload_plugin
+from tests.support.pika_consumer import pika_parameters
+from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 

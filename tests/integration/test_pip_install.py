@@ -15,7 +15,7 @@ import pytest
 
 from koji_messagebus import __version__, resources
 from koji_messagebus.messages import MESSAGE_TYPES
-from tests.packaging import build_wheel, copy_source, fake_wheel, repack_installed, with_dependencies
+from tests.support.packaging import build_wheel, copy_source, fake_wheel, repack_installed, with_dependencies
 
 HUB_KOJI = "1.34.0.post4242"  # "the RPM's koji": a version PyPI never had
 NEWER_KOJI = "99.0"  # offered by the index: an eager upgrade would pick it if koji were a dependency

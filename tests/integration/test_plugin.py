@@ -11,10 +11,10 @@ import koji.plugin
 import pytest
 
 from koji_messagebus.messages import CALLBACK_TYPES
-from tests.broker import bound_consumer, delete_exchange
-from tests.brokers import need, target
-from tests.fixtures import entries
-from tests.hub import Hub, fire, load_plugin, unload_plugin
+from tests.support.brokers import need, target
+from tests.support.hub import Hub, fire, load_plugin, unload_plugin
+from tests.support.pika_consumer import bound_consumer, delete_exchange
+from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 

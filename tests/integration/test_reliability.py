@@ -1,5 +1,5 @@
 """Reliability under faults (more under load in test_sender_faults.py and test_drainer.py): the plugin loaded as the hub
-loads it, the real RabbitMQ behind a fault-injecting proxy (tests/faultproxy.py), the real
+loads it, the real RabbitMQ behind a fault-injecting proxy (tests/support/faultproxy.py), the real
 PostgreSQL, what arrived checked with pika.
 
 The outbox lives in a private schema of the `test` database (search_path), one per pytest process
@@ -30,12 +30,12 @@ from koji_messagebus.publisher import Publisher
 from koji_messagebus.runtime import Runtime
 from koji_messagebus.sendthread import Hold
 from koji_messagebus.wire import Outgoing
-from tests.broker import Consumer, Received
-from tests.conftest import write_config
-from tests.faultproxy import FaultProxy
-from tests.fixtures import entries
-from tests.hub import DSN, DBWrapper, Hub, load_plugin, unload_plugin
-from tests.outbox_db import SCHEMA, connect_db, sql
+from tests.support.config import write_config
+from tests.support.faultproxy import FaultProxy
+from tests.support.hub import DSN, DBWrapper, Hub, load_plugin, unload_plugin
+from tests.support.outbox_db import SCHEMA, connect_db, sql
+from tests.support.pika_consumer import Consumer, Received
+from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 
@@ -345,8 +345,8 @@ KILLED_SCRIPT = """
 import os, sys
 sys.path.insert(0, {repo!r})
 import psycopg2, koji.plugin
-from tests.hub import Hub, load_plugin
-from tests.fixtures import entries
+from tests.support.hub import Hub, load_plugin
+from tests.support.recorded import entries
 cnx = psycopg2.connect({dsn!r}, options="-c search_path={schema}")
 load_plugin()
 kwargs = entries("postTag")[0]["kwargs"]

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.broker import Consumer
-from tests.brokers import target
-from tests.fixtures import entries
-from tests.hub import Hub, fire, load_plugin, unload_plugin
+from tests.support.brokers import target
+from tests.support.hub import Hub, fire, load_plugin, unload_plugin
+from tests.support.pika_consumer import Consumer
+from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 

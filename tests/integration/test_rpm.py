@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from koji_messagebus import __version__, resources
-from tests.packaging import ROOT
+from tests.support.packaging import ROOT
 
 pytestmark = pytest.mark.skipif(not shutil.which("rpmbuild"), reason="rpmbuild is not installed (Debian: rpm)")
 

@@ -19,10 +19,10 @@ from bench.load import Arrivals
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus import runtime as mb_runtime
 from koji_messagebus.runtime import Runtime
-from tests.brokers import target
-from tests.conftest import write_config
-from tests.fixtures import entries
-from tests.hub import Hub, db_connect, load_plugin, unload_plugin
+from tests.support.brokers import target
+from tests.support.config import write_config
+from tests.support.hub import Hub, db_connect, load_plugin, unload_plugin
+from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

@@ -19,13 +19,13 @@ from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.cli import main
 from koji_messagebus.publisher import SendResult
 from koji_messagebus.runtime import Runtime
-from tests.broker import Consumer, pika_parameters
-from tests.brokers import target
-from tests.conftest import write_config
-from tests.faultproxy import FaultProxy
-from tests.fixtures import entries
-from tests.hub import DSN, Hub, load_plugin, unload_plugin
-from tests.outbox_db import SCHEMA, connect_db
+from tests.support.brokers import target
+from tests.support.config import write_config
+from tests.support.faultproxy import FaultProxy
+from tests.support.hub import DSN, Hub, load_plugin, unload_plugin
+from tests.support.outbox_db import SCHEMA, connect_db
+from tests.support.pika_consumer import Consumer, pika_parameters
+from tests.support.recorded import entries
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PER_PROCESS = 150
@@ -35,8 +35,8 @@ import sys
 sys.path.insert(0, {repo!r})
 import koji.plugin
 from koji_messagebus import plugin as mb
-from tests.fixtures import entries
-from tests.hub import Hub, fire, load_plugin
+from tests.support.recorded import entries
+from tests.support.hub import Hub, fire, load_plugin
 load_plugin()
 hub = Hub()
 kwargs = entries("postTag")[0]["kwargs"]

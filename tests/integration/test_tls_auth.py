@@ -20,11 +20,11 @@ from koji_messagebus.config import ConfigError, load_config, parse_config
 from koji_messagebus.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.publisher import Publisher
 from koji_messagebus.wire import encode
-from tests import tls
-from tests.broker import Consumer
-from tests.conftest import write_config
-from tests.fixtures import first
-from tests.hub import Hub, fire, load_plugin, unload_plugin
+from tests.support import tls
+from tests.support.config import write_config
+from tests.support.hub import Hub, fire, load_plugin, unload_plugin
+from tests.support.pika_consumer import Consumer
+from tests.support.recorded import first
 
 pytestmark = pytest.mark.integration
 
@@ -336,17 +336,17 @@ def test_no_secret_in_any_log_line_or_error(tmp_path, exchange_name, consumer, h
 
 # ---- GSSAPI ------------------------------------------------------------------------------------
 def start_sasl_peer(mech: str, env: dict) -> tuple[int, subprocess.Popen]:
-    """tests/sasl_server.py on a free port, demanding `mech`."""
-    from tests.kdc import _free_port
+    """tests/support/sasl_server.py on a free port, demanding `mech`."""
+    from tests.support.kdc import _free_port
 
     port = _free_port()
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.Popen([sys.executable, "-m", "tests.sasl_server", str(port), mech],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.sasl_server", str(port), mech],
                             env={**os.environ, **env}, cwd=root, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
     if line.strip() != "LISTENING":
-        raise AssertionError(f"tests/sasl_server.py did not start: {line}{stop(proc)[-2000:]}")
+        raise AssertionError(f"tests/support/sasl_server.py did not start: {line}{stop(proc)[-2000:]}")
     return port, proc
 
 
@@ -364,7 +364,7 @@ def stop(proc: subprocess.Popen) -> str:
 @pytest.fixture(scope="module")
 def realm(tmp_path_factory):
     """A local MIT KDC (realm KMB.TEST) on loopback, its env set for this process."""
-    from tests import kdc
+    from tests.support import kdc
 
     missing = kdc.tools_missing()
     if missing:
@@ -383,7 +383,7 @@ def realm(tmp_path_factory):
 
 
 def gss_config(tmp_path, realm, exchange: str, **broker) -> str:
-    from tests import kdc
+    from tests.support import kdc
 
     values = {"host": "localhost", "port": "5672", "auth": "GSSAPI", "principal": kdc.CLIENT,
               "keytab": realm.client_keytab, "connect_timeout": "10"}
@@ -395,7 +395,7 @@ def test_gssapi_ticket_comes_from_the_keytab_into_a_private_cache(realm):
     import gssapi
 
     from koji_messagebus import kerberos
-    from tests import kdc
+    from tests.support import kdc
 
     ticket = kerberos.obtain_ticket(kdc.CLIENT, realm.client_keytab)
     assert ticket.principal == kdc.CLIENT and ticket.lifetime and ticket.lifetime > 60
@@ -420,7 +420,7 @@ def test_gssapi_ticket_is_renewed_from_the_keytab_when_it_nears_expiry(tmp_path,
 
 
 def realm_name() -> str:
-    from tests import kdc
+    from tests.support import kdc
 
     return kdc.REALM
 
@@ -428,7 +428,7 @@ def realm_name() -> str:
 def test_gssapi_end_to_end_with_a_cyrus_sasl_peer(tmp_path, realm, exchange_name):
     """No broker here speaks GSSAPI: a proton/Cyrus SASL AMQP 1.0 peer that demands GSSAPI, with the
     service keytab, authenticates the plugin's principal and receives the message."""
-    from tests import kdc
+    from tests.support import kdc
 
     sasl_dir = tmp_path / "sasl"
     sasl_dir.mkdir()

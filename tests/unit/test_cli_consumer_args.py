@@ -15,7 +15,7 @@ from koji_messagebus.cli import common
 from koji_messagebus.cli.send import callback_for
 from koji_messagebus.config import ENV_VAR, load_config
 from koji_messagebus.messages import CALLBACK_TYPES, MESSAGE_TYPES
-from tests.conftest import write_config
+from tests.support.config import write_config
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from koji.util import encode_datetime_recurse
 
 from koji_messagebus import examples
 from koji_messagebus.messages import CALLBACK_TYPES, MESSAGE_TYPES, format_event
-from tests.fixtures import entries
+from tests.support.recorded import entries
 
 CALLBACK_OF = {t: cb for cb, t in CALLBACK_TYPES.items()}
 #: nested maps whose keys vary between calls by design (free-form data)

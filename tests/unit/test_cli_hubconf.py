@@ -121,7 +121,7 @@ def test_no_piece_of_a_dsn_password_from_the_outbox_commands(tmp_path, capsys, d
 def test_no_piece_of_a_dsn_password_from_check(tmp_path, capsys, dsn):
     from koji_messagebus.cli.check import check_outbox
     from koji_messagebus.config import load_config
-    from tests.conftest import write_config
+    from tests.support.config import write_config
 
     path = hub_conf(tmp_path, f"[hub]\nDBConnectionString = {dsn}\n")
     assert check_outbox(load_config(write_config(str(tmp_path / "messagebus.conf"))), path) != 0
@@ -152,7 +152,7 @@ def test_no_piece_of_a_dsn_password_in_the_hub_log(tmp_path, caplog, dsn):
     from koji_messagebus import drainer
     from koji_messagebus.config import load_config
     from koji_messagebus.delivery import database_connector
-    from tests.conftest import write_config
+    from tests.support.config import write_config
 
     caplog.set_level(logging.DEBUG)
     path = hub_conf(tmp_path, f"[hub]\nDBConnectionString = {dsn}\n")

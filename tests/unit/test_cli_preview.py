@@ -12,8 +12,8 @@ from koji.util import encode_datetime_recurse
 from koji_messagebus import cli, examples
 from koji_messagebus.cli import common
 from koji_messagebus.messages import MESSAGE_TYPES, format_event
-from tests.conftest import write_config
-from tests.fixtures import first
+from tests.support.config import write_config
+from tests.support.recorded import first
 
 
 @pytest.fixture(autouse=True)

@@ -168,7 +168,7 @@ def test_connection_errors_never_echo_the_password(tmp_path):
 
 # ---- the hub logs config problems when it loads the plugin -------------------------------------------
 def test_config_problems_are_logged_when_the_hub_loads_the_plugin(tmp_path, monkeypatch, caplog):
-    from tests.hub import load_plugin, unload_plugin
+    from tests.support.hub import load_plugin, unload_plugin
 
     monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf(tmp_path, "[broker]\nusername = koji\n[brokr]\n"))
     try:
@@ -296,7 +296,7 @@ def test_configparser_errors_are_one_line_without_the_text(tmp_path, text, expec
 
 
 def test_the_hub_logs_one_error_record_a_problem_without_newlines(tmp_path, monkeypatch, caplog):
-    from tests.hub import load_plugin, unload_plugin
+    from tests.support.hub import load_plugin, unload_plugin
 
     monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf(tmp_path, "[broker]\ntimeout = x\nheartbeat = y\n"))
     try:

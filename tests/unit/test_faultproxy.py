@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.faultproxy import FaultProxy
+from tests.support.faultproxy import FaultProxy
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from proton import Message
 
 from koji_messagebus.messages import CALLBACK_TYPES, MAX_KEY_BYTES, MISSING_TOKEN, format_event, routing_key, unsigned
 from koji_messagebus.wire import decode, encode
-from tests.fixtures import entries
+from tests.support.recorded import entries
 
 P = "koji.event"
 

@@ -20,8 +20,8 @@ from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.config import load_config
 from koji_messagebus.messages import CALLBACK_TYPES, Event, format_event
 from koji_messagebus.runtime import Runtime
-from tests.fixtures import entries
-from tests.hub import load_plugin, unload_plugin
+from tests.support.hub import load_plugin, unload_plugin
+from tests.support.recorded import entries
 
 MSG_ID = "5d2c4c1e-4d1b-4b8e-9a57-000000000001"
 CREATED = 1795871677.765892

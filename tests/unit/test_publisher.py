@@ -6,8 +6,8 @@ from koji_messagebus.amqp import BrokerError, Kind
 from koji_messagebus.breaker import Role
 from koji_messagebus.config import Endpoint
 from koji_messagebus.publisher import Publisher, SendResult
-from tests.fakebroker import FakeBroker, FakeConnection, msgs
-from tests.unit.test_sendthread import make_config
+from tests.support.config import make_config
+from tests.support.fakebroker import FakeBroker, FakeConnection, msgs
 
 
 class Clock:

@@ -12,8 +12,8 @@ from koji_messagebus import runtime as mb_runtime
 from koji_messagebus.delivery import Delivery
 from koji_messagebus.runtime import RequestBatch, Runtime
 from koji_messagebus.sendthread import SenderThread
-from tests.fakebroker import FakeBroker, msgs
-from tests.unit.test_sendthread import make_config, until
+from tests.support.config import make_config, until
+from tests.support.fakebroker import FakeBroker, msgs
 
 
 class RecordingCnx:
@@ -102,7 +102,7 @@ def test_test_mode_logs_and_sends_nothing(tmp_path, broker, caplog):
     rt = Runtime(config=cfg)
     from koji_messagebus.messages import format_event
     from koji_messagebus.wire import encode
-    from tests.fixtures import entries
+    from tests.support.recorded import entries
 
     msg = encode(format_event("Tag", entries("postTag")[0]["kwargs"], "koji.event"))
     with caplog.at_level(logging.INFO, logger="koji.plugin.messagebus"):
@@ -171,7 +171,7 @@ def test_the_whole_request_stays_within_timeout_not_only_the_wait(make_runtime, 
 def test_an_rpm_sign_without_a_sigkey_is_collected_only_when_the_setting_says_so(tmp_path, setting, sent):
     """As Koji's protonmsg: an unsigned import's RPMSign (sigkey '') is not published by default."""
     from koji_messagebus.config import load_config
-    from tests.fixtures import entries
+    from tests.support.recorded import entries
 
     path = tmp_path / "messagebus.conf"
     path.write_text("[broker]\nhost = 127.0.0.1\nauth = ANONYMOUS\n[topic]\n"

@@ -17,8 +17,8 @@ import pytest
 from koji_messagebus import schema
 from koji_messagebus.messages import CALLBACK_TYPES, MESSAGE_TYPES, format_event
 from koji_messagebus.wire import decode, encode
-from tests import contract
-from tests.fixtures import entries
+from tests.support import contract
+from tests.support.recorded import entries
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 VERSIONS = os.path.join(ROOT, "tests", "data", "schema-versions.json")
@@ -205,7 +205,7 @@ def test_validating_without_jsonschema_says_how_to_get_it():
 
 def test_the_shared_receivers_check_fails_on_a_mismatch():
     """tests/contract.check, which Consumer.collect and Receiver.collect call on what arrived."""
-    from tests.broker import Received
+    from tests.support.pika_consumer import Received
 
     doc = _tag_doc()
     good = Received(doc["routing_key"], 2, "id", doc["headers"], doc["body"], doc["routing_key"])

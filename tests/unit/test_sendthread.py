@@ -1,4 +1,4 @@
-"""The sender thread's policy, against a scripted broker (tests/fakebroker.py): shared
+"""The sender thread's policy, against a scripted broker (tests/support/fakebroker.py): shared
 connection, no waiting for a broker known down, recovery, stalls, poison messages, outbox holds."""
 
 from __future__ import annotations
@@ -10,18 +10,9 @@ import time
 import pytest
 
 from koji_messagebus import sendthread
-from koji_messagebus.config import load_config
 from koji_messagebus.sendthread import Hold, SenderThread, State
-from tests.fakebroker import FakeBroker, msgs
-
-
-def make_config(tmp_path, **broker):
-    values = {"host": "127.0.0.1", "port": 5999, "username": "u", "password": "p", "timeout": 1.0,
-              "connect_timeout": 0.2, "retry_interval": 0.5, "max_pending": 100, **broker}
-    path = tmp_path / "messagebus.conf"
-    path.write_text("[broker]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "[exchange]\nname = x\n")
-    path.chmod(0o600)
-    return load_config(str(path))
+from tests.support.config import make_config, until
+from tests.support.fakebroker import FakeBroker, msgs
 
 
 @pytest.fixture
@@ -42,15 +33,6 @@ def sender(tmp_path, broker):
     yield make
     for s in made:
         s.close()
-
-
-def until(cond, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()
 
 
 def test_concurrent_batches_share_one_connection_and_each_gets_its_own(sender, broker):

@@ -12,7 +12,7 @@ import pytest
 from koji_messagebus import sizerule
 from koji_messagebus.messages import format_event
 from koji_messagebus.wire import Unsendable, decode
-from tests.fixtures import entries
+from tests.support.recorded import entries
 
 
 def tag_event(extra_bytes: int = 0, big_tag_name: int = 0):

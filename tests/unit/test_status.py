@@ -16,7 +16,7 @@ from koji_messagebus import status
 from koji_messagebus.config import load_config
 from koji_messagebus.sendthread import SenderThread
 from koji_messagebus.status import StatusFile, Waits, read_processes
-from tests.fakebroker import FakeBroker, msgs
+from tests.support.fakebroker import FakeBroker, msgs
 
 
 def make_config(tmp_path):

@@ -8,7 +8,7 @@ from koji_messagebus import outbox
 from koji_messagebus.config import load_config
 from koji_messagebus.runtime import RequestBatch, Runtime
 from koji_messagebus.subcalls import MARK_SQL, SubcallMarks, aborted, in_multicall
-from tests.fakebroker import msgs
+from tests.support.fakebroker import msgs
 
 
 class Cnx:

@@ -11,7 +11,7 @@ import pytest
 
 from koji_messagebus import examples
 from koji_messagebus.testing import HubSimulator
-from tests.conftest import write_config
+from tests.support.config import write_config
 
 
 @pytest.fixture

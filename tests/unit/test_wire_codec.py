@@ -15,7 +15,7 @@ from proton import DataException, Described, Message, char, symbol, timestamp, u
 
 from koji_messagebus import amqp_codec, examples, values, wire
 from koji_messagebus.messages import CALLBACK_TYPES, MESSAGE_TYPES, Event, format_event
-from tests.fixtures import entries
+from tests.support.recorded import entries
 
 MSG_ID = "5d2c4c1e-4d1b-4b8e-9a57-000000000001"
 CREATED = 1795871677.765892

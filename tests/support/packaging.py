@@ -13,7 +13,7 @@ import subprocess
 import sys
 import zipfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD_TIMEOUT = 180
 
 
@@ -46,7 +46,7 @@ def fake_wheel(outdir: str, name: str, version: str, files: dict[str, str]) -> s
     dist_info = f"{name}-{version}.dist-info"
     contents = dict(files)
     contents[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-    contents[f"{dist_info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: tests.packaging\nRoot-Is-Purelib: true\n" \
+    contents[f"{dist_info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: tests.support.packaging\nRoot-Is-Purelib: true\n" \
                                      "Tag: py3-none-any\n"
     record = []
     for path, text in contents.items():

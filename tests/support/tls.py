@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, ".ci", "rabbitmq-tls.sh")
 DIR = os.environ.get("KMB_TLS_DIR", "/var/lib/koji-messagebus-test/tls")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from koji_messagebus.messages import CALLBACK_TYPES
-from tests.fixtures import entries
+from tests.support.recorded import entries
 
 UTC = datetime.timezone.utc
 

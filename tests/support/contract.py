@@ -1,7 +1,7 @@
 """The message contract in the tests: every plugin message a test receives is checked against its
 type's shipped JSON Schema (koji_messagebus/schemas), as a consumer sees it.
 
-The shared receivers (tests/broker.py Consumer, tests/receiver.py Receiver) call `check` on what
+The shared receivers (tests/support/pika_consumer.py Consumer, tests/support/receiver.py Receiver) call `check` on what
 they collect, so every test that reads messages back, on every broker, checks them.  Messages of no
 known type (a test's own probes) are left alone.  `document` turns what arrived into the JSON
 document a schema validates.

@@ -1,6 +1,6 @@
 """A hub process for the process-lifecycle tests: loads the plugin as the hub does, runs hub
 requests that each fire `count` postTag callbacks, then ends the way the test says (a normal
-exit runs the plugin's atexit hook).  Run as `python -m tests.hub_process CONF SCHEMA COUNT
+exit runs the plugin's atexit hook).  Run as `python -m tests.support.hub_process CONF SCHEMA COUNT
 [REQUESTS [EXIT]]`, EXIT one of `normal` (return from main), `kill` (os._exit, no hooks) or
 `idle:SECONDS` (stay idle that long, then return from main)."""
 
@@ -21,9 +21,9 @@ def main(argv: list[str]) -> int:
     os.environ["KOJI_MESSAGEBUS_CONFIG"] = conf
     logging.basicConfig(level=os.environ.get("KMB_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    from tests.fixtures import entries
-    from tests.hub import Hub, load_plugin
-    from tests.outbox_db import connect_db
+    from tests.support.hub import Hub, load_plugin
+    from tests.support.outbox_db import connect_db
+    from tests.support.recorded import entries
 
     load_plugin()
     kwargs = entries("postTag")[0]["kwargs"]

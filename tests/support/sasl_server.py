@@ -1,6 +1,6 @@
 """A minimal AMQP 1.0 peer that demands one SASL mechanism (run as a subprocess by the tests).
 
-`python -m tests.sasl_server PORT MECH` listens on 127.0.0.1:PORT with proton's Cyrus SASL
+`python -m tests.support.sasl_server PORT MECH` listens on 127.0.0.1:PORT with proton's Cyrus SASL
 limited to MECH, accepts every message and prints, flushed, one line per event:
 `LISTENING`, `AUTH <mech> <user>`, `MSG <subject> <address>`.  Kerberos settings come from the
 environment (KRB5_CONFIG, KRB5_KTNAME for the service keytab, PN_SASL_CONFIG_PATH).

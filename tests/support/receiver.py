@@ -24,9 +24,9 @@ from proton import Described, Message, symbol
 from proton.reactor import Filter, Selector
 from proton.utils import BlockingConnection, BlockingReceiver
 
-from tests.broker import Received, pika_parameters
-from tests.brokers import BrokerTarget, target
-from tests.contract import check
+from tests.support.brokers import BrokerTarget, target
+from tests.support.contract import check
+from tests.support.pika_consumer import Received, pika_parameters
 
 TOPIC_PREFIX = "koji.event"
 
@@ -187,7 +187,7 @@ class Receiver:
                 settle_until = settle_until or time.monotonic() + quiet
                 if time.monotonic() >= settle_until:
                     break
-        return check(got)  # every plugin message matches its schema (tests/contract.py)
+        return check(got)  # every plugin message matches its schema (tests/support/contract.py)
 
     def close(self, delete_exchange: bool = True) -> None:
         try:

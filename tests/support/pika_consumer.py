@@ -1,8 +1,8 @@
 """What actually arrived: a pika (AMQP 0-9-1) consumer bound to the exchange, and a decoder of
 the AMQP 1.0 sections RabbitMQ 3.x keeps in the 0-9-1 message (4.x gives native headers).
 
-The broker is the run's target (tests/brokers.py, from KMB_BROKER*); the AMQP 1.0 receiver for
-every broker is in tests/receiver.py; `bound_consumer` picks pika where the broker speaks 0-9-1.
+The broker is the run's target (tests/support/brokers.py, from KMB_BROKER*); the AMQP 1.0 receiver for
+every broker is in tests/support/receiver.py; `bound_consumer` picks pika where the broker speaks 0-9-1.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import pika
 from proton import Data
 
-from tests.brokers import need, target
-from tests.contract import check
+from tests.support.brokers import need, target
+from tests.support.contract import check
 
 AMQP_HOST = target().host
 AMQP_PORT = target().amqp091_port or target().port  # pika's port; only used where the broker has 0-9-1
@@ -106,7 +106,7 @@ class Consumer:
                 if time.monotonic() >= settle_until:
                     break
             self.conn.sleep(0.02)
-        return check(got)  # every plugin message matches its schema (tests/contract.py)
+        return check(got)  # every plugin message matches its schema (tests/support/contract.py)
 
     def close(self, delete_exchange: bool = True):
         try:
@@ -121,7 +121,7 @@ def delete_exchange(name: str) -> None:
     """Make sure the exchange does not exist (on Artemis, which has no exchanges: nothing to do)."""
     t = target()
     if t.flavour == "brokerj":
-        from tests.receiver import brokerj_manage
+        from tests.support.receiver import brokerj_manage
         brokerj_manage("DELETE", "org.apache.qpid.Exchange", name)
         return
     if not t.has("exchanges"):
@@ -135,8 +135,8 @@ def delete_exchange(name: str) -> None:
 
 def bound_consumer(exchange: str, ex_type: str = "topic", bindings: list | None = None, declare: bool = True):
     """A consumer of what the plugin sent to `exchange`: pika where the broker speaks 0-9-1, the
-    AMQP 1.0 receiver (tests/receiver.py) elsewhere; both give collect() and close()."""
+    AMQP 1.0 receiver (tests/support/receiver.py) elsewhere; both give collect() and close()."""
     if target().has("pika"):
         return Consumer(exchange, ex_type, bindings, declare)
-    from tests.receiver import Receiver
+    from tests.support.receiver import Receiver
     return Receiver(exchange, ex_type, bindings, declare)

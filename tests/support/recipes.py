@@ -16,9 +16,9 @@ from proton import Described, symbol
 from proton.handlers import MessagingHandler
 from proton.reactor import Container, DurableSubscription, Filter, LinkOption
 
-from tests.brokers import BrokerTarget
+from tests.support.brokers import BrokerTarget
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPES = os.path.join(ROOT, "docs", "recipes")
 RHEA_VERSION = "3"
 

@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 
 from koji_messagebus import outbox
-from tests.hub import DSN
+from tests.support.hub import DSN
 
 SCHEMA = f"kmb_reliability_{os.getpid()}"
 
