@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import Arrivals, Load, Req, Setup, run_context, run_load, stats_ms  # noqa: E402
-from bench.sections import update  # noqa: E402
-from tests.support.faultproxy import FaultProxy  # noqa: E402
+from bench.load import Arrivals, Load, Req, Setup, run_context, run_load, stats_ms
+from bench.sections import update
+from tests.support.faultproxy import FaultProxy
 
 
 def proxy_process(delay: float, conn) -> None:

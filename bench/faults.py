@@ -36,9 +36,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import Arrivals, Load, Req, Setup, collect_load, run_context, start_load, stats_ms  # noqa: E402
-from bench.sections import update  # noqa: E402
-from tests.support.faultproxy import FaultProxy  # noqa: E402
+from bench.load import Arrivals, Load, Req, Setup, collect_load, run_context, start_load, stats_ms
+from bench.sections import update
+from tests.support.faultproxy import FaultProxy
 
 FAULTS = ("stop", "kill9", "sigstop", "cut", "pgrestart", "hubkill")
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/usr/bin"))

@@ -24,7 +24,7 @@ import koji.plugin  # noqa: E402
 import pika  # noqa: E402
 from koji.context import context  # noqa: E402
 
-from bench.run import DB_NAME, EXCHANGE, db_connect, encoded, hub_request, request_events, use_runtime, write_config  # noqa: E402,E501
+from bench.run import DB_NAME, EXCHANGE, db_connect, encoded, hub_request, request_events, use_runtime, write_config  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.amqp import AmqpConnection  # noqa: E402
 from koji_messagebus.config import load_config  # noqa: E402

@@ -64,7 +64,7 @@ class _Args:
             if isinstance(mapping, Mapping):
                 return mapping.get(key)
             what = f"{type(mapping).__name__}, not a map -> its keys read as None"
-        except BaseException as exc:  # noqa: BLE001 - a hostile .get: the message is still built
+        except BaseException as exc:  # a hostile .get: the message is still built
             if not contained(exc):
                 raise
             what = f"{type(mapping).__name__}.get({key!r}) raised {type(exc).__name__} -> its keys read as None"
@@ -229,7 +229,7 @@ def _plain(kwargs: Any, conv: Conversions) -> dict[str, Any]:
         return kwargs
     try:
         return dict(kwargs)
-    except BaseException as exc:  # noqa: BLE001 - contained: the message is still built
+    except BaseException as exc:  # contained: the message is still built
         if not contained(exc):
             raise
         conv.note("", f"kwargs of type {type(kwargs).__name__} cannot be read ({type(exc).__name__}) -> "

@@ -97,7 +97,7 @@ def messagebus_collect(cbtype, *args, **kws):
                           getattr(context, "method", None), getattr(context, "params", None))
     except Unsendable as exc:
         log.error("lost: %s", exc)
-    except Exception as exc:  # values cannot get here (the message is built with placeholders): a bug
+    except Exception as exc:  # noqa: BLE001 - values cannot get here (built with placeholders): a bug
         log.error("lost: could not build the %s message: %s", cbtype, safe_repr(exc).replace("\n", " "))
         log.debug("could not build the %s message", cbtype, exc_info=True)
 
@@ -111,7 +111,7 @@ def messagebus_store(cbtype, *args, **kws):
         return
     try:
         runtime().pre_commit(batch, getattr(context, "cnx", None))
-    except Exception:
+    except Exception:  # noqa: BLE001 - no exception escapes a callback (logged with its traceback)
         log.exception("preCommit failed; messages will be sent directly")
 
 
@@ -123,5 +123,5 @@ def messagebus_send(cbtype, *args, **kws):
     try:
         context.messagebus_batch = None
         runtime().post_commit(batch, getattr(context, "cnx", None))
-    except Exception:
+    except Exception:  # noqa: BLE001 - no exception escapes a callback (logged with its traceback)
         log.exception("postCommit failed")

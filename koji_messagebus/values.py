@@ -61,7 +61,7 @@ def safe_repr(value: Any) -> str:
     try:
         text = repr(value)
         return text if type(text) is str else str.__str__(text)
-    except BaseException as exc:  # noqa: BLE001 - any object may be passed by the hub or another plugin
+    except BaseException as exc:  # any object may be passed by the hub or another plugin
         if not contained(exc):
             raise
         return f"<{type(value).__qualname__} object: repr() raised {type(exc).__name__}>"
@@ -71,7 +71,7 @@ def short_repr(value: Any) -> str:
     """A bounded repr (reprlib: 3 levels, long strings cut) for values too deep to send whole."""
     try:
         return _SHORT.repr(value)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:  # a hostile __iter__, __lt__, value, ... (contained)
         if not contained(exc):
             raise
         return f"<{type(value).__qualname__} object>"
@@ -113,7 +113,7 @@ def convert_other(value: Any) -> tuple[Any, str | None, bool]:
     The replacement may still hold values to convert (a set's items, an enum's value)."""
     try:
         return _convert_other(value)
-    except BaseException as exc:  # noqa: BLE001 - a hostile __iter__, __lt__, value, ... (contained)
+    except BaseException as exc:
         if not contained(exc):
             raise
         return (f"<{type(value).__qualname__} object: cannot be converted ({type(exc).__name__})>",
@@ -145,7 +145,7 @@ def _convert_other(value: Any) -> tuple[Any, str | None, bool]:
         items = list(value)
         try:
             items.sort()
-        except BaseException as exc:  # noqa: BLE001 - mixed or unorderable items
+        except BaseException as exc:  # mixed or unorderable items
             if not contained(exc):
                 raise
             items.sort(key=safe_repr)
@@ -169,7 +169,7 @@ def key_text(key: Any) -> tuple[str, str | None]:
     else:
         try:
             text = str(replacement)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             if not contained(exc):
                 raise
             text = safe_repr(replacement)

@@ -57,7 +57,7 @@ def encode(event: Event, to: str | None = None, msg_id: str | None = None,
     except amqp_codec.TooLarge as exc:
         raise Unsendable(event.type, event.routing_key, exc.size, f"larger than {exc.limit} bytes",
                          too_large=True) from None
-    except Exception as exc:  # noqa: BLE001 - whatever it is, the log line must say which message
+    except Exception as exc:  # whatever it is, the log line must say which message
         raise Unsendable(event.type, event.routing_key, 0, safe_repr(exc)) from exc
     return Outgoing(msg_id, created, event.type, event.routing_key, payload)
 

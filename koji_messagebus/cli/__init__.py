@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(OSError, ValueError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_OK
-        except Exception as exc:  # noqa: BLE001 - one line unless --debug
+        except Exception as exc:  # one line unless --debug
             if debug:
                 raise
             err(f"error: {type(exc).__name__}: {first_line(exc)} (run with --debug for the traceback)")

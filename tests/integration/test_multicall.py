@@ -67,7 +67,7 @@ def tag_kwargs(build: str, tag: str = "f44") -> dict:
 
 def package_list_add(tag: str = "f44", package: str = "pkg-a"):
     """packageListAdd: a versioned write (a new event) and its callback."""
-    def packageListAdd(cur):
+    def packageListAdd(cur):  # noqa: N802 - a hub method name
         kw = copy.deepcopy(entries("postPackageListChange")[0]["kwargs"])
         kw["tag"]["name"], kw["package"]["name"] = tag, package
         dml("INSERT INTO tag_packages VALUES (%(t)s, %(p)s, %(e)s)", {"t": tag, "p": package, "e": get_event()})
@@ -77,7 +77,7 @@ def package_list_add(tag: str = "f44", package: str = "pkg-a"):
 
 def mass_tag(builds: list[tuple[str, str]], tag: str = "f44"):
     """massTag: tags each build (a new event, postTag each); a CANCELED build is a fault."""
-    def massTag(cur):
+    def massTag(cur):  # noqa: N802 - a hub method name
         for name, state in builds:
             if state == "CANCELED":
                 raise Fault(f"build {name} is CANCELED")
@@ -88,7 +88,7 @@ def mass_tag(builds: list[tuple[str, str]], tag: str = "f44"):
 
 def set_task_state(task_id: int, state: str, fail: bool = False):
     """A task state change: no event; postTaskStateChange; optionally a fault after it."""
-    def setTaskState(cur):
+    def setTaskState(cur):  # noqa: N802 - a hub method name
         old = sql(f"SELECT state FROM task WHERE id = {task_id}")[0][0]
         dml("UPDATE task SET state = %(s)s WHERE id = %(i)s", {"s": state, "i": task_id})
         koji.plugin.run_callbacks("postTaskStateChange", attribute="state", old=old, new=state,
