@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from koji_messagebus.amqp import AmqpConnection  # noqa: E402
 from koji_messagebus.config import load_config  # noqa: E402
-from koji_messagebus.messages import CALLBACK_TYPES, format_event  # noqa: E402
+from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
+from koji_messagebus.format.wire import encode  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402
-from koji_messagebus.wire import encode  # noqa: E402
 from tests.support.brokers import DEFAULTS  # noqa: E402
 from tests.support.recorded import entries  # noqa: E402
 

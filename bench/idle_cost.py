@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg2  # noqa: E402
 
-from koji_messagebus import outbox  # noqa: E402
+from koji_messagebus.transaction import outbox  # noqa: E402
 from tests.support.config import write_config  # noqa: E402
 from tests.support.hub import DSN  # noqa: E402
 from tests.support.pika_consumer import Consumer  # noqa: E402

@@ -33,10 +33,10 @@ import pika  # noqa: E402
 import psycopg2  # noqa: E402
 from koji.context import context  # noqa: E402
 
-from koji_messagebus import outbox  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
-from koji_messagebus.messages import CALLBACK_TYPES  # noqa: E402
+from koji_messagebus.format.messages import CALLBACK_TYPES  # noqa: E402
 from koji_messagebus.runtime import Runtime  # noqa: E402
+from koji_messagebus.transaction import outbox  # noqa: E402
 from tests.support.hub import DBWrapper, load_plugin  # noqa: E402
 from tests.support.pika_consumer import decode_091  # noqa: E402
 from tests.support.recorded import entries  # noqa: E402
@@ -237,7 +237,7 @@ class Load:
 
 def instrument(rt: Runtime) -> None:
     """Profile counter: the request thread's wait on its ticket."""
-    from koji_messagebus import sendthread
+    from koji_messagebus.delivery import sender as sendthread
 
     wait = sendthread.Ticket.wait
 
@@ -255,8 +255,8 @@ def _bare_thread(load: Load, index: int, out: list[Req], stop: threading.Event) 
     """The same messages on a warm connection of the thread's own: no plugin, no database."""
     from koji_messagebus.amqp import AmqpConnection
     from koji_messagebus.config import load_config
-    from koji_messagebus.messages import format_event
-    from koji_messagebus.wire import encode
+    from koji_messagebus.format.messages import format_event
+    from koji_messagebus.format.wire import encode
 
     rng = random.Random(load.seed * 1000 + index)
     cfg = load_config(load.conf)

@@ -19,9 +19,10 @@ import psycopg2
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from koji_messagebus import examples, outbox
-from koji_messagebus.messages import MESSAGE_TYPES, format_event
-from koji_messagebus.wire import encode
+from koji_messagebus.cli import examples
+from koji_messagebus.format.messages import MESSAGE_TYPES, format_event
+from koji_messagebus.format.wire import encode
+from koji_messagebus.transaction import outbox
 
 DSN = os.environ.get("KOJI_MESSAGEBUS_TEST_DSN", "dbname=test host=127.0.0.1 user=postgres")
 SCHEMA = f"kmb_growth_{os.getpid()}"

@@ -62,13 +62,13 @@ import psycopg2  # noqa: E402
 from koji.context import context  # noqa: E402
 
 from bench.baseline import Broker, per_request_send, pipelined_send, warm_batches  # noqa: E402
-from koji_messagebus import outbox  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.config import load_config  # noqa: E402
-from koji_messagebus.messages import CALLBACK_TYPES, format_event  # noqa: E402
-from koji_messagebus.publisher import Publisher  # noqa: E402
+from koji_messagebus.delivery.publisher import Publisher  # noqa: E402
+from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
+from koji_messagebus.format.wire import Outgoing, encode  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402
-from koji_messagebus.wire import Outgoing, encode  # noqa: E402
+from koji_messagebus.transaction import outbox  # noqa: E402
 from tests.support.hub import DBWrapper, load_plugin  # noqa: E402
 from tests.support.recorded import entries  # noqa: E402
 

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .amqp_codec import decode_message, decode_value
+from koji_messagebus.format.codec import decode_message, decode_value
 
 #: RabbitMQ 3.x's 0-9-1 headers holding AMQP 1.0 sections (one encoded blob each)
 RMQ3_APP_PROPERTIES = "x-amqp-1.0-app-properties"
@@ -40,7 +40,7 @@ class Received:
 
     def to_json(self) -> str:
         """One JSON line (bytes as {"base64": ...}, UUIDs as text), as `koji-messagebus listen` prints."""
-        from .listener import jsonable
+        from koji_messagebus.listener import jsonable
 
         return json.dumps(jsonable(asdict(self)), sort_keys=True, ensure_ascii=False)
 

@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SettingsError, first_line
+from koji_messagebus.errors import SettingsError, first_line
 
 DEFAULT_HUB_CONFIG = "/etc/koji-hub/hub.conf"
 

@@ -14,7 +14,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from .errors import BusError
+from koji_messagebus.errors import BusError
 
 _lock = threading.Lock()
 

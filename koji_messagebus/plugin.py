@@ -15,11 +15,11 @@ from koji.context import context
 from koji.plugin import callback, ignore_error
 from koji.plugin import callbacks as HUB_CALLBACKS
 
-from .log import log
-from .messages import CALLBACK_TYPES
-from .runtime import RequestBatch, Runtime
-from .values import safe_repr
-from .wire import Unsendable
+from koji_messagebus.format.messages import CALLBACK_TYPES
+from koji_messagebus.format.values import safe_repr
+from koji_messagebus.format.wire import Unsendable
+from koji_messagebus.log import log
+from koji_messagebus.runtime import RequestBatch, Runtime
 
 #: only the event callbacks this hub knows (registering an unknown one fails the hub's load)
 EVENT_CALLBACKS = tuple(cb for cb in CALLBACK_TYPES if cb in HUB_CALLBACKS)

@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from .config import Config
-from .errors import BusError
+from koji_messagebus.config import Config
+from koji_messagebus.errors import BusError
 
 QUEUE_EXPIRES_MS = 60000
 

@@ -15,15 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import outbox
-from .config import Config, ConfigError, load_config
-from .delivery import Delivery, database_connector
-from .log import log
-from .messages import format_event, unsigned
-from .sizerule import encode_within
-from .status import StatusFile, snapshot
-from .subcalls import SubcallMarks, aborted, split
-from .wire import Outgoing, describe, encode
+from koji_messagebus.config import Config, ConfigError, load_config
+from koji_messagebus.delivery.handoff import Delivery, database_connector
+from koji_messagebus.delivery.status import StatusFile, snapshot
+from koji_messagebus.format.messages import format_event, unsigned
+from koji_messagebus.format.sizerule import encode_within
+from koji_messagebus.format.wire import Outgoing, describe, encode
+from koji_messagebus.log import log
+from koji_messagebus.transaction import outbox
+from koji_messagebus.transaction.subcalls import SubcallMarks, aborted, split
 
 OUTBOX_RETRY_SECONDS = 300.0
 
@@ -205,7 +205,7 @@ class Runtime:
 
 def render(msg: Outgoing) -> str:
     """One line for logs and test_mode: key, headers and body as JSON."""
-    from .wire import decode
+    from koji_messagebus.format.wire import decode
 
     data = decode(msg.payload)
     return json.dumps({"routing_key": msg.routing_key, "id": msg.msg_id, "headers": data["headers"],

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from .errors import MessageError
-from .messages import MESSAGE_TYPES
+from koji_messagebus.errors import MessageError
+from koji_messagebus.format.messages import MESSAGE_TYPES
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
 ID_PREFIX = "urn:koji-messagebus:message:"

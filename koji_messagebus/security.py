@@ -18,7 +18,7 @@ from typing import Any
 
 from proton import SASL
 
-from .log import log
+from koji_messagebus.log import log
 
 #: SASL outcome codes (AMQP 1.0 sasl-code) as proton reports them
 SASL_OUTCOMES = {SASL.AUTH: "authentication failed", SASL.SYS: "system error at the broker",

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from . import hub as _shim_pkg
+from koji_messagebus import hub as _shim_pkg
 
 PLUGIN_DIR = os.path.dirname(_shim_pkg.__file__)
 MODULE = "_koji_plugin__messagebus"
@@ -29,7 +29,7 @@ def load_plugin(plugin_dir: str = PLUGIN_DIR) -> tuple[Any, Callbacks]:
     module and the (callback type, function) pairs registered, for `unload_plugin`."""
     import koji.plugin
 
-    from . import plugin as mb_plugin
+    from koji_messagebus import plugin as mb_plugin
 
     mb_plugin.reset(None)  # a fresh Runtime: reads $KOJI_MESSAGEBUS_CONFIG on first use
     sys.modules.pop(MODULE, None)
@@ -48,7 +48,7 @@ def unload_plugin(registered: Callbacks) -> None:
     """Undo `load_plugin`: only the callbacks it registered are removed."""
     import koji.plugin
 
-    from . import plugin as mb_plugin
+    from koji_messagebus import plugin as mb_plugin
 
     for cbtype, func in registered:
         with contextlib.suppress(ValueError):

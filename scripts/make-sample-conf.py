@@ -8,7 +8,7 @@ import os
 
 from koji_messagebus import resources
 from koji_messagebus.config import render_sample
-from koji_messagebus.outbox import GRANTS, SCHEMA
+from koji_messagebus.transaction.outbox import GRANTS, SCHEMA
 
 HEADER = """\
 # /etc/koji-hub/plugins/messagebus.conf — configuration of the koji-messagebus hub plugin.

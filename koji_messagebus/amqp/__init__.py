@@ -32,10 +32,10 @@
 - `failover.connect_first(config, make)`: the first endpoint that opens, written once.
 """
 
-from .connection import BrokerInfo, Connection
-from .errors import BrokerError, Kind
-from .failover import connect_first
-from .sender import NULL_TARGET_GRACE, OUTCOMES, AmqpConnection, BatchOutcome, Sender, Settlement
+from koji_messagebus.amqp.connection import BrokerInfo, Connection
+from koji_messagebus.amqp.errors import BrokerError, Kind
+from koji_messagebus.amqp.failover import connect_first
+from koji_messagebus.amqp.sender import NULL_TARGET_GRACE, OUTCOMES, AmqpConnection, BatchOutcome, Sender, Settlement
 
 __all__ = ["OUTCOMES", "NULL_TARGET_GRACE", "AmqpConnection", "BatchOutcome", "BrokerError", "BrokerInfo",
            "Connection", "Kind", "Sender", "Settlement", "connect_first"]

@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 from proton import Message
 
-from ..config import Config
-from ..log import log
-from .connection import BrokerInfo
+from koji_messagebus.amqp.connection import BrokerInfo
+from koji_messagebus.config import Config
+from koji_messagebus.log import log
 
 AUTO = "auto"
 

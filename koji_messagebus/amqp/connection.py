@@ -32,10 +32,12 @@ from proton import (
 )
 from proton import Connection as ProtonConnection
 
-from .. import kerberos
-from ..config import Config, default_cafile
-from ..config import Endpoint as BrokerEndpoint
-from ..security import (
+from koji_messagebus import kerberos
+from koji_messagebus.amqp import diagnose
+from koji_messagebus.amqp.errors import BrokerError, Kind
+from koji_messagebus.config import Config, default_cafile
+from koji_messagebus.config import Endpoint as BrokerEndpoint
+from koji_messagebus.security import (
     SaslMechanisms,
     explain_files,
     explain_handshake,
@@ -43,8 +45,6 @@ from ..security import (
     uses_password,
     warn_unverified,
 )
-from . import diagnose
-from .errors import BrokerError, Kind
 
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 

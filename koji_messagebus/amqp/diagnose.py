@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from proton import SASL
 
-from ..config import Endpoint
-from ..rabbitmq import declare_command
-from ..security import auth_failure, uses_password
-from .errors import BrokerError, Kind
+from koji_messagebus.amqp.errors import BrokerError, Kind
+from koji_messagebus.config import Endpoint
+from koji_messagebus.rabbitmq import declare_command
+from koji_messagebus.security import auth_failure, uses_password
 
 
 @dataclass(frozen=True)

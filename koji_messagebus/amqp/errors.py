@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from ..errors import BusError
+from koji_messagebus.errors import BusError
 
 
 class Kind(str, Enum):

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from ..config import Config
-from ..config import Endpoint as BrokerEndpoint
-from .errors import BrokerError
+from koji_messagebus.amqp.errors import BrokerError
+from koji_messagebus.config import Config
+from koji_messagebus.config import Endpoint as BrokerEndpoint
 
 
 class Openable(Protocol):

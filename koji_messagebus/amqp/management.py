@@ -21,12 +21,12 @@ from typing import Any
 
 from proton import Delivery, Endpoint, Link, Message, symbol
 
-from ..config import Config
-from ..rabbitmq import declare_command
-from .address import encode_segment, flavour
-from .connection import BrokerInfo, Connection
-from .errors import BrokerError, Kind
-from .failover import connect_first
+from koji_messagebus.amqp.address import encode_segment, flavour
+from koji_messagebus.amqp.connection import BrokerInfo, Connection
+from koji_messagebus.amqp.errors import BrokerError, Kind
+from koji_messagebus.amqp.failover import connect_first
+from koji_messagebus.config import Config
+from koji_messagebus.rabbitmq import declare_command
 
 RABBITMQ_NODE = "/management"
 BROKERJ_NODE = "$management"

@@ -27,15 +27,15 @@ from typing import Any
 
 from proton import Data, Delivery, Described, Endpoint, Message, Terminus, symbol
 
-from .. import amqp_codec
-from ..config import Config
-from ..config import Endpoint as BrokerEndpoint
-from ..wire import PROTON_SAFE_BYTES
-from . import management
-from .address import flavour
-from .connection import BrokerInfo, Connection
-from .errors import BrokerError, Kind
-from .failover import connect_first
+from koji_messagebus.amqp import management
+from koji_messagebus.amqp.address import flavour
+from koji_messagebus.amqp.connection import BrokerInfo, Connection
+from koji_messagebus.amqp.errors import BrokerError, Kind
+from koji_messagebus.amqp.failover import connect_first
+from koji_messagebus.config import Config
+from koji_messagebus.config import Endpoint as BrokerEndpoint
+from koji_messagebus.format import codec as amqp_codec
+from koji_messagebus.format.wire import PROTON_SAFE_BYTES
 
 CREDIT = 100
 DEDUP_WINDOW = 10000
@@ -241,7 +241,7 @@ class Listener:
                                 f"(declared through /management, bound with {bound}, deleted when the listener "
                                 "leaves)", queue=queue)
         if kind == "rabbitmq3":
-            from ..rabbitmq import temporary_queue
+            from koji_messagebus.rabbitmq import temporary_queue
 
             source, how = temporary_queue(cfg, keys, self.queue, self.durable)
             if source:

@@ -21,14 +21,14 @@ from typing import Any
 from proton import Data, Delivery, Endpoint, symbol
 from proton import Sender as ProtonSender
 
-from ..config import Config
-from ..config import Endpoint as BrokerEndpoint
-from ..log import log
-from ..wire import Outgoing
-from . import address as addressing
-from . import diagnose, management
-from .connection import BrokerInfo, Connection
-from .errors import BrokerError
+from koji_messagebus.amqp import address as addressing
+from koji_messagebus.amqp import diagnose, management
+from koji_messagebus.amqp.connection import BrokerInfo, Connection
+from koji_messagebus.amqp.errors import BrokerError
+from koji_messagebus.config import Config
+from koji_messagebus.config import Endpoint as BrokerEndpoint
+from koji_messagebus.format.wire import Outgoing
+from koji_messagebus.log import log
 
 OUTCOMES = {
     Delivery.ACCEPTED: "accepted",

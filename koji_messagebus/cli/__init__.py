@@ -20,11 +20,23 @@ import traceback
 from collections.abc import Iterator, Sequence
 from types import FrameType
 
-from .. import __version__
-from ..amqp import BrokerError
-from ..errors import first_line
-from . import check, demo, install, listen, outbox, preview, replay, sample_config, schema, send, status
-from .common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, CliError, err, parent_parser
+from koji_messagebus import __version__
+from koji_messagebus.amqp import BrokerError
+from koji_messagebus.cli import (
+    check,
+    demo,
+    install,
+    listen,
+    outbox,
+    preview,
+    replay,
+    sample_config,
+    schema,
+    send,
+    status,
+)
+from koji_messagebus.cli.common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, CliError, err, parent_parser
+from koji_messagebus.errors import first_line
 
 COMMANDS = (check, preview, listen, send, outbox, status, replay, install, sample_config, demo, schema)
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from . import main
+from koji_messagebus.cli import main
 
 sys.exit(main())

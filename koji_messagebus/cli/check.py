@@ -6,12 +6,21 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..amqp import BrokerError
-from ..config import Config, ConfigError, load_config
-from ..errors import first_line
-from ..hubconf import HubConfigError, read_database_settings
-from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, config_path, describe_connection, err, human_age, out
-from .outbox import missing_table
+from koji_messagebus.amqp import BrokerError
+from koji_messagebus.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    config_path,
+    describe_connection,
+    err,
+    human_age,
+    out,
+)
+from koji_messagebus.cli.outbox import missing_table
+from koji_messagebus.config import Config, ConfigError, load_config
+from koji_messagebus.errors import first_line
+from koji_messagebus.hubconf import HubConfigError, read_database_settings
 
 HELP = "validate the config, connect and attach as the plugin would"
 DESCRIPTION = ("Validate the config (every problem at once), connect, authenticate and attach to the exchange "
@@ -42,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if config.broker.test_mode:
         err(f"note: {path}: [broker] test_mode = true: the plugin logs messages instead of sending them; "
             "checking the broker anyway")
-    from ..publisher import Publisher
+    from koji_messagebus.delivery.publisher import Publisher
 
     publisher = Publisher(config)
     start = time.monotonic()
@@ -65,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_outbox(config: Config, hub_config: str | None) -> int:
-    from .. import outbox
+    from koji_messagebus.transaction import outbox
 
     path = hub_config or config.outbox.hub_config
     try:

@@ -13,9 +13,9 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from urllib.parse import unquote, urlsplit
 
-from ..config import DEFAULT_PATH, ENV_VAR, Config, ConfigError, load_config, redact_url
-from ..errors import CommandError
-from ..messages import CALLBACK_TYPES, MESSAGE_TYPES
+from koji_messagebus.config import DEFAULT_PATH, ENV_VAR, Config, ConfigError, load_config, redact_url
+from koji_messagebus.errors import CommandError
+from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_EXCHANGE = "koji.demo"
@@ -291,7 +291,7 @@ def message_type_arg(text: str) -> str:
 
 def need_validator() -> None:
     """--validate: a usage error, naming the extra to install, when jsonschema is missing."""
-    from ..schema import SchemaError, require_validator
+    from koji_messagebus.schema import SchemaError, require_validator
 
     try:
         require_validator()

@@ -9,10 +9,7 @@ import logging
 import time
 from typing import Any
 
-from ..config import ENV_VAR, Config, ConfigError, redact_url
-from ..hubconf import HubConfigError, read_database_settings
-from ..messages import CALLBACK_TYPES
-from .common import (
+from koji_messagebus.cli.common import (
     BUILTIN,
     DEMO_EXCHANGE,
     EXIT_FAIL,
@@ -24,7 +21,10 @@ from .common import (
     describe_connection,
     plugin_config,
 )
-from .common import out_to_pipe as out  # `demo | head -5` still publishes everything
+from koji_messagebus.cli.common import out_to_pipe as out  # `demo | head -5` still publishes everything
+from koji_messagebus.config import ENV_VAR, Config, ConfigError, redact_url
+from koji_messagebus.format.messages import CALLBACK_TYPES
+from koji_messagebus.hubconf import HubConfigError, read_database_settings
 
 DEMO_ARRIVAL_WAIT = 3.0
 HELP = "run a build's hub events through the plugin into the broker"
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
 def ensure_exchange(config: Config) -> str:
     """Declare the exchange where it can be (over AMQP 1.0 on RabbitMQ 4.x and Broker-J, over AMQP
     0-9-1 on RabbitMQ 3.x); returns the line that says what happened."""
-    from ..amqp.address import flavour
-    from ..amqp.management import prepare_exchange
+    from koji_messagebus.amqp.address import flavour
+    from koji_messagebus.amqp.management import prepare_exchange
 
     info, state = prepare_exchange(config)
     if state:
@@ -69,7 +69,7 @@ def ensure_exchange(config: Config) -> str:
 
 
 def declare(config: Config) -> str:
-    from ..rabbitmq import DeclareError, declare_exchange
+    from koji_messagebus.rabbitmq import DeclareError, declare_exchange
 
     try:
         return declare_exchange(config)
@@ -85,7 +85,7 @@ def needs_database(config: Config) -> bool:
 def database_needed(argv: list[str]) -> bool:
     """For scripts/demo.sh: whether `koji-messagebus demo ARGV` will use PostgreSQL, so that the
     script sets it up only then.  A config it cannot use counts as no: the demo says what is wrong."""
-    from . import build_parser
+    from koji_messagebus.cli import build_parser
 
     try:
         args = build_parser().parse_args(["demo", *argv])
@@ -106,9 +106,9 @@ def hub_connection(config: Config) -> Any:
 
 
 def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
-    from .. import examples
-    from ..listener import open_listener
-    from ..testing import HubSimulator
+    from koji_messagebus.cli import examples
+    from koji_messagebus.listener import open_listener
+    from koji_messagebus.testing import HubSimulator
 
     story = examples.build_story()
     total = sum(len(events) for _, _, events in story)
@@ -155,7 +155,7 @@ def _headers_line(headers: dict[str, Any]) -> str:
 
 
 def _demo_requests(args: argparse.Namespace, config: Config, story: list[Any], hub: Any, listener: Any) -> int:
-    from ..listener import message_record, render
+    from koji_messagebus.listener import message_record, render
 
     received = fired = 0
     test_mode = config.broker.test_mode

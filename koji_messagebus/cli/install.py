@@ -8,8 +8,8 @@ import os
 import shutil
 import time
 
-from ..httpd import httpd_group
-from .common import EXIT_OK, CliError, default_path, out
+from koji_messagebus.cli.common import EXIT_OK, CliError, default_path, out
+from koji_messagebus.httpd import httpd_group
 
 DEFAULT_PLUGIN_PATH = "/usr/lib/koji-hub-plugins"
 HELP = "copy the hub plugin file into the hub's PluginPath"
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import hub
+    from koji_messagebus import hub
 
     source = os.path.join(os.path.dirname(hub.__file__), "messagebus.py")
     directory = os.path.abspath(args.plugin_path or DEFAULT_PLUGIN_PATH)  # hub.conf needs an absolute path

@@ -6,8 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from ..config import Config
-from .common import (
+from koji_messagebus.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
     EXIT_USAGE,
@@ -22,6 +21,7 @@ from .common import (
     positive_int,
     with_exchange,
 )
+from koji_messagebus.config import Config
 
 HELP = "print messages as they arrive"
 DESCRIPTION = """\
@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..listener import HeaderMatch, open_listener, source_addresses
+    from koji_messagebus.listener import HeaderMatch, open_listener, source_addresses
 
     try:
         matches = [HeaderMatch(spec) for spec in args.header or []]
@@ -124,14 +124,14 @@ def run(args: argparse.Namespace) -> int:
 def prepare(config: Config) -> None:
     """Create the exchange where the plugin would (RabbitMQ 4.x, Broker-J), so that binding works
     before the hub's first message; elsewhere the subscription says what is missing."""
-    from ..amqp.management import prepare_exchange
+    from koji_messagebus.amqp.management import prepare_exchange
 
     prepare_exchange(config)
 
 
 def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: list[Any]) -> int:
-    from ..listener import message_record, render
-    from ..schema import document, problem_list, validate
+    from koji_messagebus.listener import message_record, render
+    from koji_messagebus.schema import document, problem_list, validate
 
     binding = ", ".join(args.key or ["#"]) if config.exchange.type == "topic" else "(all)"
     filters = f"; header match (client-side): {' '.join(map(str, matches))}" if matches else ""

@@ -9,12 +9,22 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..amqp import BrokerError
-from ..config import Config
-from ..errors import first_line
-from ..hubconf import DatabaseSettings, HubConfigError, read_database_settings
-from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, err, get_config, human_age, out, parse_age
-from .progress import Progress
+from koji_messagebus.amqp import BrokerError
+from koji_messagebus.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    err,
+    get_config,
+    human_age,
+    out,
+    parse_age,
+)
+from koji_messagebus.cli.progress import Progress
+from koji_messagebus.config import Config
+from koji_messagebus.errors import first_line
+from koji_messagebus.hubconf import DatabaseSettings, HubConfigError, read_database_settings
 
 LOCK_WAIT = 10.0
 HELP = "status, flush, purge or create the outbox table"
@@ -72,7 +82,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 
 
 def missing_table(settings: DatabaseSettings) -> str:
-    from .. import outbox
+    from koji_messagebus.transaction import outbox
 
     return f"table {outbox.TABLE} does not exist in {settings.describe()}: create it with `koji-messagebus outbox init`"
 
@@ -93,7 +103,7 @@ def connect(args: argparse.Namespace, config: Config | None) -> tuple[DatabaseSe
 def database(args: argparse.Namespace, config: Config | None = None) -> Iterator[tuple[DatabaseSettings, Any]]:
     """The connection for one command: any database failure becomes one line, and the connection
     is closed whatever happens."""
-    from .. import outbox
+    from koji_messagebus.transaction import outbox
 
     settings, cnx = connect(args, config)
     try:
@@ -110,7 +120,7 @@ def database(args: argparse.Namespace, config: Config | None = None) -> Iterator
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from .. import outbox
+    from koji_messagebus.transaction import outbox
 
     with database(args) as (settings, cnx):
         rows, age, kept = outbox.status_kept(cnx)
@@ -121,7 +131,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_init(args: argparse.Namespace) -> int:
-    from .. import outbox
+    from koji_messagebus.transaction import outbox
 
     with database(args) as (settings, cnx):
         cnx.cursor().execute(outbox.SCHEMA)
@@ -131,7 +141,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_purge(args: argparse.Namespace) -> int:
-    from .. import outbox
+    from koji_messagebus.transaction import outbox
 
     if args.older_than <= 0 and not args.yes:
         raise CliError("--older-than 0 deletes every row of the outbox, also messages not yet sent; add --yes if "
@@ -144,7 +154,8 @@ def run_purge(args: argparse.Namespace) -> int:
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    from .. import outbox, resources
+    from koji_messagebus import resources
+    from koji_messagebus.transaction import outbox
 
     out(resources.read(resources.SCHEMA).rstrip("\n"))
     if args.grant_to:
@@ -157,10 +168,10 @@ def run_schema(args: argparse.Namespace) -> int:
 
 
 def run_flush(args: argparse.Namespace) -> int:
-    from .. import outbox
-    from ..drainer import min_age
-    from ..outbox_step import drain_once
-    from ..publisher import Publisher, SendResult
+    from koji_messagebus.delivery.drainer import min_age
+    from koji_messagebus.delivery.outbox_step import drain_once
+    from koji_messagebus.delivery.publisher import Publisher, SendResult
+    from koji_messagebus.transaction import outbox
 
     config = get_config(args)
     timeout = float(config.broker.timeout)

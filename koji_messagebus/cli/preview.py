@@ -10,8 +10,17 @@ import sys
 import time
 from typing import Any
 
-from ..messages import MESSAGE_TYPES, format_event
-from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, config_if_any, message_type_arg, need_validator, out
+from koji_messagebus.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    config_if_any,
+    message_type_arg,
+    need_validator,
+    out,
+)
+from koji_messagebus.format.messages import MESSAGE_TYPES, format_event
 
 HELP = "print the message the plugin would send for an event"
 DESCRIPTION = ("Print the routing key, headers and body the plugin would send for an event, from the callback's "
@@ -55,11 +64,11 @@ def read_kwargs(source: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from koji.util import encode_datetime_recurse
 
-    from .. import examples
-    from ..amqp.address import addresses_by_broker
-    from ..config import parse_config
-    from ..listener import jsonable
-    from ..wire import decode, encode
+    from koji_messagebus.amqp.address import addresses_by_broker
+    from koji_messagebus.cli import examples
+    from koji_messagebus.config import parse_config
+    from koji_messagebus.format.wire import decode, encode
+    from koji_messagebus.listener import jsonable
 
     if args.validate:
         need_validator()
@@ -117,6 +126,6 @@ def validated(wanted: bool, routing_key: str, headers: Any, body: Any) -> list[d
     """None unless --validate; else how the message misses its schema ([] when it matches)."""
     if not wanted:
         return None
-    from ..schema import document, problem_list, validate
+    from koji_messagebus.schema import document, problem_list, validate
     return problem_list(validate(document(routing_key, headers, body)))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import err
+from koji_messagebus.cli.common import err
 
 
 class Progress:

@@ -9,9 +9,9 @@ import datetime as dt
 import sys
 from collections import Counter
 
-from ..amqp import BrokerError, Kind
-from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, err, get_config, message_type_arg, out
-from .progress import Progress
+from koji_messagebus.amqp import BrokerError, Kind
+from koji_messagebus.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, err, get_config, message_type_arg, out
+from koji_messagebus.cli.progress import Progress
 
 HELP = "send again the messages kept in the outbox ([outbox] keep) in a time window"
 DESCRIPTION = ("Republish the sent messages the outbox keeps ([outbox] keep = SECONDS) that were stored in a time "
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 
 
 def _time(text: str | None, what: str) -> dt.datetime | None:
-    from ..replay import parse_time
+    from koji_messagebus.cli.replay_rows import parse_time
 
     if text is None:
         return None
@@ -48,9 +48,9 @@ def _time(text: str | None, what: str) -> dt.datetime | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import replay
-    from ..publisher import Publisher
-    from .outbox import database
+    from koji_messagebus.cli import replay_rows as replay
+    from koji_messagebus.cli.outbox import database
+    from koji_messagebus.delivery.publisher import Publisher
 
     config = get_config(args)
     if not config.outbox.enabled or not config.outbox.keep:

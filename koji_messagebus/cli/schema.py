@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..messages import MESSAGE_TYPES
-from .common import EXIT_OK, EXIT_USAGE, CliError, message_type_arg, out
+from koji_messagebus.cli.common import EXIT_OK, EXIT_USAGE, CliError, message_type_arg, out
+from koji_messagebus.format.messages import MESSAGE_TYPES
 
 HELP = "print the JSON Schema of a message type (or list the types)"
 DESCRIPTION = """\
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import schema as contract
+    from koji_messagebus import schema as contract
 
     if args.all and args.type:
         raise CliError("give TYPE or --all, not both", EXIT_USAGE)

@@ -7,9 +7,7 @@ import argparse
 import logging
 from typing import Any
 
-from ..config import ENV_VAR
-from ..messages import CALLBACK_TYPES, MESSAGE_TYPES
-from .common import (
+from koji_messagebus.cli.common import (
     BUILTIN,
     EXIT_FAIL,
     EXIT_OK,
@@ -21,6 +19,8 @@ from .common import (
     out,
     plugin_config,
 )
+from koji_messagebus.config import ENV_VAR
+from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES
 
 HELP = "publish one event from a JSON file through the plugin"
 DESCRIPTION = ("Publish one event as the hub would: the plugin is loaded as the hub loads it (koji's PluginTracker) "
@@ -48,9 +48,9 @@ def callback_for(event: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..testing import HubSimulator
-    from .demo import ensure_exchange, hub_connection
-    from .preview import read_kwargs
+    from koji_messagebus.cli.demo import ensure_exchange, hub_connection
+    from koji_messagebus.cli.preview import read_kwargs
+    from koji_messagebus.testing import HubSimulator
 
     kwargs: dict[str, Any] = read_kwargs(args.kwargs)
     with config_or_demo(args, "send") as (config, builtin), \

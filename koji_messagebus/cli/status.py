@@ -9,8 +9,8 @@ import os
 import tempfile
 import time
 
-from ..metrics import BROKEN
-from .common import CliError, get_config, out, parse_age
+from koji_messagebus.cli.common import CliError, get_config, out, parse_age
+from koji_messagebus.cli.metrics import BROKEN
 
 HELP = "the hub processes' figures and the outbox; Prometheus metrics"
 DESCRIPTION = ("Show what each hub process on this host has published, refused, lost and holds, its connection "
@@ -37,8 +37,9 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 
 
 def outbox_figures(args: argparse.Namespace, config) -> object:
-    from .. import metrics, outbox
-    from .outbox import database
+    from koji_messagebus.cli import metrics
+    from koji_messagebus.cli.outbox import database
+    from koji_messagebus.transaction import outbox
 
     if not config.outbox.enabled:
         return metrics.OutboxFigures(enabled=False)
@@ -67,7 +68,8 @@ def write_atomically(path: str, text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import metrics, status
+    from koji_messagebus.cli import metrics
+    from koji_messagebus.delivery import status
 
     config = get_config(args, for_sending=False)
     directory = args.dir or config.status.dir

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg2
 
-from koji_messagebus import outbox
+from koji_messagebus.transaction import outbox
 from tests.support.hub import DSN, HUB_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from koji_messagebus.amqp import AmqpConnection, BrokerError, Connection, manage
 from koji_messagebus.amqp.address import flavour
 from koji_messagebus.amqp.receiver import open_listener
 from koji_messagebus.config import Config, load_config
-from koji_messagebus.messages import format_event
-from koji_messagebus.wire import Outgoing, encode
+from koji_messagebus.format.messages import format_event
+from koji_messagebus.format.wire import Outgoing, encode
 from tests.support.brokers import need
 from tests.support.config import write_config
 from tests.support.receiver import Receiver

@@ -71,8 +71,8 @@ def test_released_is_unroutable_counted_and_said_once_a_minute_at_info(plugin_lo
     """A message no queue is bound for is `released` (RabbitMQ 4.x): not lost, not an error, said at INFO."""
     from koji_messagebus.amqp import sender
     from koji_messagebus.config import load_config
-    from koji_messagebus.messages import format_event
-    from koji_messagebus.wire import encode
+    from koji_messagebus.format.messages import format_event
+    from koji_messagebus.format.wire import encode
     from tests.support.config import write_config
 
     monkeypatch.setattr(sender, "UNROUTABLE", sender.UnroutableLog())
@@ -98,7 +98,7 @@ def test_released_is_unroutable_counted_and_said_once_a_minute_at_info(plugin_lo
 
 def test_unroutable_log_says_at_most_once_per_interval():
     from koji_messagebus.amqp.sender import UnroutableLog
-    from koji_messagebus.wire import Outgoing
+    from koji_messagebus.format.wire import Outgoing
 
     now = [0.0]
     counted = UnroutableLog(60.0, clock=lambda: now[0])

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from koji_messagebus import outbox
+from koji_messagebus.transaction import outbox
 from tests.support.config import write_config
 from tests.support.faultproxy import FaultProxy
 from tests.support.hub import DSN

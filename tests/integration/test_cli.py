@@ -23,11 +23,13 @@ import pytest
 from koji.util import encode_datetime_recurse
 from psycopg2.extensions import parse_dsn
 
-from koji_messagebus import cli, examples, outbox
+from koji_messagebus import cli
+from koji_messagebus.cli import examples
 from koji_messagebus.config import load_config
-from koji_messagebus.messages import CALLBACK_TYPES, format_event
-from koji_messagebus.publisher import Publisher
-from koji_messagebus.wire import encode
+from koji_messagebus.delivery.publisher import Publisher
+from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
+from koji_messagebus.format.wire import encode
+from koji_messagebus.transaction import outbox
 from tests.support import outbox_db
 from tests.support.config import write_config
 from tests.support.hub import DSN

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from koji_messagebus import examples
+from koji_messagebus.cli import examples
 from tests.support import recipes
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]

@@ -16,11 +16,11 @@ import uuid
 
 import pytest
 
-from koji_messagebus import examples
 from koji_messagebus.amqp import AmqpConnection
+from koji_messagebus.cli import examples
 from koji_messagebus.config import load_config
-from koji_messagebus.messages import format_event
-from koji_messagebus.wire import encode
+from koji_messagebus.format.messages import format_event
+from koji_messagebus.format.wire import encode
 from tests.support import recipes
 from tests.support.config import write_config
 

@@ -9,15 +9,15 @@ import time
 import koji.plugin
 import pytest
 
-from koji_messagebus import outbox
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.config import load_config
-from koji_messagebus.delivery import database_connector
-from koji_messagebus.drainer import Drainer
-from koji_messagebus.messages import format_event
+from koji_messagebus.delivery.drainer import Drainer
+from koji_messagebus.delivery.handoff import database_connector
+from koji_messagebus.delivery.sender import SenderThread
+from koji_messagebus.format.messages import format_event
+from koji_messagebus.format.wire import encode
 from koji_messagebus.runtime import Runtime
-from koji_messagebus.sendthread import SenderThread
-from koji_messagebus.wire import encode
+from koji_messagebus.transaction import outbox
 from tests.support.config import write_config
 from tests.support.hub import DSN, Hub, load_plugin, unload_plugin
 from tests.support.outbox_db import SCHEMA, connect_db, sql

@@ -14,10 +14,10 @@ import koji.plugin
 import psycopg2
 import pytest
 
-from koji_messagebus import outbox
 from koji_messagebus.cli.check import check_outbox
 from koji_messagebus.config import load_config
-from koji_messagebus.publisher import SendResult
+from koji_messagebus.delivery.publisher import SendResult
+from koji_messagebus.transaction import outbox
 from tests.support.hub import DSN, Hub, dml, load_plugin, unload_plugin
 from tests.support.pika_consumer import Consumer
 from tests.support.recorded import entries

@@ -16,8 +16,8 @@ import time
 import koji.plugin
 import pytest
 
-from koji_messagebus.amqp_codec import decode_value
-from koji_messagebus.messages import CALLBACK_TYPES, format_event
+from koji_messagebus.format.codec import decode_value
+from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
 from tests.support import contract, hostile
 from tests.support.hub import Hub, dml, load_plugin, unload_plugin
 from tests.support.outbox_db import connect_db, sql

@@ -17,8 +17,8 @@ import koji.plugin
 import psycopg2
 import pytest
 
-from koji_messagebus import outbox
 from koji_messagebus import plugin as mb_plugin
+from koji_messagebus.transaction import outbox
 from tests.support.hub import DBWrapper, Hub, dml, load_plugin, unload_plugin
 from tests.support.outbox_db import SCHEMA, connect_db, sql
 from tests.support.pika_consumer import Consumer
@@ -279,7 +279,7 @@ def test_store_restores_the_hubs_timeouts_and_leaves_no_savepoint(db):
         cnx.commit()
         ids = outbox.store(DBWrapper(cnx), [])
         assert ids == []
-        from koji_messagebus.wire import Outgoing
+        from koji_messagebus.format.wire import Outgoing
         msg = Outgoing("id-1", time.time(), "Tag\x00", "k\udcff\x00", b"\x00payload")
         stored = outbox.store_request(DBWrapper(cnx), [msg])
         assert stored.ids and len(stored.ids) == 1

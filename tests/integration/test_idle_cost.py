@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from koji_messagebus import outbox
 from koji_messagebus.config import load_config
-from koji_messagebus.delivery import Delivery, database_connector
-from koji_messagebus.drainer import IDLE_CLOSE
-from koji_messagebus.messages import format_event
-from koji_messagebus.wire import encode
+from koji_messagebus.delivery.drainer import IDLE_CLOSE
+from koji_messagebus.delivery.handoff import Delivery, database_connector
+from koji_messagebus.format.messages import format_event
+from koji_messagebus.format.wire import encode
+from koji_messagebus.transaction import outbox
 from tests.support.config import write_config
 from tests.support.hub import DSN
 from tests.support.outbox_db import SCHEMA, connect_db, sql

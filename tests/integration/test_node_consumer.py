@@ -23,7 +23,7 @@ import koji.plugin
 import pika
 import pytest
 
-from koji_messagebus.messages import CALLBACK_TYPES
+from koji_messagebus.format.messages import CALLBACK_TYPES
 from koji_messagebus.schema import SCHEMA_DIR
 from tests.support.brokers import target
 from tests.support.hub import Hub, load_plugin, unload_plugin

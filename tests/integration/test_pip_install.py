@@ -14,7 +14,7 @@ import zipfile
 import pytest
 
 from koji_messagebus import __version__, resources
-from koji_messagebus.messages import MESSAGE_TYPES
+from koji_messagebus.format.messages import MESSAGE_TYPES
 from tests.support.packaging import build_wheel, copy_source, fake_wheel, repack_installed, with_dependencies
 
 HUB_KOJI = "1.34.0.post4242"  # "the RPM's koji": a version PyPI never had

@@ -10,7 +10,7 @@ import time
 import koji.plugin
 import pytest
 
-from koji_messagebus.messages import CALLBACK_TYPES
+from koji_messagebus.format.messages import CALLBACK_TYPES
 from tests.support.brokers import need, target
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin
 from tests.support.pika_consumer import bound_consumer, delete_exchange

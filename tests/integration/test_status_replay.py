@@ -14,11 +14,11 @@ import time
 import koji.plugin
 import pytest
 
-from koji_messagebus import outbox
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.cli import main
-from koji_messagebus.publisher import SendResult
+from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.runtime import Runtime
+from koji_messagebus.transaction import outbox
 from tests.support.brokers import target
 from tests.support.config import write_config
 from tests.support.faultproxy import FaultProxy
@@ -246,8 +246,8 @@ def test_the_ttl_is_on_the_message_a_pika_consumer_gets(tmp_path, exchange_name,
 
 def stored(count: int) -> list[int]:
     """`count` Tag messages stored as a request stores them; their row ids."""
-    from koji_messagebus.messages import format_event
-    from koji_messagebus.wire import encode
+    from koji_messagebus.format.messages import format_event
+    from koji_messagebus.format.wire import encode
 
     cnx = connect_db()
     try:
@@ -282,7 +282,7 @@ def test_keep_marks_instead_of_deleting_on_every_path_and_never_resends_a_kept_r
     sent: list[str] = []
     try:
         own = stored(3)
-        from koji_messagebus.wire import Outgoing
+        from koji_messagebus.format.wire import Outgoing
         cur = cnx.cursor()
         cur.execute(f"SELECT id, msg_id, created, msg_type, routing_key, payload FROM {outbox.TABLE} ORDER BY id")
         msgs = [Outgoing(r[1], r[2], r[3], r[4], bytes(r[5])) for r in cur.fetchall()]
@@ -316,7 +316,7 @@ def test_keep_marks_instead_of_deleting_on_every_path_and_never_resends_a_kept_r
 
 
 def test_keep_without_the_sent_at_column_says_to_run_outbox_init(db):
-    from koji_messagebus.outbox import OutboxUnavailable
+    from koji_messagebus.transaction.outbox import OutboxUnavailable
 
     db.cursor().execute(f"SET search_path = {SCHEMA}; ALTER TABLE {outbox.TABLE} DROP COLUMN sent_at")
     cnx = connect_db()

@@ -17,9 +17,9 @@ import pytest
 from koji_messagebus import cli
 from koji_messagebus.amqp import AmqpConnection, BrokerError
 from koji_messagebus.config import ConfigError, load_config, parse_config
-from koji_messagebus.messages import CALLBACK_TYPES, format_event
-from koji_messagebus.publisher import Publisher
-from koji_messagebus.wire import encode
+from koji_messagebus.delivery.publisher import Publisher
+from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
+from koji_messagebus.format.wire import encode
 from tests.support import tls
 from tests.support.config import write_config
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from koji_messagebus import schema
+from koji_messagebus.format.messages import MESSAGE_TYPES
 from koji_messagebus.listener import jsonable
-from koji_messagebus.messages import MESSAGE_TYPES
 
 
 def document(routing_key: Any, headers: Any, body: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from koji_messagebus.amqp import BatchOutcome, BrokerError, Kind, Settlement
 from koji_messagebus.config import Config
 from koji_messagebus.config import Endpoint as BrokerEndpoint
-from koji_messagebus.wire import Outgoing
+from koji_messagebus.format.wire import Outgoing
 
 
 def msgs(*ids: str, type: str = "Tag", created: float = 0.0) -> list[Outgoing]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from koji_messagebus.messages import CALLBACK_TYPES
+from koji_messagebus.format.messages import CALLBACK_TYPES
 from tests.support.recorded import entries
 
 UTC = datetime.timezone.utc

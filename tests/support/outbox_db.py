@@ -8,7 +8,7 @@ import os
 import psycopg2
 import pytest
 
-from koji_messagebus import outbox
+from koji_messagebus.transaction import outbox
 from tests.support.hub import DSN
 
 SCHEMA = f"kmb_reliability_{os.getpid()}"

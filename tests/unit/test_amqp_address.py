@@ -7,10 +7,10 @@ import configparser
 import pytest
 from proton import Message
 
-from koji_messagebus import amqp_codec
 from koji_messagebus.amqp.address import encode_segment, flavour, route, subject_of, with_to
 from koji_messagebus.amqp.connection import BrokerInfo
 from koji_messagebus.config import parse_config
+from koji_messagebus.format import codec as amqp_codec
 
 RABBIT3, RABBIT4 = BrokerInfo("RabbitMQ", "3.10.8"), BrokerInfo("RabbitMQ", "4.0.5")
 ARTEMIS, BROKERJ = BrokerInfo("apache-activemq-artemis", "2.40.0"), BrokerInfo("Apache Qpid Broker-J Core", "9.2.0")

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from koji_messagebus.breaker import MAX_FACTOR, CircuitBreaker
+from koji_messagebus.delivery.breaker import MAX_FACTOR, CircuitBreaker
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""The built-in examples (koji_messagebus.examples) have the shape of what a real hub passes."""
+"""The built-in examples (koji_messagebus.cli.examples) have the shape of what a real hub passes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import datetime
 import pytest
 from koji.util import encode_datetime_recurse
 
-from koji_messagebus import examples
-from koji_messagebus.messages import CALLBACK_TYPES, MESSAGE_TYPES, format_event
+from koji_messagebus.cli import examples
+from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES, format_event
 from tests.support.recorded import entries
 
 CALLBACK_OF = {t: cb for cb, t in CALLBACK_TYPES.items()}

@@ -149,9 +149,9 @@ class FakeSender:
 @pytest.mark.parametrize("dsn", LEAKY_DSNS)
 def test_no_piece_of_a_dsn_password_in_the_hub_log(tmp_path, caplog, dsn):
     """The plugin's own database connection (the drainer's) logs what connect() raised at ERROR."""
-    from koji_messagebus import drainer
     from koji_messagebus.config import load_config
-    from koji_messagebus.delivery import database_connector
+    from koji_messagebus.delivery import drainer
+    from koji_messagebus.delivery.handoff import database_connector
     from tests.support.config import write_config
 
     caplog.set_level(logging.DEBUG)

@@ -9,9 +9,9 @@ from urllib.parse import quote
 import pytest
 from koji.util import encode_datetime_recurse
 
-from koji_messagebus import cli, examples
-from koji_messagebus.cli import common
-from koji_messagebus.messages import MESSAGE_TYPES, format_event
+from koji_messagebus import cli
+from koji_messagebus.cli import common, examples
+from koji_messagebus.format.messages import MESSAGE_TYPES, format_event
 from tests.support.config import write_config
 from tests.support.recorded import first
 

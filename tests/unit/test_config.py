@@ -8,7 +8,7 @@ import os
 import pytest
 
 from koji_messagebus.config import OPTIONS, ConfigError, load_config, redact_url
-from koji_messagebus.outbox import SCHEMA
+from koji_messagebus.transaction.outbox import SCHEMA
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 

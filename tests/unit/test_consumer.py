@@ -8,10 +8,11 @@ import types
 import pika
 from proton import Message
 
-from koji_messagebus import consumer, examples
-from koji_messagebus.amqp_codec import encode_message
-from koji_messagebus.messages import format_event
-from koji_messagebus.wire import encode
+from koji_messagebus import consumer
+from koji_messagebus.cli import examples
+from koji_messagebus.format.codec import encode_message
+from koji_messagebus.format.messages import format_event
+from koji_messagebus.format.wire import encode
 
 BIG = 100000
 
@@ -38,7 +39,7 @@ def test_decode_keeps_all_100000_values_where_proton_does_not():
 
 def sections(payload: bytes) -> dict[int, bytes]:
     """The encoded sections of a message by descriptor code (what RabbitMQ 3.x hands 0-9-1 clients)."""
-    from koji_messagebus.amqp_codec import decode_value
+    from koji_messagebus.format.codec import decode_value
 
     out, pos = {}, 0
     while pos < len(payload):

@@ -18,9 +18,9 @@ from koji_messagebus.errors import (
 )
 from koji_messagebus.hubconf import HubConfigError
 from koji_messagebus.kerberos import KerberosError
-from koji_messagebus.outbox import OutboxUnavailable
 from koji_messagebus.rabbitmq import DeclareError
 from koji_messagebus.schema import SchemaError
+from koji_messagebus.transaction.outbox import OutboxUnavailable
 
 
 @pytest.mark.parametrize(("error", "family"), [

@@ -12,8 +12,15 @@ import koji.plugin
 import pytest
 from proton import Message
 
-from koji_messagebus.messages import CALLBACK_TYPES, MAX_KEY_BYTES, MISSING_TOKEN, format_event, routing_key, unsigned
-from koji_messagebus.wire import decode, encode
+from koji_messagebus.format.messages import (
+    CALLBACK_TYPES,
+    MAX_KEY_BYTES,
+    MISSING_TOKEN,
+    format_event,
+    routing_key,
+    unsigned,
+)
+from koji_messagebus.format.wire import decode, encode
 from tests.support.recorded import entries
 
 P = "koji.event"

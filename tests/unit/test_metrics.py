@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from koji_messagebus import metrics
-from koji_messagebus.metrics import BROKEN, DEGRADED, OK, OutboxFigures, Report
-from koji_messagebus.status import Process
+from koji_messagebus.cli import metrics
+from koji_messagebus.cli.metrics import BROKEN, DEGRADED, OK, OutboxFigures, Report
+from koji_messagebus.delivery.status import Process
 
 NOW = 1_800_000_000.0
 

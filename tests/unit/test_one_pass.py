@@ -15,10 +15,11 @@ import koji.util
 import pytest
 from koji.context import context
 
-from koji_messagebus import amqp_codec, values, wire
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.config import load_config
-from koji_messagebus.messages import CALLBACK_TYPES, Event, format_event
+from koji_messagebus.format import codec as amqp_codec
+from koji_messagebus.format import values, wire
+from koji_messagebus.format.messages import CALLBACK_TYPES, Event, format_event
 from koji_messagebus.runtime import Runtime
 from tests.support.hub import load_plugin, unload_plugin
 from tests.support.recorded import entries

@@ -14,11 +14,12 @@ import stat
 
 import pytest
 
-from koji_messagebus import __version__, cli, outbox, resources
+from koji_messagebus import __version__, cli, resources
 from koji_messagebus.cli import install
 from koji_messagebus.config import load_config
 from koji_messagebus.httpd import httpd_group
-from koji_messagebus.outbox import SCHEMA
+from koji_messagebus.transaction import outbox
+from koji_messagebus.transaction.outbox import SCHEMA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = os.path.join(ROOT, "koji-messagebus.spec")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from koji_messagebus.amqp import BrokerError, Kind
-from koji_messagebus.breaker import Role
 from koji_messagebus.config import Endpoint
-from koji_messagebus.publisher import Publisher, SendResult
+from koji_messagebus.delivery.breaker import Role
+from koji_messagebus.delivery.publisher import Publisher, SendResult
 from tests.support.config import make_config
 from tests.support.fakebroker import FakeBroker, FakeConnection, msgs
 

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from koji_messagebus.cli import main
-from koji_messagebus.replay import parse_time, topic_matcher
+from koji_messagebus.cli.replay_rows import parse_time, topic_matcher
 
 NOW = dt.datetime(2026, 12, 4, 18, 0, tzinfo=dt.timezone.utc)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import psycopg2
 import psycopg2.errors
 
-from koji_messagebus import subcalls
-from koji_messagebus.subcalls import ABORTED, SubcallMarks, parse_marks, split
+from koji_messagebus.transaction import subcalls
+from koji_messagebus.transaction.subcalls import ABORTED, SubcallMarks, parse_marks, split
 
 
 class Cursor:

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from koji_messagebus import outbox
 from koji_messagebus import runtime as mb_runtime
-from koji_messagebus.delivery import Delivery
+from koji_messagebus.delivery.handoff import Delivery
+from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.runtime import RequestBatch, Runtime
-from koji_messagebus.sendthread import SenderThread
+from koji_messagebus.transaction import outbox
 from tests.support.config import make_config, until
 from tests.support.fakebroker import FakeBroker, msgs
 
@@ -100,8 +100,8 @@ def test_broker_down_the_request_returns_at_once_and_nothing_is_lost(make_runtim
 def test_test_mode_logs_and_sends_nothing(tmp_path, broker, caplog):
     cfg = make_config(tmp_path, test_mode="true")
     rt = Runtime(config=cfg)
-    from koji_messagebus.messages import format_event
-    from koji_messagebus.wire import encode
+    from koji_messagebus.format.messages import format_event
+    from koji_messagebus.format.wire import encode
     from tests.support.recorded import entries
 
     msg = encode(format_event("Tag", entries("postTag")[0]["kwargs"], "koji.event"))
@@ -122,7 +122,7 @@ def test_a_config_error_logs_the_messages_as_lost(tmp_path, caplog):
 
 
 def test_outbox_rows_are_deleted_later_in_one_statement_without_a_drainer(make_runtime, broker, monkeypatch):
-    monkeypatch.setattr("koji_messagebus.delivery.DELETE_AFTER", 0.0)
+    monkeypatch.setattr("koji_messagebus.delivery.handoff.DELETE_AFTER", 0.0)
     drained = []
     monkeypatch.setattr(outbox, "drain", lambda *a, **k: drained.append(k) or outbox.DrainResult())
     rt = make_runtime(outbox_on=True)
@@ -142,7 +142,7 @@ def test_outbox_rows_are_deleted_later_in_one_statement_without_a_drainer(make_r
 def test_losing_the_drain_race_looks_again_soon(make_runtime, monkeypatch):
     """The bug of issue 13: losing the advisory-lock race pushed the next drain retry_interval
     away; the request path looks again within DRAIN_EVERY."""
-    from koji_messagebus.drainer import DRAIN_EVERY
+    from koji_messagebus.delivery.drainer import DRAIN_EVERY
 
     rt = make_runtime(outbox_on=True, retry_interval=30)
     monkeypatch.setattr(outbox, "drain", lambda *a, **k: outbox.DrainResult(sent=1, left=True, locked_out=True))

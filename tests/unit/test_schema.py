@@ -15,8 +15,8 @@ import time
 import pytest
 
 from koji_messagebus import schema
-from koji_messagebus.messages import CALLBACK_TYPES, MESSAGE_TYPES, format_event
-from koji_messagebus.wire import decode, encode
+from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES, format_event
+from koji_messagebus.format.wire import decode, encode
 from tests.support import contract
 from tests.support.recorded import entries
 
@@ -185,7 +185,10 @@ def test_a_changed_schema_is_caught():
 def test_the_hub_never_imports_the_validator():
     """Loading the plugin as the hub does and running a request cycle imports no jsonschema."""
     code = ("import sys, koji.plugin\n"
-            "from koji_messagebus import plugin, runtime, messages, wire, outbox, delivery\n"
+            "from koji_messagebus import plugin, runtime\n"
+            "from koji_messagebus.format import messages, wire\n"
+            "from koji_messagebus.transaction import outbox\n"
+            "from koji_messagebus.delivery import handoff\n"
             "import koji_messagebus.hub.messagebus\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jsonschema', 'koji_messagebus.schema'))\n"
             "bad += [m for m in sys.modules if m == 'koji_messagebus.schema']\n"

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from koji_messagebus import sendthread
-from koji_messagebus.sendthread import Hold, SenderThread, State
+from koji_messagebus.delivery import sender as sendthread
+from koji_messagebus.delivery.sender import Hold, SenderThread, State
 from tests.support.config import make_config, until
 from tests.support.fakebroker import FakeBroker, msgs
 

@@ -9,9 +9,9 @@ import logging
 
 import pytest
 
-from koji_messagebus import sizerule
-from koji_messagebus.messages import format_event
-from koji_messagebus.wire import Unsendable, decode
+from koji_messagebus.format import sizerule
+from koji_messagebus.format.messages import format_event
+from koji_messagebus.format.wire import Unsendable, decode
 from tests.support.recorded import entries
 
 
@@ -73,7 +73,7 @@ def test_without_a_limit_only_the_encoder_limit_applies():
 
 
 def test_without_extra_reaches_two_levels_and_keeps_empty_extras():
-    from koji_messagebus.messages import Event
+    from koji_messagebus.format.messages import Event
 
     event = Event("X", "k", {"a": 1}, {"build": {"extra": {"a": 1}, "owner": {"extra": {"b": 2}}},
                                        "tag": {"extra": {}}, "deep": {"x": {"y": {"extra": {"c": 3}}}}})

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from koji_messagebus import status
 from koji_messagebus.config import load_config
-from koji_messagebus.sendthread import SenderThread
-from koji_messagebus.status import StatusFile, Waits, read_processes
+from koji_messagebus.delivery import status
+from koji_messagebus.delivery.sender import SenderThread
+from koji_messagebus.delivery.status import StatusFile, Waits, read_processes
 from tests.support.fakebroker import FakeBroker, msgs
 
 

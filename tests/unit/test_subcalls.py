@@ -4,10 +4,10 @@ own state."""
 
 from __future__ import annotations
 
-from koji_messagebus import outbox
 from koji_messagebus.config import load_config
 from koji_messagebus.runtime import RequestBatch, Runtime
-from koji_messagebus.subcalls import MARK_SQL, SubcallMarks, aborted, in_multicall
+from koji_messagebus.transaction import outbox
+from koji_messagebus.transaction.subcalls import MARK_SQL, SubcallMarks, aborted, in_multicall
 from tests.support.fakebroker import msgs
 
 

@@ -9,7 +9,7 @@ import logging
 import koji.plugin
 import pytest
 
-from koji_messagebus import examples
+from koji_messagebus.cli import examples
 from koji_messagebus.testing import HubSimulator
 from tests.support.config import write_config
 

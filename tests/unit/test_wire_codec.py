@@ -1,4 +1,4 @@
-"""wire.encode builds the message bytes in Python (koji_messagebus/amqp_codec.py): they must be proton's
+"""wire.encode builds the message bytes in Python (koji_messagebus/format/codec.py): they must be proton's
 own bytes, for every recorded hub event, every example and every hostile value, and proton must decode
 them back into the same message.  Anything the codec does not know is encoded by proton itself."""
 
@@ -13,8 +13,10 @@ import koji.util
 import pytest
 from proton import DataException, Described, Message, char, symbol, timestamp, ulong
 
-from koji_messagebus import amqp_codec, examples, values, wire
-from koji_messagebus.messages import CALLBACK_TYPES, MESSAGE_TYPES, Event, format_event
+from koji_messagebus.cli import examples
+from koji_messagebus.format import codec as amqp_codec
+from koji_messagebus.format import values, wire
+from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES, Event, format_event
 from tests.support.recorded import entries
 
 MSG_ID = "5d2c4c1e-4d1b-4b8e-9a57-000000000001"

@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .log import log
-from .messages import Event
-from .values import Conversions
-from .wire import Outgoing, Unsendable, encode
+from koji_messagebus.format.messages import Event
+from koji_messagebus.format.values import Conversions
+from koji_messagebus.format.wire import Outgoing, Unsendable, encode
+from koji_messagebus.log import log
 
 HEADER = "extra_dropped"
 

@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import outbox
-from .config import Config
-from .errors import first_line
-from .log import log
-from .outbox_step import OutboxStep
-from .sendthread import SenderThread
+from koji_messagebus.config import Config
+from koji_messagebus.delivery.outbox_step import OutboxStep
+from koji_messagebus.delivery.sender import SenderThread
+from koji_messagebus.errors import first_line
+from koji_messagebus.log import log
+from koji_messagebus.transaction import outbox
 
 DELETE_EVERY = 0.1  # seconds between batched deletes of settled rows
 DRAIN_EVERY = 1.0  # the elected drainer: seconds between looks for rows left to the drain

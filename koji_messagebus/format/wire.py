@@ -10,9 +10,9 @@ from typing import Any
 
 from proton import Message
 
-from . import amqp_codec
-from .messages import Event
-from .values import safe_repr
+from koji_messagebus.format import codec as amqp_codec
+from koji_messagebus.format.messages import Event
+from koji_messagebus.format.values import safe_repr
 
 #: every value takes at least one byte, so a message shorter than this holds fewer values than
 #: proton's decoder can keep

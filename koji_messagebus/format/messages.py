@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .values import Conversions, contained, header_value, label_text, to_amqp
+from koji_messagebus.format.values import Conversions, contained, header_value, label_text, to_amqp
 
 MAX_KEY_BYTES = 255
 

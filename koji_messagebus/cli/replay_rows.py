@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .outbox import TABLE
-from .wire import Outgoing
+from koji_messagebus.format.wire import Outgoing
+from koji_messagebus.transaction.outbox import TABLE
 
 _AGO = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

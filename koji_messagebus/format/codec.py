@@ -23,8 +23,8 @@ import struct
 import uuid
 from typing import Any, Optional
 
-from . import values
-from .values import Conversions
+from koji_messagebus.format import values
+from koji_messagebus.format.values import Conversions
 
 #: a message larger than this is refused before it reaches the broker (RabbitMQ 3.x's largest
 #: max_message_size is 512 MiB, its default 128 MiB; 4.x's default is 16 MiB)

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .errors import OutboxError, first_line
-from .log import log
-from .subcalls import ABORTED, MARKS_NOW, execute_quietly, parse_marks
-from .wire import Outgoing
+from koji_messagebus.errors import OutboxError, first_line
+from koji_messagebus.format.wire import Outgoing
+from koji_messagebus.log import log
+from koji_messagebus.transaction.subcalls import ABORTED, MARKS_NOW, execute_quietly, parse_marks
 
 TABLE = "messagebus_outbox"
 #: pg advisory lock key: only one process drains the backlog at a time ('kojimbus'); combined (XOR)

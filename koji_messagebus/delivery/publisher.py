@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .amqp import AmqpConnection, BatchOutcome, BrokerError, Kind, connect_first
-from .breaker import CircuitBreaker, Role
-from .config import Config
-from .config import Endpoint as BrokerEndpoint
-from .log import log
-from .wire import Outgoing
+from koji_messagebus.amqp import AmqpConnection, BatchOutcome, BrokerError, Kind, connect_first
+from koji_messagebus.config import Config
+from koji_messagebus.config import Endpoint as BrokerEndpoint
+from koji_messagebus.delivery.breaker import CircuitBreaker, Role
+from koji_messagebus.format.wire import Outgoing
+from koji_messagebus.log import log
 
 
 class BrokerConnection(Protocol):

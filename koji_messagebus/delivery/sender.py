@@ -38,14 +38,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from .amqp import AmqpConnection, BrokerError, Kind, Settlement, connect_first
-from .amqp import sender as amqp_sender
-from .config import Config
-from .config import Endpoint as BrokerEndpoint
-from .log import log
-from .publisher import ConnectionFactory, Publisher, SendResult, amqp_connection
-from .status import StatusFile, Waits
-from .wire import Outgoing, describe
+from koji_messagebus.amqp import AmqpConnection, BrokerError, Kind, Settlement, connect_first
+from koji_messagebus.amqp import sender as amqp_sender
+from koji_messagebus.config import Config
+from koji_messagebus.config import Endpoint as BrokerEndpoint
+from koji_messagebus.delivery.publisher import ConnectionFactory, Publisher, SendResult, amqp_connection
+from koji_messagebus.delivery.status import StatusFile, Waits
+from koji_messagebus.format.wire import Outgoing, describe
+from koji_messagebus.log import log
 
 PROBE_FIRST = 0.1  # seconds before the first probe after the broker went down
 PROBE_MAX = 1.0  # the longest pause between probes (also capped by retry_interval)

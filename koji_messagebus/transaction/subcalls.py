@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import first_line
-from .log import log
+from koji_messagebus.errors import first_line
+from koji_messagebus.log import log
 
 GUC = "koji_messagebus.marks"
 #: the marks set now in the hub's transaction (NULL or '' before the first)

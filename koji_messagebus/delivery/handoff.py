@@ -18,16 +18,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import outbox
-from .config import Config
-from .drainer import DRAIN_EVERY, Drainer, min_age
-from .errors import first_line
-from .log import log
-from .outbox_step import OutboxStep
-from .publisher import SendResult
-from .sendthread import Hold, SenderThread
-from .subcalls import rollback_quietly
-from .wire import Outgoing, describe
+from koji_messagebus.config import Config
+from koji_messagebus.delivery.drainer import DRAIN_EVERY, Drainer, min_age
+from koji_messagebus.delivery.outbox_step import OutboxStep
+from koji_messagebus.delivery.publisher import SendResult
+from koji_messagebus.delivery.sender import Hold, SenderThread
+from koji_messagebus.errors import first_line
+from koji_messagebus.format.wire import Outgoing, describe
+from koji_messagebus.log import log
+from koji_messagebus.transaction import outbox
+from koji_messagebus.transaction.subcalls import rollback_quietly
 
 DELETE_BATCH = 200  # request-path fallback: delete settled rows once this many are waiting...
 #: ...or once they have waited this long: 0, at the first request after they settled, since a row settled
@@ -167,7 +167,7 @@ class Delivery:
 def database_connector(config: Config) -> Callable[[], Any] | None:
     """A function opening the hub's database from hub.conf, or None (with the reason logged at
     INFO) when hub.conf cannot be read: then the request path does the outbox's background work."""
-    from .hubconf import HubConfigError, read_database_settings
+    from koji_messagebus.hubconf import HubConfigError, read_database_settings
 
     try:
         settings = read_database_settings(config.outbox.hub_config)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from . import outbox
-from .config import OutboxSettings
-from .log import log
-from .publisher import SendResult
-from .sendthread import Hold, SenderThread
-from .wire import Outgoing
+from koji_messagebus.config import OutboxSettings
+from koji_messagebus.delivery.publisher import SendResult
+from koji_messagebus.delivery.sender import Hold, SenderThread
+from koji_messagebus.format.wire import Outgoing
+from koji_messagebus.log import log
+from koji_messagebus.transaction import outbox
 
 
 def drain_once(cnx, send: outbox.SendFn, settings: OutboxSettings, min_age: float = 0.0,

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .log import log
+from koji_messagebus.log import log
 
 WRITE_EVERY = 2.0  # seconds: the most often a process rewrites its file
 RETRY_AFTER = 60.0  # seconds before trying again after a failed write (a missing or read-only dir)

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .status import Process
+from koji_messagebus.delivery.status import Process
 
 OK, DEGRADED, BROKEN = 0, 1, 2
 HEALTH_WORDS = {OK: "healthy", DEGRADED: "degraded", BROKEN: "broken"}
