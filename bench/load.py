@@ -237,9 +237,9 @@ class Load:
 
 def instrument(rt: Runtime) -> None:
     """Profile counter: the request thread's wait on its ticket."""
-    from koji_messagebus.delivery import sender as sendthread
+    from koji_messagebus.delivery import ticket
 
-    wait = sendthread.Ticket.wait
+    wait = ticket.Ticket.wait
 
     def timed_wait(self: Any, *args: Any, **kws: Any) -> Any:
         t0 = perf()
@@ -248,7 +248,7 @@ def instrument(rt: Runtime) -> None:
         finally:
             PROFILE.in_send = getattr(PROFILE, "in_send", 0.0) + perf() - t0
 
-    sendthread.Ticket.wait = timed_wait  # type: ignore[method-assign]
+    ticket.Ticket.wait = timed_wait  # type: ignore[method-assign]
 
 
 def _bare_thread(load: Load, index: int, out: list[Req], stop: threading.Event) -> None:

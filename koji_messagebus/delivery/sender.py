@@ -1,7 +1,7 @@
 """The per-process sender thread: one warm connection shared by every hub thread of the process.
 
-Why a thread that owns the connection, rather than a lock around it (`publisher.LockedPublisher`,
-the design before): with the lock, each hub thread waits for the round trips of every thread
+Why a thread that owns the connection, rather than a lock around it (the design
+before, removed): with the lock, each hub thread waits for the round trips of every thread
 ahead of it, and a thread that is connecting to a dead broker holds every other thread.  Here hub
 threads `submit()` their messages and wait on their own `Ticket`; the thread starts them on the
 link at once, pipelined with whatever is already in flight, so concurrent requests share the
@@ -34,21 +34,18 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import Enum
-from typing import Protocol
 
-from koji_messagebus.amqp import AmqpConnection, BrokerError, Kind, Settlement, connect_first
+from koji_messagebus.amqp import BrokerError, Kind, Settlement, connect_first
 from koji_messagebus.amqp import sender as amqp_sender
 from koji_messagebus.config import Config
-from koji_messagebus.config import Endpoint as BrokerEndpoint
-from koji_messagebus.delivery.publisher import ConnectionFactory, Publisher, SendResult, amqp_connection
+from koji_messagebus.delivery.pipe import AmqpPipe, Pipe, PipeFactory
+from koji_messagebus.delivery.publisher import ConnectionFactory, SendResult, amqp_connection
+from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, Quarantine
 from koji_messagebus.delivery.status import StatusFile, Waits
+from koji_messagebus.delivery.ticket import Hold, Item, State, Ticket
 from koji_messagebus.format.wire import Outgoing, describe
 from koji_messagebus.log import log
 
-PROBE_FIRST = 0.1  # seconds before the first probe after the broker went down
-PROBE_MAX = 1.0  # the longest pause between probes (also capped by retry_interval)
 STALL = 1.0  # seconds without a settlement while messages are in flight: the connection is given up
 IDLE_TICK = 0.5  # an idle connection is checked (heartbeats, a close) this often
 MAX_IN_FLIGHT = 5000
@@ -56,154 +53,6 @@ MAX_STRIKES = 3
 STRIKE_MEMORY = 10000  # message ids whose strikes are remembered
 QUIET_MIN = 0.025  # the shortest silence that counts as "the broker has gone quiet" for outbox waits
 QUIET_MAX = 0.2  # and the longest (a few slow settlements must not make outbox requests wait long)
-
-
-class Hold(str, Enum):
-    """Who keeps a message if the broker does not take it now."""
-
-    MEMORY = "memory"  # outbox off: this thread keeps it (bounded by max_pending) until sent
-    OWNED = "owned"  # an outbox row this process stored: sent while young, its row deleted once settled
-    LOCKED = "locked"  # an outbox row the caller holds locked (a drain): sent only while the caller waits
-
-
-class State(str, Enum):
-    CONNECTING = "connecting"
-    UP = "up"
-    DOWN = "down"
-
-
-class Pipe(Protocol):
-    """A pipelined connection (amqp sender link); `AmqpPipe` in production, fakes in unit tests."""
-
-    endpoint: BrokerEndpoint
-    on_settled: Callable[[str, Settlement], None] | None
-
-    def open(self, deadline: float) -> None: ...
-
-    def start(self, payload: bytes) -> str: ...
-
-    def poll(self) -> None: ...
-
-    def fileno(self) -> int: ...
-
-    def wants_write(self) -> bool: ...
-
-    def healthy(self) -> bool: ...
-
-    def close(self, wait: float = ...) -> None: ...
-
-    @property
-    def error(self) -> BrokerError | None: ...
-
-
-PipeFactory = Callable[[Config, BrokerEndpoint], Pipe]
-
-
-class AmqpPipe:
-    """amqp.AmqpConnection driven without blocking: start, poll, select on its socket."""
-
-    def __init__(self, config: Config, endpoint: BrokerEndpoint):
-        self.endpoint = endpoint
-        self._amqp = AmqpConnection(config, endpoint)
-        self.on_settled: Callable[[str, Settlement], None] | None = None
-        self._amqp.sender.on_settled = self._settled
-
-    def _settled(self, tag: str, settlement: Settlement) -> None:
-        self._amqp.sender.settlements.pop(tag, None)  # we keep our own books
-        if self.on_settled is not None:
-            self.on_settled(tag, settlement)
-
-    def open(self, deadline: float) -> None:
-        self._amqp.open(deadline)
-
-    def start(self, payload: bytes) -> str:
-        return self._amqp.sender.start(payload)
-
-    def poll(self) -> None:
-        """Write what is queued, read and dispatch what arrived; never waits."""
-        self._amqp.connection.process(0.0)
-
-    def fileno(self) -> int:
-        return self._amqp.connection.fileno()
-
-    def wants_write(self) -> bool:
-        return self._amqp.connection.wants_write()
-
-    def healthy(self) -> bool:
-        return self._amqp.healthy()
-
-    def address(self) -> str | None:
-        """The target in use (status)."""
-        return self._amqp.route.describe() if self._amqp.route is not None else None
-
-    def close(self, wait: float = 1.0) -> None:
-        self._amqp.close(wait)
-
-    @property
-    def error(self) -> BrokerError | None:
-        return self._amqp.error
-
-
-@dataclass(eq=False)
-class Item:
-    msg: Outgoing
-    ticket: Ticket
-    row: int | None = None
-    born: float = 0.0  # monotonic time the outbox row was stored (OWNED)
-    sent_at: float = 0.0
-    tried_at: float = 0.0  # quarantine: when it was set apart or last tried alone
-    queued: float = 0.0  # wall time it was handed over (status: the age of the oldest held)
-
-
-class Ticket:
-    """One caller's messages; the caller waits on it for its own settlements only."""
-
-    def __init__(self, hold: Hold, messages: list[Outgoing]):
-        self.hold = hold
-        self.messages = messages
-        self.result = SendResult()
-        self.closed = False  # the caller stopped waiting
-        self._left = len(messages)
-        self._event = threading.Event()
-        if not messages:
-            self._event.set()
-
-    # ---- the sender's side (under the sender's lock) -------------------------------------------
-    def _settled(self, msg: Outgoing, lost: str | None) -> None:
-        if lost is None:
-            self.result.accepted.append(msg)
-        else:
-            self.result.lost.append((msg, lost))
-        self.result.tried = True
-        self._left -= 1
-        if self._left <= 0:
-            self._event.set()
-
-    def _release(self, error: BrokerError) -> None:
-        """Stop the caller's wait now (the broker is down): what is not settled stays unsent."""
-        if self.result.error is None:
-            self.result.error = error
-        self._event.set()
-
-    # ---- the caller's side ---------------------------------------------------------------------
-    def wait(self, sender: SenderThread, deadline: float, quiet: bool = False) -> SendResult:
-        """Wait until every message is settled, the broker is down, or `deadline` (monotonic).  With
-        `quiet`, also stop once the broker has gone quiet (see SenderThread.quiet_for)."""
-        clock = sender.clock
-        while True:
-            left = deadline - clock()
-            if left <= 0:
-                break
-            if not quiet:
-                if self._event.wait(left):
-                    break
-                continue
-            if self._event.wait(min(left, sender.quiet_after / 2)):
-                break
-            if sender.quiet_for() >= sender.quiet_after:
-                break
-        return sender._close_ticket(self)
-
 
 class SenderThread:
     """See the module docstring.  Thread-safe; one per process (Runtime owns it)."""
@@ -565,7 +414,7 @@ class SenderThread:
             if not self._sendable(item, now):
                 continue
             if self._strikes.get(item.msg.msg_id):
-                self._quarantine_(item)  # struck before: never again on the main connection
+                self._set_apart(item)  # struck before: never again on the main connection
                 continue
             items.append(item)
         return items
@@ -684,7 +533,7 @@ class SenderThread:
             if inflight and error.kind not in (Kind.NOT_FOUND, Kind.AUTH, Kind.TLS):
                 suspect = inflight.pop(0)
                 self._strike(suspect.msg.msg_id)
-                self._quarantine_(suspect)
+                self._set_apart(suspect)
             back = [i for i in inflight if self._sendable(i, now)]
             self._queue.extendleft(reversed(back))
         log.warning("%s; resending %d unsettled message(s) on a new connection%s", error, len(back),
@@ -699,7 +548,7 @@ class SenderThread:
             self._strikes.popitem(last=False)
         return strikes
 
-    def _quarantine_(self, item: Item) -> None:
+    def _set_apart(self, item: Item) -> None:
         """Under the lock: hand a suspect to the quarantine thread."""
         if self._quarantine is None:
             self._quarantine = Quarantine(self)
@@ -730,61 +579,3 @@ class SenderThread:
                                  f"({result.error}); given up as a poison message")
                     return True
             return False
-
-
-class Quarantine:
-    """Suspects, one at a time, on a connection of their own (a `Publisher`)."""
-
-    def __init__(self, owner: SenderThread):
-        self.owner = owner
-        self._items: deque[Item] = deque()
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._publisher = Publisher(owner.config, owner.clock, owner._connect_for_quarantine)
-        self._thread = threading.Thread(target=self._run, name="messagebus-quarantine", daemon=True)
-        self._thread.start()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def first(self) -> Item | None:
-        items = self._items
-        return items[0] if items else None
-
-    def items(self) -> list[Item]:
-        with self._cond:
-            return list(self._items)
-
-    def put(self, item: Item) -> None:
-        with self._cond:
-            self._items.append(item)
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join(2)
-        self._publisher.close()
-
-    def _run(self) -> None:
-        pause = PROBE_FIRST
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._items or self._stopping)
-                if self._stopping:
-                    return
-                item = self._items[0]
-            self._publisher.breaker.success()  # the quarantine paces itself (below)
-            result = self._publisher.send([item.msg])
-            done = self.owner._quarantine_result(item, result)
-            with self._cond:
-                self._items.popleft()
-                if not done:
-                    self._items.append(item)
-            if done:
-                pause = PROBE_FIRST
-                continue
-            with self._cond:
-                self._cond.wait_for(lambda: self._stopping, pause)
-            pause = min(pause * 2, PROBE_MAX)

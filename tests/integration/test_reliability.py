@@ -26,7 +26,7 @@ from koji_messagebus import plugin as mb_plugin
 from koji_messagebus import runtime as mb_runtime
 from koji_messagebus.config import load_config
 from koji_messagebus.delivery.publisher import Publisher
-from koji_messagebus.delivery.sender import Hold
+from koji_messagebus.delivery.ticket import Hold
 from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.runtime import Runtime
 from koji_messagebus.transaction import outbox
@@ -694,7 +694,7 @@ def test_rows_older_than_max_age_are_dropped_with_a_count(bus, plugin_log):
 
 # ---- a bug in the send path does not wedge the breaker ---------------------------------------------
 def test_unexpected_error_while_sending_keeps_messages_and_recovers(bus, plugin_log, monkeypatch):
-    from koji_messagebus.delivery.sender import AmqpPipe
+    from koji_messagebus.delivery.pipe import AmqpPipe
 
     b = bus()
     b.request(events=1, note="warm")

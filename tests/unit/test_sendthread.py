@@ -10,7 +10,8 @@ import time
 import pytest
 
 from koji_messagebus.delivery import sender as sendthread
-from koji_messagebus.delivery.sender import Hold, SenderThread, State
+from koji_messagebus.delivery.sender import SenderThread
+from koji_messagebus.delivery.ticket import Hold, State
 from tests.support.config import make_config, until
 from tests.support.fakebroker import FakeBroker, msgs
 
