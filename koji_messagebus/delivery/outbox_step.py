@@ -1,7 +1,7 @@
 """The outbox's work after COMMIT, written once: delete the rows the sender settled, send this
 process's rows its sender gave up (under row locks), drain what is left to the drain (oldest
 first, one look).  Run by the drainer on its own database connection, by a request on the hub's
-connection when there is no drainer (delivery.py), and its drain by `koji-messagebus outbox flush`
+connection when there is no drainer (handoff.py), and its drain by `koji-messagebus outbox flush`
 (with a sender of its own)."""
 
 from __future__ import annotations
