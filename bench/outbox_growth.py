@@ -20,6 +20,7 @@ import psycopg2
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from koji_messagebus.cli import examples
+from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.format.messages import MESSAGE_TYPES, format_event
 from koji_messagebus.format.wire import encode
 from koji_messagebus.transaction import outbox
@@ -53,7 +54,7 @@ def main() -> int:
             ids = outbox.store(cnx, batch)
             cnx.commit()
             if not args.unmarked:
-                outbox.delete(cnx, ids, keep=3600)  # kept: marked sent, as the sender's batched deletes do
+                outbox_rows.delete(cnx, ids, keep=3600)  # kept: marked sent, as the sender's batched deletes do
             if args.steady and start + 500 > args.steady:
                 cur.execute(f"DELETE FROM {outbox.TABLE} WHERE id <= %s", (ids[-1] - args.steady,))
                 cnx.commit()

@@ -15,7 +15,7 @@ Not part of the test suite.  What it measures, in one run:
    messages sent the way Koji's protonmsg plugin does (a new proton Container and connection per
    request), and next to proton's reactor sending them on one warm connection.  The post*
    callbacks themselves (the collect step) are shown separately.
-2. Outbox drain throughput for a backlog of 10,000 rows (outbox.drain with the Publisher, batch
+2. Outbox drain throughput for a backlog of 10,000 rows (outbox_rows.drain with the Publisher, batch
    after batch, as `koji-messagebus outbox flush` does) next to a bare proton sender pipelining
    the same messages on one connection.
 3. Time per request while the broker is down (closed port; a port that accepts TCP but never
@@ -64,6 +64,7 @@ from koji.context import context  # noqa: E402
 from bench.baseline import Broker, per_request_send, pipelined_send, warm_batches  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.config import load_config  # noqa: E402
+from koji_messagebus.delivery import outbox_rows  # noqa: E402
 from koji_messagebus.delivery.publisher import Publisher  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.format.wire import Outgoing, encode  # noqa: E402
@@ -366,7 +367,7 @@ def fill_outbox(raw, messages: list[Outgoing]) -> None:
 
 
 def flush(publisher: Publisher, cnx, cfg) -> int:
-    """Empty the outbox the way `koji-messagebus outbox flush` does: outbox.drain one batch at a
+    """Empty the outbox the way `koji-messagebus outbox flush` does: outbox_rows.drain one batch at a
     time with the Publisher as the sender, until nothing is left; return how many were sent."""
     sent = 0
 
@@ -377,7 +378,7 @@ def flush(publisher: Publisher, cnx, cfg) -> int:
         return result
 
     while True:
-        result = outbox.drain(cnx, send, cfg.outbox.batch_size, max_age=cfg.outbox.max_age,
+        result = outbox_rows.drain(cnx, send, cfg.outbox.batch_size, max_age=cfg.outbox.max_age,
                               max_batches=1)
         if result.locked_out:
             raise RuntimeError("another process holds the outbox drain lock")
@@ -622,7 +623,7 @@ def report(setup: Setup, req: dict, drain: dict, outage: list[dict], fmt: dict, 
     lines += [
         f"## 2. Outbox drain, backlog of {drain['backlog']:,} rows (best of {len(drain['ours'])})",
         "",
-        "| outbox.drain + Publisher, as `outbox flush` (msg/s) "
+        "| outbox_rows.drain + Publisher, as `outbox flush` (msg/s) "
         "| bare proton sender, pipelined, one connection (msg/s) | ratio |",
         "|---:|---:|---:|",
         f"| {ours:,.0f} | {bare:,.0f} | {ours / bare:.2f} |",

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_outbox(config: Config, hub_config: str | None) -> int:
+    from koji_messagebus.cli import outbox_admin
     from koji_messagebus.transaction import outbox
 
     path = hub_config or config.outbox.hub_config
@@ -84,9 +85,9 @@ def check_outbox(config: Config, hub_config: str | None) -> int:
         err(f"error: outbox: {exc}")
         return EXIT_FAIL
     try:
-        missing, user = outbox.check_privileges(cnx), cnx.info.user
-        rows, age = outbox.status(cnx) if not missing else (0, None)
-        keep_ok = not config.outbox.keep or outbox.has_sent_column(cnx)
+        missing, user = outbox_admin.check_privileges(cnx), cnx.info.user
+        rows, age = outbox_admin.status(cnx) if not missing else (0, None)
+        keep_ok = not config.outbox.keep or outbox_admin.has_sent_column(cnx)
     except Exception as exc:  # noqa: BLE001 - reported as one line
         if outbox.is_undefined_table(exc):
             err(f"error: outbox: {missing_table(settings)}")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from koji_messagebus.amqp import BrokerError
+from koji_messagebus.cli import outbox_admin
 from koji_messagebus.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -123,7 +124,7 @@ def run_status(args: argparse.Namespace) -> int:
     from koji_messagebus.transaction import outbox
 
     with database(args) as (settings, cnx):
-        rows, age, kept = outbox.status_kept(cnx)
+        rows, age, kept = outbox_admin.status_kept(cnx)
     out(f"{outbox.TABLE} in {settings.describe()}: {rows} row(s)"
         + (f", the oldest stored {human_age(age)} ago" if rows else ", empty")
         + (f"; sent messages kept for replay ([outbox] keep) from {human_age(kept)} ago" if kept is not None else ""))
@@ -147,7 +148,7 @@ def run_purge(args: argparse.Namespace) -> int:
         raise CliError("--older-than 0 deletes every row of the outbox, also messages not yet sent; add --yes if "
                        "that is what you want", EXIT_USAGE)
     with database(args) as (settings, cnx):
-        removed = outbox.purge(cnx, args.older_than)
+        removed = outbox_admin.purge(cnx, args.older_than)
     out(f"purged {removed} row(s) older than {human_age(args.older_than)} from {outbox.TABLE} in "
         f"{settings.describe()}")
     return EXIT_OK
@@ -191,7 +192,7 @@ def run_flush(args: argparse.Namespace) -> int:
             return result
 
         try:
-            total, _age = outbox.status(cnx)
+            total, _age = outbox_admin.status(cnx)
             progress = Progress(f"flushing {outbox.TABLE} ({settings.describe()})", total)
             lock_wait_until = time.monotonic() + LOCK_WAIT
             while True:
@@ -208,7 +209,7 @@ def run_flush(args: argparse.Namespace) -> int:
                 progress.update(counts["sent"])
                 if failure or not result.left:
                     break
-            remaining = 0 if args.all or failure or taken_over else outbox.status(cnx)[0]
+            remaining = 0 if args.all or failure or taken_over else outbox_admin.status(cnx)[0]
         finally:
             publisher.close()
     progress.done()

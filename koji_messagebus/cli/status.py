@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
 
 
 def outbox_figures(args: argparse.Namespace, config) -> object:
-    from koji_messagebus.cli import metrics
+    from koji_messagebus.cli import metrics, outbox_admin
     from koji_messagebus.cli.outbox import database
     from koji_messagebus.transaction import outbox
 
@@ -45,7 +45,7 @@ def outbox_figures(args: argparse.Namespace, config) -> object:
         return metrics.OutboxFigures(enabled=False)
     try:
         with database(args, config) as (settings, cnx):
-            rows, oldest, kept = outbox.status_kept(cnx)
+            rows, oldest, kept = outbox_admin.status_kept(cnx)
     except CliError as exc:
         return metrics.OutboxFigures(enabled=True, error=str(exc))
     return metrics.OutboxFigures(True, rows, oldest, kept, where=f"{outbox.TABLE} in {settings.describe()}")

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from koji_messagebus.config import Config
+from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.outbox_step import OutboxStep
 from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.errors import first_line
@@ -47,7 +48,7 @@ class Drainer:
 
     Idle cost: a process with nothing to delete or drain holds no database connection and runs no
     query; its thread blocks until the sender has settled or abandoned rows (`poke`).  One process
-    per outbox table, elected by a session advisory lock (outbox.try_lead), keeps its connection
+    per outbox table, elected by a session advisory lock (outbox_rows.try_lead), keeps its connection
     and looks for rows left to the drain every DRAIN_EVERY; when it dies PostgreSQL frees the lock
     and the next busy process takes it over."""
 
@@ -157,7 +158,7 @@ class Drainer:
 
     def _elect(self) -> None:
         self._next_elect = self.clock() + ELECT_EVERY
-        self.leader = outbox.try_lead(self._db())
+        self.leader = outbox_rows.try_lead(self._db())
         if self.leader:
             log.debug("this process is the outbox's elected drainer")
 

@@ -10,18 +10,18 @@ import time
 from collections.abc import Callable
 
 from koji_messagebus.config import OutboxSettings
+from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.delivery.sender import Hold, SenderThread
 from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.log import log
-from koji_messagebus.transaction import outbox
 
 
-def drain_once(cnx, send: outbox.SendFn, settings: OutboxSettings, min_age: float = 0.0,
-               log_expired: bool = True) -> outbox.DrainResult:
+def drain_once(cnx, send: outbox_rows.SendFn, settings: OutboxSettings, min_age: float = 0.0,
+               log_expired: bool = True) -> outbox_rows.DrainResult:
     """One look of the drain with the [outbox] settings; rows older than max_age are dropped and
     (unless the caller reports them itself) said at ERROR with their count."""
-    result = outbox.drain(cnx, send, settings.batch_size, max_age=settings.max_age, min_age=min_age,
+    result = outbox_rows.drain(cnx, send, settings.batch_size, max_age=settings.max_age, min_age=min_age,
                           keep=settings.keep)
     if result.expired and log_expired:
         log.error("dropped %d outbox message(s) older than max_age = %ss (never delivered)",
@@ -47,7 +47,7 @@ class OutboxStep:
         if not rows:
             return 0
         try:
-            outbox.delete(cnx, rows, self.settings.keep)
+            outbox_rows.delete(cnx, rows, self.settings.keep)
         except Exception:
             self.sender.return_rows(settled=rows)
             raise
@@ -63,7 +63,7 @@ class OutboxStep:
             if not rows:
                 break
             try:
-                result = outbox.drain_ids(cnx, rows, self.send_locked, self.settings.keep)
+                result = outbox_rows.drain_ids(cnx, rows, self.send_locked, self.settings.keep)
             except Exception:
                 self.sender.return_rows(abandoned=rows)
                 raise
@@ -73,7 +73,7 @@ class OutboxStep:
                 return sent, True  # the broker failed again: the rest waits for the next look (or the drain)
         return sent, False
 
-    def drain(self, cnx) -> outbox.DrainResult:
+    def drain(self, cnx) -> outbox_rows.DrainResult:
         """One look of the drain (rows older than min_age, or of a dead process), sent by our sender."""
         return drain_once(cnx, self.send_locked, self.settings, self.min_age)
 

@@ -69,7 +69,7 @@ class SendResult:
         return self.accepted + [m for m, _ in self.lost]
 
     def split(self) -> tuple[list[Outgoing], list[Outgoing]]:
-        """(done, unsent): what outbox.drain's `send` returns."""
+        """(done, unsent): what outbox_rows.drain's `send` returns."""
         return self.done, self.unsent
 
     def add(self, outcome: BatchOutcome) -> list[Outgoing]:

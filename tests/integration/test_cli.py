@@ -26,6 +26,7 @@ from psycopg2.extensions import parse_dsn
 from koji_messagebus import cli
 from koji_messagebus.cli import examples
 from koji_messagebus.config import load_config
+from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.format.wire import encode
@@ -649,7 +650,7 @@ def test_outbox_flush_leaves_the_outbox_to_a_process_that_is_draining_it(pg, exc
     holder = psycopg2.connect(DSN, options=f"-c search_path={pg.schema}")
     try:
         lock = f"SELECT pg_advisory_xact_lock(%(key)s::bigint # '{outbox.TABLE}'::regclass::oid::bigint)"
-        holder.cursor().execute(lock, {"key": outbox.DRAIN_LOCK})  # as a draining hub process holds it
+        holder.cursor().execute(lock, {"key": outbox_rows.DRAIN_LOCK})  # as a draining hub process holds it
         start = time.monotonic()
         assert cli.main(["--config", conf(exchanges()), "outbox", "flush", "--hub-config", pg.hub_conf]) == 0
         assert time.monotonic() - start < 5

@@ -11,6 +11,7 @@ import pytest
 
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.config import load_config
+from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.drainer import Drainer
 from koji_messagebus.delivery.handoff import database_connector
 from koji_messagebus.delivery.sender import SenderThread
@@ -130,7 +131,7 @@ def test_rows_of_a_dead_process_are_drained_at_once_in_order_and_a_live_owners_a
 def test_without_the_owner_column_the_age_rule_alone_applies(db, conf, exchange_name, monkeypatch, caplog):
     """A table made before owner_pid: the drain works as before (says once at INFO that `outbox
     init` adds the column); `outbox init` (the schema) adds it, existing rows keep NULL."""
-    monkeypatch.setattr(outbox, "_said_no_owner", False)
+    monkeypatch.setattr(outbox_rows, "_said_no_owner", False)
     sql(f"ALTER TABLE {outbox.TABLE} DROP COLUMN owner_pid")
     cfg = load_config(conf)
     consumer = Consumer(exchange_name)

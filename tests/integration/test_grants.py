@@ -14,8 +14,10 @@ import koji.plugin
 import psycopg2
 import pytest
 
+from koji_messagebus.cli import outbox_admin
 from koji_messagebus.cli.check import check_outbox
 from koji_messagebus.config import load_config
+from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.transaction import outbox
 from tests.support.hub import DSN, Hub, dml, load_plugin, unload_plugin
@@ -117,7 +119,7 @@ def test_exactly_the_documented_grants_suffice(roles, monkeypatch, conf_file, ex
     as_owner(grant_list())
     cnx = hub_connect()
     try:
-        assert outbox.check_privileges(cnx) == []
+        assert outbox_admin.check_privileges(cnx) == []
         # every outbox statement, as the hub's user: store, send own rows, delete sent rows, drain (advisory lock,
         # expire, FOR UPDATE SKIP LOCKED), status, purge
         kwargs = entries("postTag")[0]["kwargs"]
@@ -134,13 +136,13 @@ def test_exactly_the_documented_grants_suffice(roles, monkeypatch, conf_file, ex
             sent.extend(m.msg_id for m in messages)
             return SendResult(accepted=list(messages))
 
-        own = outbox.drain_ids(cnx, ids[:2], send)  # a process's own rows, under row locks
-        drained = outbox.drain(cnx, send, 500, max_age=3600)
+        own = outbox_rows.drain_ids(cnx, ids[:2], send)  # a process's own rows, under row locks
+        drained = outbox_rows.drain(cnx, send, 500, max_age=3600)
         assert (own.sent, drained.sent, drained.locked_out) == (2, 2, False)
         assert sorted(sent) == sorted(m.msg_id for m in batch.messages)
-        assert outbox.status(cnx) == (0, None)
-        assert outbox.delete(cnx, ids[:2]) == 0  # the sender's batched deletes (gone already)
-        assert outbox.purge(cnx, 0.001) == 0
+        assert outbox_admin.status(cnx) == (0, None)
+        assert outbox_rows.delete(cnx, ids[:2]) == 0  # the sender's batched deletes (gone already)
+        assert outbox_admin.purge(cnx, 0.001) == 0
     finally:
         cnx.close()
     # the plugin end to end, as the hub's user

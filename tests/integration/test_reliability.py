@@ -25,6 +25,7 @@ import pytest
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus import runtime as mb_runtime
 from koji_messagebus.config import load_config
+from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.delivery.ticket import Hold
 from koji_messagebus.format.wire import Outgoing
@@ -359,8 +360,8 @@ print("postCommit ran: the process was not killed")
 """
 
 
-def cli_flush(config, cnx, pause: float = 0.0) -> tuple[outbox.DrainResult, list[str]]:
-    """Drain as `koji-messagebus outbox flush` does: outbox.drain with a Publisher of its own, one
+def cli_flush(config, cnx, pause: float = 0.0) -> tuple[outbox_rows.DrainResult, list[str]]:
+    """Drain as `koji-messagebus outbox flush` does: outbox_rows.drain with a Publisher of its own, one
     batch per call, until nothing is left, the broker fails or another process holds the lock.
     Returns the last result and the ids this drainer sent."""
     publisher = Publisher(config)
@@ -373,10 +374,10 @@ def cli_flush(config, cnx, pause: float = 0.0) -> tuple[outbox.DrainResult, list
         time.sleep(pause)  # hold the rows a little: another drainer runs meanwhile
         return result
 
-    total = outbox.DrainResult()
+    total = outbox_rows.DrainResult()
     try:
         while True:
-            result = outbox.drain(cnx, send, config.outbox.batch_size,
+            result = outbox_rows.drain(cnx, send, config.outbox.batch_size,
                                   max_age=config.outbox.max_age)
             total.sent += result.sent
             total.left, total.locked_out = result.left, result.locked_out

@@ -15,7 +15,8 @@ import koji.plugin
 import pytest
 
 from koji_messagebus import plugin as mb_plugin
-from koji_messagebus.cli import main
+from koji_messagebus.cli import main, outbox_admin
+from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.runtime import Runtime
 from koji_messagebus.transaction import outbox
@@ -173,7 +174,7 @@ def test_kept_messages_replayed_to_a_recreated_queue_with_their_ids_in_order(db,
         assert len(first) == 500
         cnx = connect_db()
         try:
-            assert until(lambda: outbox.status_kept(cnx)[0] == 0)  # every row marked sent, none waiting
+            assert until(lambda: outbox_admin.status_kept(cnx)[0] == 0)  # every row marked sent, none waiting
             cur = cnx.cursor()
             cur.execute(f"SELECT count(*) FROM {outbox.TABLE} WHERE sent_at IS NOT NULL")
             assert cur.fetchone()[0] == 500  # kept, not deleted
@@ -288,29 +289,29 @@ def test_keep_marks_instead_of_deleting_on_every_path_and_never_resends_a_kept_r
         msgs = [Outgoing(r[1], r[2], r[3], r[4], bytes(r[5])) for r in cur.fetchall()]
         cnx.rollback()
         accept_all(sent)(msgs)  # the steady state: the sender sends the request's messages from memory ...
-        assert outbox.delete(cnx, own, keep=3600) == 3  # ... and its drainer marks their rows sent
+        assert outbox_rows.delete(cnx, own, keep=3600) == 3  # ... and its drainer marks their rows sent
         assert len(sent) == 3 and rows() == {i: True for i in own}
         settled = stored(2)
-        assert outbox.delete(cnx, settled, keep=3600) == 2  # the sender's batched "deletes"
-        assert outbox.delete(cnx, settled, keep=3600) == 0  # marked once
+        assert outbox_rows.delete(cnx, settled, keep=3600) == 2  # the sender's batched "deletes"
+        assert outbox_rows.delete(cnx, settled, keep=3600) == 0  # marked once
         abandoned = stored(2)
-        assert outbox.drain_ids(cnx, abandoned, accept_all(sent), keep=3600).sent == 2
-        assert outbox.drain_ids(cnx, abandoned, accept_all(sent), keep=3600).sent == 0  # kept: not sent again
+        assert outbox_rows.drain_ids(cnx, abandoned, accept_all(sent), keep=3600).sent == 2
+        assert outbox_rows.drain_ids(cnx, abandoned, accept_all(sent), keep=3600).sent == 0  # kept: not sent again
         backlog = stored(4)
         sent.clear()
-        result = outbox.drain(cnx, accept_all(sent), 100, keep=3600)
+        result = outbox_rows.drain(cnx, accept_all(sent), 100, keep=3600)
         assert result.sent == 4 and len(sent) == 4  # only the unsent rows, none of the 7 kept before
         assert rows() == {i: True for i in own + settled + abandoned + backlog}
-        assert outbox.drain(cnx, accept_all(sent), 100, keep=3600).sent == 0
-        assert outbox.status(cnx) == (0, None)  # kept rows are not "waiting"
-        assert outbox.status_kept(cnx)[2] is not None
+        assert outbox_rows.drain(cnx, accept_all(sent), 100, keep=3600).sent == 0
+        assert outbox_admin.status(cnx) == (0, None)  # kept rows are not "waiting"
+        assert outbox_admin.status_kept(cnx)[2] is not None
         # older than keep: removed by the drain; keep turned off (0): every kept row removed
         cnx.cursor().execute(f"UPDATE {outbox.TABLE} SET stored = stored - interval '2 hours' WHERE id IN %s",
                              (tuple(own),))
         cnx.commit()
-        assert outbox.drain(cnx, accept_all(sent), 100, keep=3600).removed == 3
+        assert outbox_rows.drain(cnx, accept_all(sent), 100, keep=3600).removed == 3
         assert set(rows()) == set(settled + abandoned + backlog)
-        assert outbox.drain(cnx, accept_all(sent), 100, keep=0).removed == 8 and rows() == {}
+        assert outbox_rows.drain(cnx, accept_all(sent), 100, keep=0).removed == 8 and rows() == {}
     finally:
         cnx.close()
 
@@ -322,11 +323,11 @@ def test_keep_without_the_sent_at_column_says_to_run_outbox_init(db):
     cnx = connect_db()
     try:
         with pytest.raises(OutboxUnavailable, match="needs the sent_at column .* `koji-messagebus outbox init`"):
-            outbox.drain(cnx, accept_all([]), 10, keep=60)
+            outbox_rows.drain(cnx, accept_all([]), 10, keep=60)
         cnx.rollback()
         stored(1)
-        assert outbox.drain(cnx, accept_all([]), 10).sent == 1  # keep 0: deleted, as before
-        assert outbox.status(cnx) == (0, None)
+        assert outbox_rows.drain(cnx, accept_all([]), 10).sent == 1  # keep 0: deleted, as before
+        assert outbox_admin.status(cnx) == (0, None)
     finally:
         cnx.close()
 

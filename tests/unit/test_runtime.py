@@ -8,10 +8,10 @@ import time
 import pytest
 
 from koji_messagebus import runtime as mb_runtime
+from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.handoff import Delivery
 from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.runtime import RequestBatch, Runtime
-from koji_messagebus.transaction import outbox
 from tests.support.config import make_config, until
 from tests.support.fakebroker import FakeBroker, msgs
 
@@ -124,7 +124,7 @@ def test_a_config_error_logs_the_messages_as_lost(tmp_path, caplog):
 def test_outbox_rows_are_deleted_later_in_one_statement_without_a_drainer(make_runtime, broker, monkeypatch):
     monkeypatch.setattr("koji_messagebus.delivery.handoff.DELETE_AFTER", 0.0)
     drained = []
-    monkeypatch.setattr(outbox, "drain", lambda *a, **k: drained.append(k) or outbox.DrainResult())
+    monkeypatch.setattr(outbox_rows, "drain", lambda *a, **k: drained.append(k) or outbox_rows.DrainResult())
     rt = make_runtime(outbox_on=True)
     assert rt.delivery.drainer is None  # no hub.conf: the request path does the deletes and the drain
     cnx = RecordingCnx()
@@ -145,7 +145,8 @@ def test_losing_the_drain_race_looks_again_soon(make_runtime, monkeypatch):
     from koji_messagebus.delivery.drainer import DRAIN_EVERY
 
     rt = make_runtime(outbox_on=True, retry_interval=30)
-    monkeypatch.setattr(outbox, "drain", lambda *a, **k: outbox.DrainResult(sent=1, left=True, locked_out=True))
+    result = outbox_rows.DrainResult(sent=1, left=True, locked_out=True)
+    monkeypatch.setattr(outbox_rows, "drain", lambda *a, **k: result)
     before = time.monotonic()
     rt.post_commit(RequestBatch(), RecordingCnx())
     rt.delivery.post_commit([], [], RecordingCnx())
