@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from koji_messagebus.amqp import AmqpConnection  # noqa: E402
-from koji_messagebus.config import load_config  # noqa: E402
+from koji_messagebus.config.settings import load_config  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.format.wire import encode  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402

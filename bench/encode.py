@@ -35,7 +35,7 @@ import koji.util  # noqa: E402
 from koji.context import context  # noqa: E402
 
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
-from koji_messagebus.config import load_config  # noqa: E402
+from koji_messagebus.config.settings import load_config  # noqa: E402
 from koji_messagebus.format import wire  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402

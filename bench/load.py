@@ -254,7 +254,7 @@ def instrument(rt: Runtime) -> None:
 def _bare_thread(load: Load, index: int, out: list[Req], stop: threading.Event) -> None:
     """The same messages on a warm connection of the thread's own: no plugin, no database."""
     from koji_messagebus.amqp import AmqpConnection
-    from koji_messagebus.config import load_config
+    from koji_messagebus.config.settings import load_config
     from koji_messagebus.format.messages import format_event
     from koji_messagebus.format.wire import encode
 

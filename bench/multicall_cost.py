@@ -25,7 +25,7 @@ import psycopg2  # noqa: E402
 
 from bench.run import hub_request, request_events, write_config  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
-from koji_messagebus.config import load_config  # noqa: E402
+from koji_messagebus.config.settings import load_config  # noqa: E402
 from koji_messagebus.runtime import Runtime  # noqa: E402
 from koji_messagebus.transaction import outbox, subcalls  # noqa: E402
 from tests.support.hub import load_plugin  # noqa: E402

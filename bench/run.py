@@ -63,7 +63,7 @@ from koji.context import context  # noqa: E402
 
 from bench.baseline import Broker, per_request_send, pipelined_send, warm_batches  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
-from koji_messagebus.config import load_config  # noqa: E402
+from koji_messagebus.config.settings import load_config  # noqa: E402
 from koji_messagebus.delivery import outbox_rows  # noqa: E402
 from koji_messagebus.delivery.publisher import Publisher  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402

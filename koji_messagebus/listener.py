@@ -28,7 +28,7 @@ from typing import Any
 from proton import Message
 
 from koji_messagebus.amqp.receiver import CREDIT, DEDUP_WINDOW, LEFTOVER_QUEUE_NOTE, Listener, open_listener  # noqa: F401
-from koji_messagebus.config import Config
+from koji_messagebus.config.settings import Config
 from koji_messagebus.rabbitmq import QUEUE_EXPIRES_MS, amqp091_connect, temporary_queue  # noqa: F401 - re-exported
 
 DEFAULT_SOURCE = "/exchange/{name}/{key}"

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from koji_messagebus.config import Config
+from koji_messagebus.config.settings import Config
 from koji_messagebus.errors import BusError
 
 QUEUE_EXPIRES_MS = 60000

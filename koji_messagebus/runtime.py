@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from koji_messagebus.config import Config, ConfigError, load_config
+from koji_messagebus.config.settings import Config, ConfigError, load_config
 from koji_messagebus.delivery.handoff import Delivery, database_connector
 from koji_messagebus.delivery.status import StatusFile, snapshot
 from koji_messagebus.format.messages import format_event, unsigned

@@ -21,7 +21,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 from koji_messagebus import schema  # noqa: E402
-from koji_messagebus.config import OPTIONS  # noqa: E402
+from koji_messagebus.config.settings import OPTIONS  # noqa: E402
 from koji_messagebus.listener import jsonable  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.format.wire import decode, encode  # noqa: E402
@@ -51,7 +51,7 @@ def configuration() -> str:
         elif isinstance(default, float) and default.is_integer():
             default = int(default)
         rows.append(f"| `[{opt.section}]` | `{opt.key}` | `{default}` | {cell(opt.allowed)} | {cell(opt.doc)} |")
-    return (GENERATED.format(source="koji_messagebus/config.py OPTIONS") + "# Configuration reference\n\n"
+    return (GENERATED.format(source="koji_messagebus/config/settings.py OPTIONS") + "# Configuration reference\n\n"
             "The configuration is `/etc/koji-hub/plugins/messagebus.conf`, or the file named by the environment "
             "variable `KOJI_MESSAGEBUS_CONFIG`. Every key, its default and what it accepts "
             "(`koji-messagebus sample-config` prints the documented sample; it enables the outbox). Every key of "

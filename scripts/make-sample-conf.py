@@ -7,7 +7,7 @@ code (config.OPTIONS, outbox.SCHEMA, outbox.GRANTS).  Run after adding an option
 import os
 
 from koji_messagebus import resources
-from koji_messagebus.config import render_sample
+from koji_messagebus.config.settings import render_sample
 from koji_messagebus.transaction.outbox import GRANTS, SCHEMA
 
 HEADER = """\

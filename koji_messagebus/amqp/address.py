@@ -21,7 +21,7 @@ from urllib.parse import quote
 from proton import Message
 
 from koji_messagebus.amqp.connection import BrokerInfo
-from koji_messagebus.config import Config
+from koji_messagebus.config.settings import Config
 from koji_messagebus.log import log
 
 AUTO = "auto"

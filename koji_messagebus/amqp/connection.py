@@ -35,9 +35,7 @@ from proton import Connection as ProtonConnection
 from koji_messagebus import kerberos
 from koji_messagebus.amqp import diagnose
 from koji_messagebus.amqp.errors import BrokerError, Kind
-from koji_messagebus.config import Config, default_cafile
-from koji_messagebus.config import Endpoint as BrokerEndpoint
-from koji_messagebus.security import (
+from koji_messagebus.config.security import (
     SaslMechanisms,
     explain_files,
     explain_handshake,
@@ -45,6 +43,8 @@ from koji_messagebus.security import (
     uses_password,
     warn_unverified,
 )
+from koji_messagebus.config.settings import Config, default_cafile
+from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 

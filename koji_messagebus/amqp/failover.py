@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from koji_messagebus.amqp.errors import BrokerError
-from koji_messagebus.config import Config
-from koji_messagebus.config import Endpoint as BrokerEndpoint
+from koji_messagebus.config.settings import Config
+from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 
 
 class Openable(Protocol):

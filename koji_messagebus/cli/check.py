@@ -18,9 +18,9 @@ from koji_messagebus.cli.common import (
     out,
 )
 from koji_messagebus.cli.outbox import missing_table
-from koji_messagebus.config import Config, ConfigError, load_config
+from koji_messagebus.config.hubconf import HubConfigError, read_database_settings
+from koji_messagebus.config.settings import Config, ConfigError, load_config
 from koji_messagebus.errors import first_line
-from koji_messagebus.hubconf import HubConfigError, read_database_settings
 
 HELP = "validate the config, connect and attach as the plugin would"
 DESCRIPTION = ("Validate the config (every problem at once), connect, authenticate and attach to the exchange "

@@ -22,9 +22,9 @@ from koji_messagebus.cli.common import (
     plugin_config,
 )
 from koji_messagebus.cli.common import out_to_pipe as out  # `demo | head -5` still publishes everything
-from koji_messagebus.config import ENV_VAR, Config, ConfigError, redact_url
+from koji_messagebus.config.hubconf import HubConfigError, read_database_settings
+from koji_messagebus.config.settings import ENV_VAR, Config, ConfigError, redact_url
 from koji_messagebus.format.messages import CALLBACK_TYPES
-from koji_messagebus.hubconf import HubConfigError, read_database_settings
 
 DEMO_ARRIVAL_WAIT = 3.0
 HELP = "run a build's hub events through the plugin into the broker"

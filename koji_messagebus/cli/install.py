@@ -9,7 +9,7 @@ import shutil
 import time
 
 from koji_messagebus.cli.common import EXIT_OK, CliError, default_path, out
-from koji_messagebus.httpd import httpd_group
+from koji_messagebus.config.httpd import httpd_group
 
 DEFAULT_PLUGIN_PATH = "/usr/lib/koji-hub-plugins"
 HELP = "copy the hub plugin file into the hub's PluginPath"

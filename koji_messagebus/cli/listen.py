@@ -21,7 +21,7 @@ from koji_messagebus.cli.common import (
     positive_int,
     with_exchange,
 )
-from koji_messagebus.config import Config
+from koji_messagebus.config.settings import Config
 
 HELP = "print messages as they arrive"
 DESCRIPTION = """\

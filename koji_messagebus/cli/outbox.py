@@ -23,9 +23,9 @@ from koji_messagebus.cli.common import (
     parse_age,
 )
 from koji_messagebus.cli.progress import Progress
-from koji_messagebus.config import Config
+from koji_messagebus.config.hubconf import DatabaseSettings, HubConfigError, read_database_settings
+from koji_messagebus.config.settings import Config
 from koji_messagebus.errors import first_line
-from koji_messagebus.hubconf import DatabaseSettings, HubConfigError, read_database_settings
 
 LOCK_WAIT = 10.0
 HELP = "status, flush, purge or create the outbox table"

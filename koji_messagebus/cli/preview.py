@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from koji_messagebus.amqp.address import addresses_by_broker
     from koji_messagebus.cli import examples
-    from koji_messagebus.config import parse_config
+    from koji_messagebus.config.settings import parse_config
     from koji_messagebus.format.wire import decode, encode
     from koji_messagebus.listener import jsonable
 

@@ -7,7 +7,7 @@ import argparse
 
 from koji_messagebus import resources
 from koji_messagebus.cli.common import EXIT_OK
-from koji_messagebus.httpd import httpd_group
+from koji_messagebus.config.httpd import httpd_group
 
 HELP = "print the documented sample messagebus.conf"
 DESCRIPTION = ("Print the sample messagebus.conf: every key with its default and what it accepts. Write it as the "

@@ -19,7 +19,7 @@ from koji_messagebus.cli.common import (
     out,
     plugin_config,
 )
-from koji_messagebus.config import ENV_VAR
+from koji_messagebus.config.settings import ENV_VAR
 from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES
 
 HELP = "publish one event from a JSON file through the plugin"

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from koji_messagebus.config import Config
+from koji_messagebus.config.settings import Config
 from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.outbox_step import OutboxStep
 from koji_messagebus.delivery.sender import SenderThread

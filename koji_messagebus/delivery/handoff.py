@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from koji_messagebus.config import Config
+from koji_messagebus.config.settings import Config
 from koji_messagebus.delivery.drainer import DRAIN_EVERY, Drainer, min_age
 from koji_messagebus.delivery.outbox_step import OutboxStep
 from koji_messagebus.delivery.publisher import SendResult
@@ -167,7 +167,7 @@ class Delivery:
 def database_connector(config: Config) -> Callable[[], Any] | None:
     """A function opening the hub's database from hub.conf, or None (with the reason logged at
     INFO) when hub.conf cannot be read: then the request path does the outbox's background work."""
-    from koji_messagebus.hubconf import HubConfigError, read_database_settings
+    from koji_messagebus.config.hubconf import HubConfigError, read_database_settings
 
     try:
         settings = read_database_settings(config.outbox.hub_config)

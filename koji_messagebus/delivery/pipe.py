@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from koji_messagebus.amqp import AmqpConnection, BrokerError, Settlement
-from koji_messagebus.config import Config
-from koji_messagebus.config import Endpoint as BrokerEndpoint
+from koji_messagebus.config.settings import Config
+from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 
 
 class Pipe(Protocol):

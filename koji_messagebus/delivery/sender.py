@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 from koji_messagebus.amqp import BrokerError, Kind, Settlement, connect_first
 from koji_messagebus.amqp import sender as amqp_sender
-from koji_messagebus.config import Config
+from koji_messagebus.config.settings import Config
 from koji_messagebus.delivery.pipe import AmqpPipe, Pipe, PipeFactory
 from koji_messagebus.delivery.publisher import ConnectionFactory, SendResult, amqp_connection
 from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, Quarantine

@@ -13,7 +13,7 @@ import pytest
 from koji_messagebus.amqp import AmqpConnection, BrokerError, Connection, management
 from koji_messagebus.amqp.address import flavour
 from koji_messagebus.amqp.receiver import open_listener
-from koji_messagebus.config import Config, load_config
+from koji_messagebus.config.settings import Config, load_config
 from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import Outgoing, encode
 from tests.support.brokers import need

@@ -70,7 +70,7 @@ def test_released_is_unroutable_counted_and_said_once_a_minute_at_info(plugin_lo
                                                                         exchange_name):
     """A message no queue is bound for is `released` (RabbitMQ 4.x): not lost, not an error, said at INFO."""
     from koji_messagebus.amqp import sender
-    from koji_messagebus.config import load_config
+    from koji_messagebus.config.settings import load_config
     from koji_messagebus.format.messages import format_event
     from koji_messagebus.format.wire import encode
     from tests.support.config import write_config

@@ -25,7 +25,7 @@ from psycopg2.extensions import parse_dsn
 
 from koji_messagebus import cli
 from koji_messagebus.cli import examples
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event

@@ -13,7 +13,7 @@ import pytest
 
 from koji_messagebus.amqp import AmqpConnection
 from koji_messagebus.cli import examples
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import encode
 from tests.support import recipes

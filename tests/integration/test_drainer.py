@@ -10,7 +10,7 @@ import koji.plugin
 import pytest
 
 from koji_messagebus import plugin as mb_plugin
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.drainer import Drainer
 from koji_messagebus.delivery.handoff import database_connector

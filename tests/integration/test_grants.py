@@ -16,7 +16,7 @@ import pytest
 
 from koji_messagebus.cli import outbox_admin
 from koji_messagebus.cli.check import check_outbox
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.transaction import outbox

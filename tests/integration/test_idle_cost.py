@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery.drainer import IDLE_CLOSE
 from koji_messagebus.delivery.handoff import Delivery, database_connector
 from koji_messagebus.format.messages import format_event

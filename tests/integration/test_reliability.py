@@ -24,7 +24,7 @@ import pytest
 
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus import runtime as mb_runtime
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.delivery.ticket import Hold

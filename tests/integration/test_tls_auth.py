@@ -16,7 +16,7 @@ import pytest
 
 from koji_messagebus import cli
 from koji_messagebus.amqp import AmqpConnection, BrokerError
-from koji_messagebus.config import ConfigError, load_config, parse_config
+from koji_messagebus.config.settings import ConfigError, load_config, parse_config
 from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.format.wire import encode

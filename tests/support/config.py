@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from tests.support.brokers import target
 
 

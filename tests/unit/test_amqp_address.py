@@ -9,7 +9,7 @@ from proton import Message
 
 from koji_messagebus.amqp.address import encode_segment, flavour, route, subject_of, with_to
 from koji_messagebus.amqp.connection import BrokerInfo
-from koji_messagebus.config import parse_config
+from koji_messagebus.config.settings import parse_config
 from koji_messagebus.format import codec as amqp_codec
 
 RABBIT3, RABBIT4 = BrokerInfo("RabbitMQ", "3.10.8"), BrokerInfo("RabbitMQ", "4.0.5")

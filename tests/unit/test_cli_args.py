@@ -15,7 +15,7 @@ import pytest
 
 from koji_messagebus import cli, rabbitmq
 from koji_messagebus.cli import common, install
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.listener import HeaderMatch, jsonable, render, source_addresses
 from tests.support.config import write_config
 

@@ -13,7 +13,7 @@ import pytest
 from koji_messagebus import cli
 from koji_messagebus.cli import common
 from koji_messagebus.cli.send import callback_for
-from koji_messagebus.config import ENV_VAR, load_config
+from koji_messagebus.config.settings import ENV_VAR, load_config
 from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES
 from tests.support.config import write_config
 

@@ -1,4 +1,4 @@
-"""hub.conf database settings (koji_messagebus.hubconf), read with koji's own config reader."""
+"""hub.conf database settings (koji_messagebus.config.hubconf), read with koji's own config reader."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from koji_messagebus.hubconf import HubConfigError, read_database_settings
+from koji_messagebus.config.hubconf import HubConfigError, read_database_settings
 
 
 def hub_conf(tmp_path, text: str, name: str = "hub.conf"):
@@ -120,7 +120,7 @@ def test_no_piece_of_a_dsn_password_from_the_outbox_commands(tmp_path, capsys, d
 @pytest.mark.parametrize("dsn", LEAKY_DSNS)
 def test_no_piece_of_a_dsn_password_from_check(tmp_path, capsys, dsn):
     from koji_messagebus.cli.check import check_outbox
-    from koji_messagebus.config import load_config
+    from koji_messagebus.config.settings import load_config
     from tests.support.config import write_config
 
     path = hub_conf(tmp_path, f"[hub]\nDBConnectionString = {dsn}\n")
@@ -149,7 +149,7 @@ class FakeSender:
 @pytest.mark.parametrize("dsn", LEAKY_DSNS)
 def test_no_piece_of_a_dsn_password_in_the_hub_log(tmp_path, caplog, dsn):
     """The plugin's own database connection (the drainer's) logs what connect() raised at ERROR."""
-    from koji_messagebus.config import load_config
+    from koji_messagebus.config.settings import load_config
     from koji_messagebus.delivery import drainer
     from koji_messagebus.delivery.handoff import database_connector
     from tests.support.config import write_config

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from koji_messagebus.config import OPTIONS, ConfigError, load_config, redact_url
+from koji_messagebus.config.settings import OPTIONS, ConfigError, load_config, redact_url
 from koji_messagebus.transaction.outbox import SCHEMA
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from koji_messagebus.config import ConfigError, load_config, redact_url
-from koji_messagebus.hubconf import DatabaseSettings, HubConfigError
+from koji_messagebus.config.hubconf import DatabaseSettings, HubConfigError
+from koji_messagebus.config.settings import ConfigError, load_config, redact_url
 
 MINIMAL = "[broker]\nusername = koji\npassword = s3cret\n"
 
@@ -202,7 +202,7 @@ def test_preview_command_with_a_config_without_credentials(tmp_path, capsys):
 def test_typed_sections_hold_every_option_parsed_once(tmp_path):
     import dataclasses
 
-    from koji_messagebus.config import OPTIONS
+    from koji_messagebus.config.settings import OPTIONS
 
     cfg = load_config(conf(tmp_path, MINIMAL + "timeout = 2.5\nurls = amqp://a amqp://b:5673\n"
                            "[exchange]\nname = kx\ndurable = false\n[outbox]\nenabled = yes\n"))

@@ -6,7 +6,8 @@ import pytest
 
 from koji_messagebus.amqp.errors import BrokerError
 from koji_messagebus.cli.common import CliError
-from koji_messagebus.config import ConfigError
+from koji_messagebus.config.hubconf import HubConfigError
+from koji_messagebus.config.settings import ConfigError
 from koji_messagebus.errors import (
     BusError,
     CommandError,
@@ -16,7 +17,6 @@ from koji_messagebus.errors import (
     SettingsError,
     first_line,
 )
-from koji_messagebus.hubconf import HubConfigError
 from koji_messagebus.kerberos import KerberosError
 from koji_messagebus.rabbitmq import DeclareError
 from koji_messagebus.schema import SchemaError

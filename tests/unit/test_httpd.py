@@ -6,7 +6,7 @@ import grp
 
 import pytest
 
-from koji_messagebus import httpd
+from koji_messagebus.config import httpd
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_the_httpd_group_is_one_that_exists(groups, tmp_path, present, debian, e
 
 def test_install_hint_and_permission_advice_name_this_machines_group(tmp_path, capsys):
     from koji_messagebus.cli import install
-    from koji_messagebus.config import load_config
+    from koji_messagebus.config.settings import load_config
 
     install.print_enable_hint("/usr/lib/koji-hub-plugins")
     assert f"chown root:{httpd.httpd_group()}," in capsys.readouterr().out

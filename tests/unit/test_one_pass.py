@@ -16,7 +16,7 @@ import pytest
 from koji.context import context
 
 from koji_messagebus import plugin as mb_plugin
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.format import codec as amqp_codec
 from koji_messagebus.format import values, wire
 from koji_messagebus.format.messages import CALLBACK_TYPES, Event, format_event

@@ -16,8 +16,8 @@ import pytest
 
 from koji_messagebus import __version__, cli, resources
 from koji_messagebus.cli import install
-from koji_messagebus.config import load_config
-from koji_messagebus.httpd import httpd_group
+from koji_messagebus.config.httpd import httpd_group
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.transaction import outbox
 from koji_messagebus.transaction.outbox import SCHEMA
 
@@ -155,7 +155,7 @@ def test_metrics_units_write_the_prometheus_status_atomically_as_the_hub():
     timer = resources.read(resources.METRICS_TIMER)
     assert "[Timer]" in timer and "WantedBy=timers.target" in timer
     tmpfiles = resources.read(resources.TMPFILES)
-    from koji_messagebus.config import OPTIONS
+    from koji_messagebus.config.settings import OPTIONS
 
     (default_dir,) = [o.default for o in OPTIONS if (o.section, o.key) == ("status", "dir")]
     assert f"d {default_dir} 0750 apache apache -" in tmpfiles

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from koji_messagebus.amqp import BrokerError, Kind
-from koji_messagebus.config import Endpoint
+from koji_messagebus.config.settings import Endpoint
 from koji_messagebus.delivery.breaker import Role
 from koji_messagebus.delivery.publisher import Publisher, SendResult
 from tests.support.config import make_config

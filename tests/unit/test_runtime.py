@@ -171,7 +171,7 @@ def test_the_whole_request_stays_within_timeout_not_only_the_wait(make_runtime, 
 @pytest.mark.parametrize("setting, sent", [(None, False), ("false", False), ("true", True)])
 def test_an_rpm_sign_without_a_sigkey_is_collected_only_when_the_setting_says_so(tmp_path, setting, sent):
     """As Koji's protonmsg: an unsigned import's RPMSign (sigkey '') is not published by default."""
-    from koji_messagebus.config import load_config
+    from koji_messagebus.config.settings import load_config
     from tests.support.recorded import entries
 
     path = tmp_path / "messagebus.conf"

@@ -13,8 +13,8 @@ from proton import SASL
 from koji_messagebus import kerberos
 from koji_messagebus.amqp import BrokerError
 from koji_messagebus.amqp.connection import kerberos_ticket
-from koji_messagebus.config import ConfigError, parse_config, redact_url
-from koji_messagebus.security import auth_failure, explain_handshake, parse_offered, warn_unverified
+from koji_messagebus.config.security import auth_failure, explain_handshake, parse_offered, warn_unverified
+from koji_messagebus.config.settings import ConfigError, parse_config, redact_url
 
 
 def config(tmp_path, **broker):

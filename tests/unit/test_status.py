@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery import status
 from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.delivery.status import StatusFile, Waits, read_processes

@@ -4,7 +4,7 @@ own state."""
 
 from __future__ import annotations
 
-from koji_messagebus.config import load_config
+from koji_messagebus.config.settings import load_config
 from koji_messagebus.runtime import RequestBatch, Runtime
 from koji_messagebus.transaction import outbox
 from koji_messagebus.transaction.subcalls import MARK_SQL, SubcallMarks, aborted, in_multicall

@@ -21,10 +21,10 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from koji_messagebus import configtext
+from koji_messagebus.config import text as configtext
+from koji_messagebus.config.httpd import httpd_group
+from koji_messagebus.config.security import BUILTIN_MECHS, CYRUS_MECHS, has_cyrus_sasl, is_ip, uses_password
 from koji_messagebus.errors import SettingsError
-from koji_messagebus.httpd import httpd_group
-from koji_messagebus.security import BUILTIN_MECHS, CYRUS_MECHS, has_cyrus_sasl, is_ip, uses_password
 
 DEFAULT_PATH = "/etc/koji-hub/plugins/messagebus.conf"
 ENV_VAR = "KOJI_MESSAGEBUS_CONFIG"
