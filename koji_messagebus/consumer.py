@@ -2,7 +2,7 @@
 
 proton's own decoder (`proton.Message.decode`, `proton.Data`) keeps at most 65,535 values of a
 list or map and silently drops the rest, so a large Import or RepoDone arrives cut.  These
-functions decode with the package's own decoder (`amqp_codec`, pure Python, no limit) and give
+functions decode with the package's own decoder (`format/codec.py`, pure Python, no limit) and give
 every client the same `Received` record:
 - `from_pika(method, properties, body)` for AMQP 0-9-1 consumers on RabbitMQ 3.x and 4.x (the
   body is the encoded amqp-value section; the headers are one encoded blob on 3.x and native

@@ -136,7 +136,7 @@ class Runtime:
         batch.marks = SubcallMarks(of=[None] * len(kept))
 
     def post_commit(self, batch: RequestBatch, cnx: Any) -> None:
-        """Send the batch (and any backlog) after the hub committed; wait for settlement."""
+        """Hand the batch to the process's sender after the hub committed; wait for its settlements (bounded)."""
         start = time.perf_counter()
         try:
             self._post_commit(batch, cnx)

@@ -2,7 +2,7 @@
 
 `Publisher.send(batch)` runs on the caller's thread; one lock serialises use of the connection.
 The command line (`outbox flush`, `check`, `replay`) and the poison-message quarantine use it;
-the hub's request path uses `sendthread.SenderThread`, which shares one connection between
+the hub's request path uses `delivery.sender.SenderThread`, which shares one connection between
 threads without a lock.
 
 Every call is bounded: connect_timeout per endpoint for opening a connection, timeout for the

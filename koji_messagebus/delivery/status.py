@@ -70,7 +70,7 @@ def _quantile(ordered: list[float], q: float) -> float:
 
 
 def snapshot(sender: Any) -> dict[str, Any]:
-    """What a process's file holds: the figures of its sendthread.SenderThread."""
+    """What a process's file holds: the figures of its sender.SenderThread."""
     conn = sender.connection
     held, oldest = sender.held_summary()
     p50, p99 = sender.waits.quantiles()

@@ -10,7 +10,7 @@ converted too (lossy, noted).  Whatever a value's own methods raise while it is 
 SystemExit, is contained (`contained`): data must never abort a hub request.
 
 Two walkers apply this policy: `to_amqp` here (Python values, for previews and tests) and the
-encoder in amqp_codec (bytes, in one pass, for the hub).  Both call `convert_other` for anything
+encoder in format/codec.py (bytes, in one pass, for the hub).  Both call `convert_other` for anything
 that is not a plain AMQP type, so they cannot disagree.
 """
 

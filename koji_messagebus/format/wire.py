@@ -44,7 +44,7 @@ def encode(event: Event, to: str | None = None, msg_id: str | None = None,
            created: float | None = None, limit: int | None = None, ttl: float | None = None) -> Outgoing:
     """Encode an event as a durable AMQP message: subject = routing key, headers = application
     properties, body = native AMQP map, unique message-id and creation time.  The body may hold
-    any Python values: they are converted while encoding (`amqp_codec`, one pass) and every
+    any Python values: they are converted while encoding (`codec`, one pass) and every
     conversion is added to `event.conversions`.  `ttl`: the header's time-to-live, in seconds
     (sent in milliseconds, at least 1: 0 would mean none).  Unsendable when the message cannot be sent."""
     msg_id = msg_id or str(uuid.uuid4())
@@ -76,7 +76,7 @@ def encode_with_proton(msg_id: str, created: float, subject: str, to: str | None
 def decode(payload: bytes) -> dict[str, Any]:
     """Decode a message into a plain dict (for the listener, tests and logs).  Proton keeps at most
     65,535 values and silently drops the rest, so a message that may hold more (one of 64 KiB or
-    more) is decoded by amqp_codec instead (binaries then come as bytes, not memoryviews)."""
+    more) is decoded by codec.py instead (binaries then come as bytes, not memoryviews)."""
     if len(payload) >= PROTON_SAFE_BYTES:
         return amqp_codec.decode_message(payload)
     msg = Message()
