@@ -90,7 +90,7 @@ def test_a_poison_message_is_set_apart_and_the_rest_flows(full_queue, tmp_path, 
 
     monkeypatch.setattr(mb_runtime, "encode", recording_encode)
     load_plugin()
-    mb_plugin.reset(Runtime(design="thread"))
+    mb_plugin.reset(Runtime())
     arrivals = Arrivals(ok)
     hub = Hub(db_connect())
     tag_kwargs = entries("postTag")[0]["kwargs"]
