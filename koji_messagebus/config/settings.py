@@ -248,7 +248,7 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class BrokerSettings:
-    """[broker], typed (see OPTIONS for what each key means and allows)."""
+    """[broker], typed; every default is in OPTIONS (written once), never here."""
 
     host: str
     port: int | None
@@ -261,17 +261,17 @@ class BrokerSettings:
     auth: str
     username: str
     password: str = field(repr=False)
-    password_file: str = ""
-    principal: str = ""
-    keytab: str = ""
-    service: str = "amqp"
-    vhost: str = ""
-    timeout: float = 10.0
-    connect_timeout: float = 5.0
-    heartbeat: int = 60
-    retry_interval: float = 30.0
-    max_pending: int = 10000
-    test_mode: bool = False
+    password_file: str
+    principal: str
+    keytab: str
+    service: str
+    vhost: str
+    timeout: float
+    connect_timeout: float
+    heartbeat: int
+    retry_interval: float
+    max_pending: int
+    test_mode: bool
 
 
 @dataclass(frozen=True)
@@ -300,22 +300,22 @@ class OutboxSettings:
     batch_size: int
     max_age: float
     hub_config: str
-    keep: float = 0.0
+    keep: float
 
 
 @dataclass(frozen=True)
 class MessageSettings:
     """[message], typed."""
 
-    ttl: float | None = None
-    max_size: int | None = None
+    ttl: float | None
+    max_size: int | None
 
 
 @dataclass(frozen=True)
 class StatusSettings:
     """[status], typed."""
 
-    dir: str = "/run/koji-messagebus"
+    dir: str
 
 
 _SECTIONS: dict[str, type] = {"broker": BrokerSettings, "exchange": ExchangeSettings, "topic": TopicSettings,

@@ -322,3 +322,13 @@ def test_retention_ttl_size_and_status_options(tmp_path):
     assert any("[outbox] keep" in line and "a number of seconds >= 0" in line for line in lines)
     assert any("[message] ttl" in line and "a number of seconds > 0, or none" in line for line in lines)
     assert any("[message] max_size" in line and "1024 bytes to 128M" in line for line in lines)
+
+
+def test_defaults_are_written_once_in_options_not_in_the_typed_sections():
+    import dataclasses
+
+    from koji_messagebus.config.settings import _SECTIONS
+
+    for cls in _SECTIONS.values():
+        for f in dataclasses.fields(cls):
+            assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (cls, f.name)
