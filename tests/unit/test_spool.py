@@ -196,3 +196,16 @@ def test_status_shows_the_spool_and_an_old_one_is_degraded():
     assert report.code == metrics.DEGRADED and any("the spool holds 7" in r for r in report.reasons)
     assert "koji_messagebus_spool_messages 7" in metrics.render_prometheus(report)
     assert '"messages": 7' in metrics.render_json(report)
+
+
+def test_the_package_creates_the_default_spool_directory_for_the_httpd_user():
+    from koji_messagebus import resources
+    from koji_messagebus.config import OPTIONS
+
+    (default,) = [o.default for o in OPTIONS if (o.section, o.key) == ("broker", "spool_dir")]
+    assert default == "/var/spool/koji-messagebus"
+    assert f"d {default} 0750 apache apache -" in resources.read(resources.TMPFILES)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "koji-messagebus.spec")) as fh:
+        spec = fh.read()
+    assert "%dir %attr(0750, apache, apache) %{_localstatedir}/spool/koji-messagebus" in spec
