@@ -170,6 +170,8 @@ class Delivery:
                         "another hub process sends them", len(rows))
 
     def close(self) -> None:
+        if self.spool is not None:
+            self.spool.stop()
         if self.drainer is not None:
             self.drainer.close()
         self.sender.close()
