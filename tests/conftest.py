@@ -21,7 +21,9 @@ def write_config(path, exchange_name: str = "koji.events", **sections) -> str:
         exchange["address"] = t.address
     values = {
         "broker": {"host": t.host, "port": str(t.port), "auth": "PLAIN", "username": t.user,
-                   "password": t.password, "timeout": "5", "connect_timeout": "5", "retry_interval": "30"},
+                   "password": t.password, "timeout": "5", "connect_timeout": "5", "retry_interval": "30",
+                   # never the host's /var/spool: a test's spool is its own
+                   "spool_dir": os.path.join(os.path.dirname(os.path.abspath(path)), "spool")},
         "exchange": exchange,
         "topic": {"prefix": "koji.event"},
     }

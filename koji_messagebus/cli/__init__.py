@@ -22,10 +22,10 @@ from types import FrameType
 
 from .. import __version__
 from ..amqp import BrokerError
-from . import check, demo, install, listen, outbox, preview, replay, sample_config, schema, send, status
+from . import check, demo, install, listen, outbox, preview, replay, sample_config, schema, send, spool, status
 from .common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, CliError, err, parent_parser
 
-COMMANDS = (check, preview, listen, send, outbox, status, replay, install, sample_config, demo, schema)
+COMMANDS = (check, preview, listen, send, outbox, spool, status, replay, install, sample_config, demo, schema)
 
 
 def build_parser() -> argparse.ArgumentParser:

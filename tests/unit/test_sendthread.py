@@ -17,7 +17,8 @@ from tests.fakebroker import FakeBroker, msgs
 
 def make_config(tmp_path, **broker):
     values = {"host": "127.0.0.1", "port": 5999, "username": "u", "password": "p", "timeout": 1.0,
-              "connect_timeout": 0.2, "retry_interval": 0.5, "max_pending": 100, **broker}
+              "connect_timeout": 0.2, "retry_interval": 0.5, "max_pending": 100,
+              "spool_dir": tmp_path / "spool", **broker}
     path = tmp_path / "messagebus.conf"
     path.write_text("[broker]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "[exchange]\nname = x\n")
     path.chmod(0o600)
