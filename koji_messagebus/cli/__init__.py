@@ -33,12 +33,13 @@ from koji_messagebus.cli import (
     sample_config,
     schema,
     send,
+    spool,
     status,
 )
 from koji_messagebus.cli.common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, CliError, err, parent_parser
 from koji_messagebus.errors import first_line
 
-COMMANDS = (check, preview, listen, send, outbox, status, replay, install, sample_config, demo, schema)
+COMMANDS = (check, preview, listen, send, outbox, spool, status, replay, install, sample_config, demo, schema)
 
 
 def build_parser() -> argparse.ArgumentParser:

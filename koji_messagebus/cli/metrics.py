@@ -27,6 +27,17 @@ class OutboxFigures:
 
 
 @dataclass
+class SpoolFigures:
+    """The spool directory ([broker] spool_dir) as the command saw it; `directory` "": off."""
+
+    directory: str
+    files: int = 0
+    messages: int = 0
+    oldest: float | None = None  # seconds since the oldest file was written
+    error: str | None = None
+
+
+@dataclass
 class Report:
     processes: list[Process]
     outbox: OutboxFigures
@@ -35,6 +46,7 @@ class Report:
     directory: str = ""
     reasons: list[str] = field(default_factory=list)
     code: int = OK
+    spool: SpoolFigures | None = None
 
     def judge(self) -> Report:
         """Set `code` and `reasons`: 2 broken (no process connected, or the outbox unreadable),
@@ -63,6 +75,12 @@ class Report:
         if self.outbox.enabled and self.outbox.oldest is not None and self.outbox.oldest > self.max_age:
             degraded.append(f"the outbox holds {self.outbox.rows} unsent row(s), the oldest for "
                             f"{self.outbox.oldest:.0f}s (> --max-age {self.max_age:g}s)")
+        sp = self.spool
+        if sp is not None and sp.error:
+            degraded.append(f"the spool cannot be read: {sp.error}")
+        elif sp is not None and sp.oldest is not None and sp.oldest > self.max_age:
+            degraded.append(f"the spool holds {sp.messages} message(s) in {sp.files} file(s), the oldest for "
+                            f"{sp.oldest:.0f}s (> --max-age {self.max_age:g}s; `koji-messagebus spool flush`)")
         self.code = BROKEN if broken else DEGRADED if degraded else OK
         self.reasons = broken + degraded
         return self
@@ -112,6 +130,12 @@ def render_text(report: Report) -> str:
                      + (f", the oldest stored {ob.oldest:.0f}s ago" if ob.oldest is not None else "")
                      + (f"; sent messages kept for replay from {ob.kept_oldest:.0f}s ago"
                         if ob.kept_oldest is not None else ""))
+    sp = report.spool
+    if sp is not None:
+        lines.append("spool: off ([broker] spool_dir is empty)" if not sp.directory
+                     else f"spool ({sp.directory}): cannot be read: {sp.error}" if sp.error
+                     else f"spool ({sp.directory}): {sp.messages} message(s) in {sp.files} file(s)"
+                     + (f", the oldest written {sp.oldest:.0f}s ago" if sp.oldest is not None else ""))
     lines.append(f"health: {HEALTH_WORDS[report.code]}" + (": " + "; ".join(report.reasons) if report.reasons else ""))
     return "\n".join(lines)
 
@@ -124,6 +148,9 @@ def render_json(report: Report) -> str:
                       for p in report.processes],
         "outbox": {"enabled": report.outbox.enabled, "rows": report.outbox.rows, "oldest": report.outbox.oldest,
                    "kept_oldest": report.outbox.kept_oldest, "error": report.outbox.error},
+        "spool": None if report.spool is None else {
+            "dir": report.spool.directory, "files": report.spool.files, "messages": report.spool.messages,
+            "oldest": report.spool.oldest, "error": report.spool.error},
     }, sort_keys=True)
 
 
@@ -186,6 +213,10 @@ def render_prometheus(report: Report) -> str:
                    [({}, ob.oldest or 0.0)])
             metric("outbox_kept_oldest_seconds", "gauge", "Age of the oldest sent row kept for replay (0: none).",
                    [({}, ob.kept_oldest or 0.0)])
+    sp = report.spool
+    if sp is not None and sp.directory and not sp.error:
+        metric("spool_messages", "gauge", "Messages hub processes spooled at exit, not sent yet.", [({}, sp.messages)])
+        metric("spool_oldest_seconds", "gauge", "Age of the oldest spool file (0: none).", [({}, sp.oldest or 0.0)])
     metric("health", "gauge", "What `koji-messagebus status` exits with: 0 healthy, 1 degraded, 2 broken.",
            [({}, report.code)])
     return "\n".join(lines) + "\n"

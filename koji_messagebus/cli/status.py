@@ -15,7 +15,8 @@ from koji_messagebus.cli.metrics import BROKEN
 HELP = "the hub processes' figures and the outbox; Prometheus metrics"
 DESCRIPTION = ("Show what each hub process on this host has published, refused, lost and holds, its connection "
                "and last error, its request wait p50/p99 over the last minute (from the files the processes write "
-               "in [status] dir), and the outbox's unsent rows (when [outbox] enabled). Processes that died are "
+               "in [status] dir), the outbox's unsent rows (when [outbox] enabled) and the messages spooled at exit "
+               "([broker] spool_dir). Processes that died are "
                "shown as gone and their files removed. Exit status: 0 healthy; 1 degraded (something held longer "
                "than --max-age, a process not connected, or no process has reported); 2 broken (no process "
                "connected, or the outbox unreadable).")
@@ -51,6 +52,21 @@ def outbox_figures(args: argparse.Namespace, config) -> object:
     return metrics.OutboxFigures(True, rows, oldest, kept, where=f"{outbox.TABLE} in {settings.describe()}")
 
 
+def spool_figures(config) -> object:
+    from koji_messagebus.cli import metrics
+    from koji_messagebus.delivery.spool import Spool
+
+    directory = config.broker.spool_dir
+    if not directory:
+        return metrics.SpoolFigures("")
+    try:
+        files, messages, oldest = Spool(directory).summary()
+    except OSError as exc:
+        return metrics.SpoolFigures(directory, error=exc.strerror or str(exc))
+    return metrics.SpoolFigures(directory, files, messages,
+                                None if oldest is None else max(0.0, time.time() - oldest))
+
+
 def write_atomically(path: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".koji-messagebus.", dir=directory)
@@ -80,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
                        "root or the httpd user; --dir or [status] dir names another)", BROKEN) from None
     ob = outbox_figures(args, config)
     assert isinstance(ob, metrics.OutboxFigures)
-    report = metrics.Report(processes, ob, time.time(), args.max_age, directory).judge()
+    sp = spool_figures(config)
+    assert isinstance(sp, metrics.SpoolFigures)
+    report = metrics.Report(processes, ob, time.time(), args.max_age, directory, spool=sp).judge()
     render = {"text": metrics.render_text, "json": metrics.render_json,
               "prometheus": metrics.render_prometheus}[args.format]
     text = render(report)

@@ -196,6 +196,10 @@ OPTIONS: tuple[Option, ...] = (
            "most 10x)."),
     Option("broker", "max_pending", 10000, _int_range(0, 10_000_000), "an integer >= 0",
            "Without the outbox: messages kept in memory while the broker is down."),
+    Option("broker", "spool_dir", "/var/spool/koji-messagebus", _text, "a directory path, or empty",
+           "Messages a hub process still holds when it exits (the broker down or slow for the whole `timeout`, "
+           "mostly without the outbox) are written here (0750, owned by the httpd group) and sent by the next "
+           "hub process that connects, or by `koji-messagebus spool flush`; empty: they are logged as lost."),
     Option("broker", "test_mode", False, _bool, "true or false", "Log each message instead of sending it."),
     Option("exchange", "name", "koji.events", _nonempty, "an exchange name", "Exchange to publish to."),
     Option("exchange", "type", "topic", _choice("topic", "headers"), "topic or headers",
@@ -271,6 +275,7 @@ class BrokerSettings:
     heartbeat: int
     retry_interval: float
     max_pending: int
+    spool_dir: str
     test_mode: bool
 
 

@@ -19,12 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from koji_messagebus.config.settings import Config
+from koji_messagebus.delivery import spool
 from koji_messagebus.delivery.drainer import DRAIN_EVERY, Drainer, min_age
 from koji_messagebus.delivery.outbox_step import OutboxStep
 from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.delivery.sender import Hold, SenderThread
 from koji_messagebus.errors import first_line
-from koji_messagebus.format.wire import Outgoing, describe
+from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.log import log
 from koji_messagebus.transaction import outbox
 from koji_messagebus.transaction.subcalls import rollback_quietly
@@ -65,6 +66,7 @@ class Delivery:
         self._last_delete = time.monotonic()
         self._drain_at = 0.0
         self.sender.on_recovery.append(self._recovered)
+        self.spool = spool.for_config(config, self.sender)  # sends spooled files after each connect
 
     def _recovered(self) -> None:
         self._drain_at = 0.0  # request-path fallback: the next request drains
@@ -134,12 +136,15 @@ class Delivery:
         EXIT_RESERVE of the budget), delete the rows the broker settled, close the AMQP connection
         politely.  Outbox rows still unsent stay in the table for the elected drainer (this
         process's database backends end with it, so they are taken at once).  Messages held in
-        memory (outbox off) that the broker did not take are logged as lost, one ERROR line with
-        their count and types: the outbox is the durable hand-over (see docs/lifecycle.md)."""
+        memory (outbox off, or a request the outbox could not take) that the broker did not take are
+        written to the spool (spool.py), or, without one, logged as lost: one ERROR line with their
+        count, types and the reason (see docs/lifecycle.md)."""
         clock = self.sender.clock
         deadline = clock() + budget
         if self.drainer is not None:
             self.drainer.exiting = True
+        if self.spool is not None:
+            self.spool.stop()
         if self.sender.ours():
             self.sender.wait_idle(max(0.0, deadline - min(EXIT_RESERVE, budget / 4) - clock()))
         if self.drainer is not None:
@@ -150,14 +155,17 @@ class Delivery:
         held = self.sender.held(Hold.MEMORY) if self.sender.ours() else []
         rows = self.sender.held(Hold.OWNED) if self.sender.ours() else []
         self.sender.close(min(CLOSE_WAIT, max(0.0, deadline - clock())))
-        if held:
-            log.error("lost at process exit: %s: the broker did not take them within timeout = %gs "
-                      "(enable the outbox to keep them)", describe(held), budget)
+        if self.spool is not None:
+            self.spool.hand_over(held, budget)  # the held messages to the spool, or one ERROR line
+        else:
+            spool.hand_over(None, held, budget)
         if rows:
             log.warning("%d outbox message(s) not sent at process exit; they stay in the outbox and "
                         "another hub process sends them", len(rows))
 
     def close(self) -> None:
+        if self.spool is not None:
+            self.spool.stop()
         if self.drainer is not None:
             self.drainer.close()
         self.sender.close()

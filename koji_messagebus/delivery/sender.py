@@ -95,6 +95,8 @@ class SenderThread:
         self.abandoned_rows: list[int] = []
         #: called (on this thread, without the lock) when the broker is back after being down
         self.on_recovery: list[Callable[[], None]] = []
+        #: called (on this thread, without the lock) after every connect: the first, a recovery (spool.py)
+        self.on_connect: list[Callable[[], None]] = []
         #: called (under the lock: must not take locks of its own) when settled_rows or abandoned_rows grew
         self.on_rows: list[Callable[[], None]] = []
         self.connects = 0
@@ -377,6 +379,11 @@ class SenderThread:
                     callback()
                 except Exception:  # noqa: BLE001 - a recovery hook must not stop the sender
                     log.exception("recovery hook failed")
+        for callback in list(self.on_connect):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a connect hook must not stop the sender
+                log.exception("connect hook failed")
 
     def _pause(self, seconds: float) -> bool:
         """Sleep between probes; True when closing."""

@@ -55,6 +55,16 @@ class Instance:
             os.chown(path, user.pw_uid, user.pw_gid)
             path.chmod(0o600)
 
+    def fresh_spool(self) -> str:
+        """An empty spool directory ([broker] spool_dir) the httpd user owns, 0750 as packaged."""
+        spool = self.dir / "spool"
+        subprocess.run(["rm", "-rf", str(spool)], check=True)
+        spool.mkdir(parents=True)
+        user = pwd.getpwnam("www-data")
+        os.chown(spool, user.pw_uid, user.pw_gid)
+        spool.chmod(0o750)
+        return str(spool)
+
     def remove_app_files(self) -> None:
         """Back to apache.sh's defaults at the next start (a test's config names its own proxy)."""
         for name in ("hub.conf", "messagebus.conf"):
@@ -146,6 +156,16 @@ BROKER_DOWN = "koji.plugin.messagebus: messagebus: broker unavailable: "
 #: the plugin's ERROR line for messages held in memory (outbox off) that a process could not
 #: send before it exited: "lost at process exit: N message(s) (...)"
 LOST_AT_EXIT = re.compile(r"koji\.plugin\.messagebus: messagebus: lost at process exit: (\d+) message")
+
+
+#: the plugin's WARNING when a process exits holding messages it hands to the spool
+SPOOLED_AT_EXIT = re.compile(r"koji\.plugin\.messagebus: messagebus: (\d+) message\(s\) not sent at process exit "
+                             r"\([^)]*\): spooled to ")
+
+
+def spooled(log: str) -> int:
+    """How many messages processes wrote to the spool at exit."""
+    return sum(int(m.group(1)) for m in SPOOLED_AT_EXIT.finditer(log))
 
 
 def reported_lost(log: str) -> int:

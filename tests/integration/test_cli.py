@@ -811,3 +811,35 @@ def test_listen_validate_marks_messages_that_do_not_match(exchanges, conf):
     assert ["schema_problems" in r for r in records] == [False, False, True]
     assert {"path": "$.headers.tag", "reason": "44 is not of type 'string'"} in records[2]["schema_problems"]
     assert "schema: 1 of 3 message(s) did not match their schema" in err
+
+
+def test_spool_status_and_flush_send_the_spool_byte_for_byte(exchanges, conf, tmp_path):
+    """`spool status` counts the files and messages; `spool flush` sends them (same message-ids,
+    each once), deletes the files, and with the broker unreachable stops with exit 1, the rest kept."""
+    from koji_messagebus.delivery.spool import Spool
+
+    exchange = exchanges()
+    directory = str(tmp_path / "spool")
+    path = conf(exchange, broker={"spool_dir": directory})
+    config = load_config(path)
+    spool = Spool(directory)
+    batches = [[encode(format_event(CALLBACK_TYPES[cb], encode_datetime_recurse(kw), config.topic.prefix))
+                for cb, kw in STORY[i::2]] for i in (0, 1)]
+    for batch in batches:
+        spool.write(batch)
+    down = run("--config", conf(exchange, broker={"spool_dir": directory, "port": closed_port()}), "spool", "flush")
+    assert down.returncode == 1 and down.stderr.startswith("error: broker 127.0.0.1:"), down.stderr
+    assert down.stdout.strip() == "sent 0 spooled message(s) from 0 file(s); 5 left in the spool"
+    status = run("--config", path, "spool", "status")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"{directory}: 9 message(s) in 2 file(s), oldest written ")
+    consumer = Consumer(exchange, declare=False)
+    try:
+        res = run("--config", path, "spool", "flush")
+        got = consumer.collect(expect=9)
+    finally:
+        consumer.close(delete_exchange=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "sent 9 spooled message(s) from 2 file(s)"
+    assert sorted(r.message_id for r in got) == sorted(m.msg_id for b in batches for m in b)
+    assert spool.summary() == (0, 0, None)

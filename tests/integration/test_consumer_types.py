@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 
+import proton
 import pytest
 
 from koji_messagebus.amqp import AmqpConnection
@@ -186,7 +187,10 @@ def test_each_client_reads_each_type_as_the_table_says(broker, exchange_name, tm
     print(json.dumps(got, indent=1, sort_keys=True))
     seen = {field: tuple(got[c].get(field, ["(missing)"])[0] for c in ("proton", "pika", "rhea", "go"))
             for field in EXPECTED}
-    wrong = {f: (seen[f], EXPECTED[f]) for f in EXPECTED if seen[f] != EXPECTED[f]}
+    expected = dict(EXPECTED)
+    if proton.VERSION < (0, 40):  # proton 0.37 (EPEL 9) decodes a binary as bytes, 0.40 as a memoryview
+        expected.update({f: ("bytes",) + row[1:] for f, row in EXPECTED.items() if row[0] == "memoryview"})
+    wrong = {f: (seen[f], expected[f]) for f in expected if seen[f] != expected[f]}
     assert not wrong, json.dumps(wrong, indent=1)
     # the values too, where the type alone does not say it
     assert got["rhea"]["body.int_2_53_plus_1"][1] == str(2**53)  # rounded: a JavaScript number

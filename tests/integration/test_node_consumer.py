@@ -110,7 +110,7 @@ def test_node_rhea_consumer_validates_every_message_with_ajv(monkeypatch, conf_f
     broken = {**entries("postTag")[0]["kwargs"]}
     broken["tag"] = {**broken["tag"], "name": 44}
     node = NodeConsumer(source, extra, len(calls) + 1, modules)
-    # the recorded RPMSigns are unsigned imports
+    # the recorded RPMSigns are unsigned imports: unsigned_rpm_sign on, so every recorded call is sent
     monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf_file(topic={"unsigned_rpm_sign": True}))
     load_plugin()
     hub = Hub()

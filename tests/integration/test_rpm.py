@@ -19,6 +19,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("rpmbuild"), reason="rpmbuild i
 
 PLUGIN = "/usr/lib/koji-hub-plugins/messagebus.py"
 STATUS_DIR = "/run/koji-messagebus"  # [status] dir's default, created at boot by the tmpfiles.d entry
+SPOOL_DIR = "/var/spool/koji-messagebus"  # [broker] spool_dir's default: messages held at exit
 CONF = resources.RPM_PATHS[resources.SAMPLE_CONFIG]
 SCHEMA = resources.RPM_PATHS[resources.SCHEMA]
 SERVICE = resources.RPM_PATHS[resources.FLUSH_SERVICE]
@@ -71,7 +72,7 @@ def test_file_list(files, sitelib):
     assert not [f for f in files if "/tests/" in f or "/bench/" in f]
     outside = {f for f in files if not f.startswith((sitelib, "/usr/share/doc/", "/usr/share/licenses/"))}
     assert outside == {PLUGIN, CONF, SCHEMA, SERVICE, TIMER, BIN, "/usr/lib/koji-hub-plugins",
-                       "/etc/koji-hub/plugins", "/usr/share/koji-messagebus", STATUS_DIR,
+                       "/etc/koji-hub/plugins", "/usr/share/koji-messagebus", STATUS_DIR, SPOOL_DIR,
                        *(resources.RPM_PATHS[n] for n in (resources.METRICS_SERVICE, resources.METRICS_TIMER,
                                                           resources.TMPFILES))}
 
@@ -94,6 +95,7 @@ def test_modes_owners_and_config_flags(built):
     for name in (resources.METRICS_SERVICE, resources.METRICS_TIMER, resources.TMPFILES):
         assert dump[resources.RPM_PATHS[name]] == ("0100644", "root", "root", "0"), name
     assert dump[STATUS_DIR] == ("040750", "apache", "apache", "0")  # the status files: the hub writes, root reads
+    assert dump[SPOOL_DIR] == ("040750", "apache", "apache", "0")  # the spool: the hub writes and reads
     flags = dict(line.split() for line in rpm("-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", built)
                  .splitlines() if len(line.split()) == 2)
     assert set(flags[CONF]) >= {"c", "n"}  # %config(noreplace): an upgrade keeps the admin's edits

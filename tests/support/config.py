@@ -18,7 +18,9 @@ def write_config(path, exchange_name: str = "koji.events", **sections) -> str:
         exchange["address"] = t.address
     values = {
         "broker": {"host": t.host, "port": str(t.port), "auth": "PLAIN", "username": t.user,
-                   "password": t.password, "timeout": "5", "connect_timeout": "5", "retry_interval": "30"},
+                   "password": t.password, "timeout": "5", "connect_timeout": "5", "retry_interval": "30",
+                   # never the host's /var/spool: a test's spool is its own
+                   "spool_dir": os.path.join(os.path.dirname(os.path.abspath(path)), "spool")},
         "exchange": exchange,
         "topic": {"prefix": "koji.event"},
     }
@@ -36,7 +38,8 @@ def write_config(path, exchange_name: str = "koji.events", **sections) -> str:
 
 def make_config(tmp_path, **broker):
     values = {"host": "127.0.0.1", "port": 5999, "username": "u", "password": "p", "timeout": 1.0,
-              "connect_timeout": 0.2, "retry_interval": 0.5, "max_pending": 100, **broker}
+              "connect_timeout": 0.2, "retry_interval": 0.5, "max_pending": 100,
+              "spool_dir": tmp_path / "spool", **broker}
     path = tmp_path / "messagebus.conf"
     path.write_text("[broker]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "[exchange]\nname = x\n")
     path.chmod(0o600)

@@ -198,7 +198,7 @@ def test_shutdown_sends_what_is_held_then_reports_what_it_could_not_once(make_ru
     rt.shutdown()
     assert len(broker.received) == 2
     broker.down = True
-    rt = make_runtime(timeout=0.5)
+    rt = make_runtime(timeout=0.5, spool_dir="")  # no spool (tests/unit/test_spool.py: with one)
     rt.post_commit(RequestBatch(messages=msgs("c", "d", "e")), None)
     with caplog.at_level(logging.ERROR, logger="koji.plugin.messagebus"):
         rt.shutdown()
