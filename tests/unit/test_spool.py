@@ -210,3 +210,13 @@ def test_the_package_creates_the_default_spool_directory_for_the_httpd_user():
     with open(os.path.join(root, "koji-messagebus.spec")) as fh:
         spec = fh.read()
     assert "%dir %attr(0750, apache, apache) %{_localstatedir}/spool/koji-messagebus" in spec
+
+
+def test_files_written_in_the_same_millisecond_keep_their_order(tmp_path, monkeypatch):
+    """Two writes in one millisecond (a flush writing back, a test) with different counts: the
+    second must not sort before the first (their names once differed only by the count)."""
+    monkeypatch.setattr(spool.time, "time", lambda: 1_700_000_000.0)
+    sp = spool.Spool(str(tmp_path / "spool"))
+    sp.write(msgs("a", "b"))
+    sp.write(msgs("c"))
+    assert [e.count for e in sp.entries()] == [2, 1]
