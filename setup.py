@@ -24,9 +24,12 @@ class BuildPy(build_py):
     def run(self):
         super().run()
         conf = os.path.join(HERE, "conf")
-        if os.path.isdir(conf):
-            for name in ("messagebus.conf", "messagebus-schema.sql"):
-                self.copy_file(os.path.join(conf, name), os.path.join(self.build_lib, "koji_messagebus", "data", name))
+        if getattr(self, "editable_mode", False) or not os.path.isdir(conf):
+            return  # an editable install reads the checked-in package data (kept identical to conf/)
+        target = os.path.join(self.build_lib, "koji_messagebus", "data")
+        self.mkpath(target)
+        for name in ("messagebus.conf", "messagebus-schema.sql"):
+            self.copy_file(os.path.join(conf, name), os.path.join(target, name))
 
 
 setup(
