@@ -185,10 +185,20 @@ def test_apache(shape, scenario, outbox, schema, exchange_name, tmp_path):
     # nothing committed is lost, whatever happened to the processes: outbox rows, or the spool
     assert not lost, f"{len(lost)} of {len(committed)} lost ({reported} reported lost): {lost[:10]}"
     assert not spool_left, f"{spool_left} message(s) left in the spool"
-    # what needs the clean exit at process end (issue 16 item 3)
+    # what needs the clean exit at process end (issue 16 item 3): no duplicate from a process that
+    # ended cleanly.  A duplicate has a cause only where a connection was lost with messages in flight
+    # on it: the fault proxy's cut (outage scenarios), or a daemon process that mod_wsgi cut short on
+    # `apachectl graceful` (the calls answered 500/503 above).  At most THREADS client requests are in
+    # flight at any time, so each hub process can lose the settlements of at most THREADS messages.
     clean = []
-    if duplicates:
-        clean.append(f"{duplicates} duplicates")
+    if scenario == "restarts" and shape == "prefork":
+        allowed = 0  # every prefork child here ends by MaxConnectionsPerChild or graceful: cleanly
+    elif scenario == "restarts":
+        allowed = len([e for e in events if e.startswith("graceful")]) * THREADS
+    else:
+        allowed = len(set(committed.values())) * THREADS
+    if duplicates > allowed:
+        clean.append(f"{duplicates} duplicates (more than the {allowed} the {scenario} scenario can explain)")
     if outbox_left:
         clean.append(f"{outbox_left} outbox rows left after graceful-stop")
     if clean and not clean_exit_available():
