@@ -79,9 +79,9 @@ def queue_exists(name: str) -> bool:
             conn.close()
 
 
-def gone(queue: str, within: float = 5.0) -> bool:
+def gone(queue: str, within: float = 20.0) -> bool:
     """The queue is deleted (the broker deletes an auto-delete queue shortly after its consumer
-    left; give it a moment)."""
+    left; give it a moment: over TLS on a loaded machine that was seen to take more than 5 s)."""
     deadline = time.monotonic() + within
     while queue_exists(queue):
         if time.monotonic() > deadline:
