@@ -103,15 +103,18 @@ class NodeConsumer:
         return self.proc.returncode, [json.loads(line) for line in out.splitlines()]
 
 
-def test_node_rhea_consumer_validates_every_message_with_ajv(monkeypatch, conf_file, exchange_name):
+#: RabbitMQ 3.10's AMQP 1.0 plugin now and then ends a receiver's connection with a crash of its own
+#: (`{connection_closing,{internal_error,541,<<"...:noproc">>}}`, seen once in ~8 CI runs): the broker's
+#: fault, not the contract's; the consumer runs once more then, and says so
+BROKER_CRASH = "internal_error,541"
+
+
+def consume_everything(conf_file, exchange_name, calls, broken):
+    """One run: the Node consumer attached, every recorded call and the broken one sent through the
+    plugin; (its exit code, what it printed, its stderr)."""
     modules = node_modules()
     source, extra, queue = source_for(exchange_name)
-    calls = [(cb, entry["kwargs"]) for cb in CALLBACK_TYPES for entry in entries(cb)]
-    broken = {**entries("postTag")[0]["kwargs"]}
-    broken["tag"] = {**broken["tag"], "name": 44}
     node = NodeConsumer(source, extra, len(calls) + 1, modules)
-    # the recorded RPMSigns are unsigned imports: unsigned_rpm_sign on, so every recorded call is sent
-    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf_file(topic={"unsigned_rpm_sign": True}))
     load_plugin()
     hub = Hub()
     try:
@@ -129,7 +132,20 @@ def test_node_rhea_consumer_validates_every_message_with_ajv(monkeypatch, conf_f
                 conn.channel().queue_delete(queue)
             finally:
                 conn.close()
-    assert rc == 0, "".join(node.err)
+    return rc, got, "".join(node.err)
+
+
+def test_node_rhea_consumer_validates_every_message_with_ajv(monkeypatch, conf_file, exchange_name):
+    calls = [(cb, entry["kwargs"]) for cb in CALLBACK_TYPES for entry in entries(cb)]
+    broken = {**entries("postTag")[0]["kwargs"]}
+    broken["tag"] = {**broken["tag"], "name": 44}
+    # the recorded RPMSigns are unsigned imports: unsigned_rpm_sign on, so every recorded call is sent
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf_file(topic={"unsigned_rpm_sign": True}))
+    rc, got, err = consume_everything(conf_file, exchange_name, calls, broken)
+    if rc != 0 and BROKER_CRASH in err:
+        print(f"the broker ended the consumer's connection ({err.strip()}); running it once more")
+        rc, got, err = consume_everything(conf_file, exchange_name, calls, broken)
+    assert rc == 0, err
     assert [g["type"] for g in got] == [CALLBACK_TYPES[cb] for cb, _ in calls] + ["Tag"]
     invalid = [g for g in got[:-1] if not g["valid"]]
     assert invalid == [], f"{len(invalid)} message(s) fail the schema in Node/ajv: {invalid[:3]}"
