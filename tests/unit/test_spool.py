@@ -13,12 +13,12 @@ import time
 import pytest
 
 from koji_messagebus.cli import metrics
-from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery import spool
 from koji_messagebus.delivery.handoff import Delivery
 from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.format.wire import Outgoing
+from tests.support.config import make_config, until
 from tests.support.fakebroker import FakeBroker, msgs
 
 
@@ -27,30 +27,12 @@ def binary(*ids: str) -> list[Outgoing]:
     return [Outgoing(i, 1700000000.25, "Tag", f"koji.event.Tag.{i}", i.encode() + bytes(range(256))) for i in ids]
 
 
-def make_config(tmp_path, **broker):
-    values = {"host": "127.0.0.1", "port": 5999, "username": "u", "password": "p", "timeout": 0.5,
-              "connect_timeout": 0.2, "retry_interval": 0.5, "spool_dir": tmp_path / "spool", **broker}
-    path = tmp_path / "messagebus.conf"
-    path.write_text("[broker]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "[exchange]\nname = x\n")
-    path.chmod(0o600)
-    return load_config(str(path))
-
-
-def until(cond, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()
-
-
 @pytest.fixture
 def delivery(tmp_path):
     made = []
 
     def make(broker: FakeBroker, **opts) -> Delivery:
-        cfg = make_config(tmp_path, **opts)
+        cfg = make_config(tmp_path, **{"timeout": 0.5, **opts})
         d = Delivery(cfg, sender=SenderThread(cfg, pipe=broker.pipe, connect=broker.connection))
         made.append(d)
         return d
@@ -131,7 +113,7 @@ def test_exit_with_the_broker_down_spools_and_the_next_process_sends_them(delive
     second.post_commit(msgs("request"), None, None)
     resender = second.spool
     assert resender is not None
-    assert until(lambda: len(up.received) == 4 and sp.summary()[0] == 0 and resender.sent == 3)
+    assert until(lambda: len(up.received) == 4 and sp.summary()[0] == 0 and resender.sent == 3, 5.0)
     assert up.received[0] == b"request"  # the request's own message went first
     assert up.received[1:] == [m.payload for m in held]
 
@@ -145,7 +127,7 @@ def test_a_process_exiting_before_its_claim_is_sent_spools_the_rest(delivery, tm
     d = delivery(held_broker)
     d.post_commit(msgs("request"), None, None)
     assert d.spool is not None
-    assert until(lambda: any(spool.CLAIMED in e.path for e in sp.entries()))
+    assert until(lambda: any(spool.CLAIMED in e.path for e in sp.entries()), 5.0)
     d.shutdown(0.3)
     entries = sp.entries()
     assert len(entries) == 1 and entries[0].claimer is None
