@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/brokers.py [--broker rabbitmq3 --broker artemis ...] [--requests 300]
 
-For each broker (as scripts/services/*.sh start them, see tests/support/brokers.py; `--url amqp://HOST:PORT`
+For each broker (as scripts/services/*.sh start them, see devkit/brokers.py; `--url amqp://HOST:PORT`
 with `--user`/`--password` for another) it times, on a warm connection with `address = auto`:
 - `request`: what one hub request of 3 events costs in postCommit (Runtime.post_commit, no outbox),
   the same measure as bench/run.py's "3 messages" row;
@@ -24,13 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devkit.brokers import DEFAULTS  # noqa: E402
+from devkit.recorded import entries  # noqa: E402
 from koji_messagebus.amqp import AmqpConnection  # noqa: E402
 from koji_messagebus.config.settings import load_config  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.format.wire import encode  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402
-from tests.support.brokers import DEFAULTS  # noqa: E402
-from tests.support.recorded import entries  # noqa: E402
 
 perf = time.perf_counter
 

@@ -28,7 +28,7 @@ from bench.run import DB_NAME, EXCHANGE, db_connect, encoded, hub_request, reque
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.amqp import AmqpConnection  # noqa: E402
 from koji_messagebus.config.settings import load_config  # noqa: E402
-from tests.support.hub import load_plugin  # noqa: E402
+from koji_messagebus.testing import load_plugin  # noqa: E402
 
 perf = time.perf_counter
 

@@ -10,16 +10,16 @@ import uuid
 
 import pytest
 
+from devkit.brokers import need
+from devkit.config import write_config
+from devkit.recorded import entries
 from koji_messagebus.amqp import AmqpConnection, BrokerError, Connection, management
 from koji_messagebus.amqp.address import flavour
 from koji_messagebus.amqp.receiver import open_listener
 from koji_messagebus.config.settings import Config, load_config
 from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import Outgoing, encode
-from tests.support.brokers import need
-from tests.support.config import write_config
 from tests.support.receiver import Receiver
-from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from devkit.recorded import entries
 from tests.support.amqp_peer import Peer
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin
-from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 
@@ -69,11 +69,11 @@ def test_a_rejection_names_the_brokers_condition_and_description(hub_for, plugin
 def test_released_is_unroutable_counted_and_said_once_a_minute_at_info(plugin_log, monkeypatch, tmp_path,
                                                                         exchange_name):
     """A message no queue is bound for is `released` (RabbitMQ 4.x): not lost, not an error, said at INFO."""
+    from devkit.config import write_config
     from koji_messagebus.amqp import sender
     from koji_messagebus.config.settings import load_config
     from koji_messagebus.format.messages import format_event
     from koji_messagebus.format.wire import encode
-    from tests.support.config import write_config
 
     monkeypatch.setattr(sender, "UNROUTABLE", sender.UnroutableLog())
     with Peer("release") as peer:

@@ -14,6 +14,8 @@ import uuid
 
 import pytest
 
+from devkit.config import write_config
+from devkit.recorded import first
 from koji_messagebus import cli
 from koji_messagebus.amqp import AmqpConnection, BrokerError
 from koji_messagebus.config.settings import ConfigError, load_config, parse_config
@@ -21,10 +23,8 @@ from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.format.wire import encode
 from tests.support import tls
-from tests.support.config import write_config
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin
 from tests.support.pika_consumer import Consumer
-from tests.support.recorded import first
 
 pytestmark = pytest.mark.integration
 

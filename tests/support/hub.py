@@ -17,61 +17,19 @@ per transaction (per sub-call in a multicall), created by the first versioned wr
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 import koji
 import koji.plugin
-import psycopg2
 from koji.context import context
 
+from devkit.hubdb import DSN, CursorWrapper, DBWrapper, db_connect
 from koji_messagebus import testing
 
-DSN = os.environ.get("KOJI_MESSAGEBUS_TEST_DSN", "dbname=test host=127.0.0.1 user=postgres")
-_NAMED = re.compile(r"%\(([^\)]+)\)[a-z]")
-
-
-class CursorWrapper:
-    """Behaves like kojihub.db.CursorWrapper for the calls a plugin makes."""
-
-    def __init__(self, cursor):
-        self.cursor = cursor
-
-    def __getattr__(self, key):
-        return getattr(self.cursor, key)
-
-    def execute(self, operation, parameters=(), log_errors=True):
-        operation = _NAMED.sub(r"%(\1)s", operation)
-        if isinstance(parameters, dict):
-            parameters = {k: tuple(v) if isinstance(v, list) else v for k, v in parameters.items()}
-        return self.cursor.execute(operation, parameters)
-
-
-class DBWrapper:
-    """Behaves like kojihub.db.DBWrapper."""
-
-    def __init__(self, cnx):
-        self.cnx = cnx
-
-    def __getattr__(self, key):
-        return getattr(self.cnx, key)
-
-    def cursor(self, *args, **kw):
-        return CursorWrapper(self.cnx.cursor(*args, **kw))
-
-    def close(self):
-        self.cnx.cursor().execute("ROLLBACK")
-        self.cnx = None
-
-
-def db_connect():
-    cnx = psycopg2.connect(DSN)
-    cnx.set_client_encoding("UTF8")
-    return cnx
-
+__all__ = ["DSN", "CursorWrapper", "DBWrapper", "Fault", "Hub", "db_connect", "dml", "fire", "get_event",
+           "load_plugin", "unload_plugin", "HUB_SCHEMA"]
 
 def load_plugin() -> Any:
     """koji_messagebus.testing.load_plugin (the one implementation), after dropping every callback

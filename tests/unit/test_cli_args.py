@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
+from devkit.config import write_config
 from koji_messagebus import cli, rabbitmq
 from koji_messagebus.cli import common, install
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.listener import HeaderMatch, jsonable, render, source_addresses
-from tests.support.config import write_config
 
 COMMANDS = [["check"], ["preview"], ["listen"], ["outbox"], ["outbox", "status"], ["outbox", "flush"],
             ["outbox", "purge"], ["outbox", "init"], ["install-plugin"], ["demo"], ["send"]]

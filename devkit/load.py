@@ -33,13 +33,14 @@ import pika  # noqa: E402
 import psycopg2  # noqa: E402
 from koji.context import context  # noqa: E402
 
+from devkit.amqp091 import decode_091  # noqa: E402
+from devkit.hubdb import DBWrapper  # noqa: E402
+from devkit.recorded import entries  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES  # noqa: E402
 from koji_messagebus.runtime import Runtime  # noqa: E402
+from koji_messagebus.testing import load_plugin  # noqa: E402
 from koji_messagebus.transaction import outbox  # noqa: E402
-from tests.support.hub import DBWrapper, load_plugin  # noqa: E402
-from tests.support.pika_consumer import decode_091  # noqa: E402
-from tests.support.recorded import entries  # noqa: E402
 
 #: per-thread profile counters, reset by each request (see instrument())
 PROFILE = threading.local()
