@@ -74,7 +74,7 @@ def bench(url: str, user: str, password: str, n: int, warm: int) -> dict[str, ob
     with tempfile.TemporaryDirectory() as tmp:
         conf = write_config(Path(tmp) / "b.conf", url, user, password, exchange)
         cfg = load_config(conf)
-        conn = AmqpConnection(cfg, cfg.endpoints[0])
+        conn = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
         consumer = None
         if url.endswith(":5672"):  # RabbitMQ 3.x cannot create it over AMQP 1.0
             consumer = bind_queue(url, user, password, exchange, declare=True)

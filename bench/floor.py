@@ -62,7 +62,7 @@ def main() -> int:
         use_runtime(conf)
         raw = db_connect(DB_NAME)
         cfg = load_config(conf)
-        floor_conn = AmqpConnection(cfg, cfg.endpoints[0])
+        floor_conn = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
         floor_conn.open(time.monotonic() + 5)
         batch = encoded(events)
         floor, with_db, without_db = [], [], []

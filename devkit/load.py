@@ -262,7 +262,7 @@ def _bare_thread(load: Load, index: int, out: list[Req], stop: threading.Event) 
     rng = random.Random(load.seed * 1000 + index)
     cfg = load_config(load.conf)
     events = [encode(format_event(CALLBACK_TYPES[cb], kw, "koji.event")) for cb, kw in all_events()]
-    conn = AmqpConnection(cfg, cfg.endpoints[0])
+    conn = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
     conn.open(time.monotonic() + 5)
     for _ in range(load.requests):
         batch = [events[rng.randrange(len(events))] for _ in range(rng.randint(1, 10))]

@@ -79,7 +79,7 @@ def test_released_is_unroutable_counted_and_said_once_a_minute_at_info(plugin_lo
     with Peer("release") as peer:
         cfg = load_config(write_config(tmp_path / "c.conf", exchange_name, broker={
             "port": peer.port, "auth": "ANONYMOUS", "username": None, "password": None}))
-        conn = sender.AmqpConnection(cfg, cfg.endpoints[0])
+        conn = sender.AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
         conn.open(time.monotonic() + 5)
         try:
             msgs = [encode(format_event("Tag", TAG, "koji.event")) for _ in range(3)]

@@ -52,7 +52,7 @@ def prepare(broker, exchange: str, tmp_path):
 
         with pika.BlockingConnection(pika_parameters()) as c:
             c.channel().exchange_declare(exchange, "topic", durable=False)
-    sender = AmqpConnection(cfg, cfg.endpoints[0])
+    sender = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
     sender.open(time.monotonic() + 10)
     return sender
 

@@ -163,7 +163,7 @@ def test_each_client_reads_each_type_as_the_table_says(broker, exchange_name, tm
         for q in queues.values():
             channel.queue_declare(q, durable=True)
             channel.queue_bind(q, exchange_name, "#")
-        sender = AmqpConnection(cfg, cfg.endpoints[0])
+        sender = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
         sender.open(time.monotonic() + 10)
         try:
             out = sender.send([message()], time.monotonic() + 10)

@@ -80,7 +80,7 @@ def test_cookbook_consumer_runs_on_its_broker(broker, exchange_name, tmp_path, h
 
         with pika.BlockingConnection(pika_parameters()) as c:
             c.channel().exchange_declare(exchange_name, "topic", durable=False)
-    sender = AmqpConnection(cfg, cfg.endpoints[0])
+    sender = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
     sender.open(time.monotonic() + 10)  # creates the exchange where the broker allows
     script = tmp_path / "consumer.py"
     script.write_text(for_broker(snippet(heading), broker, exchange_name))

@@ -67,7 +67,7 @@ def conf(tmp_path, exchange: str, **broker) -> str:
 def tag_message(cfg=None):
     kwargs = first("postTag")
     event = format_event(CALLBACK_TYPES["postTag"], kwargs, "koji.event")
-    return encode(event, to=cfg.message_to(event.routing_key) if cfg else None)
+    return encode(event, to=cfg.exchange.message_to(event.routing_key) if cfg else None)
 
 
 def publish(path: str):
@@ -487,7 +487,7 @@ def test_connection_reports_mechanism_used(tmp_path, exchange_name, consumer):
         parser = configparser.RawConfigParser()
         parser.read(conf(tmp_path, exchange_name, **over))
         cfg = parse_config(parser, "t.conf")
-        conn = AmqpConnection(cfg, cfg.endpoints[0])
+        conn = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
         try:
             conn.open(time.monotonic() + 10)
             assert conn.connection.mechanism == mech

@@ -40,3 +40,12 @@ def test_the_check_sees_a_lazy_import(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from bench.faults import run_fault\n    import tests.support.hub\n")
     assert imported(sample) == {"bench", "tests"}
+
+
+def test_amqp_takes_typed_sections_not_the_whole_config():
+    names = sorted(f"{path.relative_to(ROOT)}: {alias.name}"
+                   for path in (ROOT / "koji_messagebus" / "amqp").rglob("*.py")
+                   for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                   if isinstance(node, ast.ImportFrom) and node.module == "koji_messagebus.config.settings"
+                   for alias in node.names if alias.name == "Config")
+    assert names == []
