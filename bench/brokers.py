@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/brokers.py [--broker rabbitmq3 --broker artemis ...] [--requests 300]
 
-For each broker (as scripts/services/*.sh start them, see tests/support/brokers.py; `--url amqp://HOST:PORT`
+For each broker (as scripts/services/*.sh start them, see devkit/brokers.py; `--url amqp://HOST:PORT`
 with `--user`/`--password` for another) it times, on a warm connection with `address = auto`:
 - `request`: what one hub request of 3 events costs in postCommit (Runtime.post_commit, no outbox),
   the same measure as bench/run.py's "3 messages" row;
@@ -24,13 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devkit.brokers import DEFAULTS  # noqa: E402
+from devkit.recorded import entries  # noqa: E402
 from koji_messagebus.amqp import AmqpConnection  # noqa: E402
 from koji_messagebus.config.settings import load_config  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.format.wire import encode  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402
-from tests.support.brokers import DEFAULTS  # noqa: E402
-from tests.support.recorded import entries  # noqa: E402
 
 perf = time.perf_counter
 
@@ -74,7 +74,7 @@ def bench(url: str, user: str, password: str, n: int, warm: int) -> dict[str, ob
     with tempfile.TemporaryDirectory() as tmp:
         conf = write_config(Path(tmp) / "b.conf", url, user, password, exchange)
         cfg = load_config(conf)
-        conn = AmqpConnection(cfg, cfg.endpoints[0])
+        conn = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
         consumer = None
         if url.endswith(":5672"):  # RabbitMQ 3.x cannot create it over AMQP 1.0
             consumer = bind_queue(url, user, password, exchange, declare=True)

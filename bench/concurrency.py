@@ -5,7 +5,7 @@ bare warm sender, on loopback and through a latency proxy.
     .venv/bin/python bench/concurrency.py --quick      # a smoke test of the script
     .venv/bin/python bench/concurrency.py --procs 2 --threads 8 --latency 0 --designs thread,bare
 
-For every (latency, outbox, design): N processes x M threads (bench/load.py) run `--requests`
+For every (latency, outbox, design): N processes x M threads (devkit/load.py) run `--requests`
 requests each (1-10 recorded post* events, `--think` seconds apart on each thread), and the same
 design alone on one thread for reference.  Printed (milliseconds): the plugin's time per request
 (post* callbacks + preCommit + postCommit: median, p99, max), the after-post* part, where it
@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import Arrivals, Load, Req, Setup, run_context, run_load, stats_ms
 from bench.sections import update
-from tests.support.faultproxy import FaultProxy
+from devkit.faultproxy import FaultProxy
+from devkit.load import Arrivals, Load, Req, Setup, run_context, run_load, stats_ms
 
 
 def proxy_process(delay: float, conn) -> None:

@@ -34,13 +34,13 @@ import koji.plugin  # noqa: E402
 import koji.util  # noqa: E402
 from koji.context import context  # noqa: E402
 
+from devkit.recorded import entries  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.config.settings import load_config  # noqa: E402
 from koji_messagebus.format import wire  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402
-from tests.support.hub import load_plugin, unload_plugin  # noqa: E402
-from tests.support.recorded import entries  # noqa: E402
+from koji_messagebus.testing import load_plugin, unload_plugin  # noqa: E402
 
 OLD = "c27e986"  # the tree before the one-pass encoder
 OLD_FILES = ("values.py", "amqp_codec.py", "messages.py", "wire.py")
@@ -96,7 +96,7 @@ def bench_typical(tmp: Path, loops: int) -> None:
         old_wire.encode(old_messages.format_event(msg_type, converted, "koji.event"))
 
     os.environ["KOJI_MESSAGEBUS_CONFIG"] = str(conf)  # the hub's load reads the config too
-    load_plugin()
+    _, registered = load_plugin()
     mb_plugin.reset(runtime)
     context._threadclear()
 
@@ -122,7 +122,7 @@ def bench_typical(tmp: Path, loops: int) -> None:
         ("koji.plugin.run_callbacks with the plugin registered", per_call_us(callbacks, loops), float("nan")),
     ]
     context._threadclear()
-    unload_plugin()
+    unload_plugin(registered)
     print(f"Load average before: {os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
     print()
     print(f"## 1. A typical message: {msg_type} {new_event.routing_key} ({len(kwargs['info'])}-key build map), "

@@ -28,7 +28,7 @@ from bench.run import DB_NAME, EXCHANGE, db_connect, encoded, hub_request, reque
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.amqp import AmqpConnection  # noqa: E402
 from koji_messagebus.config.settings import load_config  # noqa: E402
-from tests.support.hub import load_plugin  # noqa: E402
+from koji_messagebus.testing import load_plugin  # noqa: E402
 
 perf = time.perf_counter
 
@@ -62,7 +62,7 @@ def main() -> int:
         use_runtime(conf)
         raw = db_connect(DB_NAME)
         cfg = load_config(conf)
-        floor_conn = AmqpConnection(cfg, cfg.endpoints[0])
+        floor_conn = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
         floor_conn.open(time.monotonic() + 5)
         batch = encoded(events)
         floor, with_db, without_db = [], [], []

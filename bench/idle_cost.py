@@ -1,4 +1,4 @@
-"""What idle hub processes cost the database: N hub processes (tests/support/hub_process.py, the plugin
+"""What idle hub processes cost the database: N hub processes (devkit/hub_process.py, the plugin
 loaded as the hub loads it, the outbox on, the plugin's own connection from hub.conf) each run one
 request and then stay idle.  Over an idle window, pg_stat_activity is sampled: the connections of
 those processes (application_name set through PGAPPNAME; each also holds the hub's own
@@ -21,14 +21,42 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import pika  # noqa: E402
 import psycopg2  # noqa: E402
 
+from devkit.config import write_config  # noqa: E402
+from devkit.hubdb import DSN  # noqa: E402
 from koji_messagebus.transaction import outbox  # noqa: E402
-from tests.support.config import write_config  # noqa: E402
-from tests.support.hub import DSN  # noqa: E402
-from tests.support.pika_consumer import Consumer  # noqa: E402
 
 SCHEMA = f"kmb_idlecost_{os.getpid()}"
+
+
+
+class Counter:
+    """A private queue bound to the exchange (pika, RabbitMQ): counts what arrived.  The bench's
+    own, so that bench/ does not import tests/."""
+
+    def __init__(self, exchange: str):
+        self.conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        self.ch = self.conn.channel()
+        self.exchange = exchange
+        self.ch.exchange_declare(exchange, "topic", durable=True, auto_delete=False)
+        self.queue = self.ch.queue_declare("", exclusive=True).method.queue
+        self.ch.queue_bind(self.queue, exchange, "#")
+
+    def count(self, expect: int, timeout: float) -> int:
+        got, deadline = 0, time.monotonic() + timeout
+        while got < expect and time.monotonic() < deadline:
+            method, _, _ = self.ch.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                self.conn.sleep(0.02)
+            else:
+                got += 1
+        return got
+
+    def close(self) -> None:
+        self.ch.exchange_delete(self.exchange)
+        self.conn.close()
 
 
 def admin():
@@ -50,7 +78,7 @@ def main() -> None:
     cur.execute(outbox.SCHEMA)
     procs = []
     exchange = f"kmb.bench.{uuid.uuid4().hex[:8]}"
-    consumer = Consumer(exchange)  # declares the exchange, as an operator does
+    consumer = Counter(exchange)  # declares the exchange, as an operator does
     try:
         with tempfile.TemporaryDirectory() as tmp:
             hub_conf = Path(tmp, "hub.conf")
@@ -60,7 +88,7 @@ def main() -> None:
             stay = args.settle + args.window + 5
             env = dict(os.environ, PGAPPNAME=app, KMB_LOG_LEVEL="WARNING")
             for _ in range(args.processes):
-                procs.append(subprocess.Popen([sys.executable, "-m", "tests.support.hub_process", conf, SCHEMA, "3",
+                procs.append(subprocess.Popen([sys.executable, "-m", "devkit.hub_process", conf, SCHEMA, "3",
                                                "1",
                                                f"idle:{stay}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                               stderr=subprocess.DEVNULL, text=True))
@@ -76,7 +104,7 @@ def main() -> None:
                 time.sleep(0.02)
             cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,))
             (backends,) = cur.fetchone()
-            delivered = len(consumer.collect(expect=3 * args.processes, timeout=10))
+            delivered = consumer.count(expect=3 * args.processes, timeout=10)
     finally:
         for p in procs:
             p.wait(60)

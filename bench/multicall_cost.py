@@ -27,8 +27,8 @@ from bench.run import hub_request, request_events, write_config  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.config.settings import load_config  # noqa: E402
 from koji_messagebus.runtime import Runtime  # noqa: E402
+from koji_messagebus.testing import load_plugin  # noqa: E402
 from koji_messagebus.transaction import outbox, subcalls  # noqa: E402
-from tests.support.hub import load_plugin  # noqa: E402
 
 SCHEMA = f"kmb_mccost_{os.getpid()}"
 REQUESTS = {1: ("host.completeBuild", 1), 3: ("importRPM src", 3), 10: ("host.completeBuild", 10)}

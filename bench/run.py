@@ -62,6 +62,8 @@ import psycopg2  # noqa: E402
 from koji.context import context  # noqa: E402
 
 from bench.baseline import Broker, per_request_send, pipelined_send, warm_batches  # noqa: E402
+from devkit.hubdb import DBWrapper  # noqa: E402
+from devkit.recorded import entries  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.config.settings import load_config  # noqa: E402
 from koji_messagebus.delivery import outbox_rows  # noqa: E402
@@ -69,9 +71,8 @@ from koji_messagebus.delivery.publisher import Publisher  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.format.wire import Outgoing, encode  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402
+from koji_messagebus.testing import load_plugin  # noqa: E402
 from koji_messagebus.transaction import outbox  # noqa: E402
-from tests.support.hub import DBWrapper, load_plugin  # noqa: E402
-from tests.support.recorded import entries  # noqa: E402
 
 EXCHANGE = "kmb.bench"
 QUEUE = "kmb.bench.q"

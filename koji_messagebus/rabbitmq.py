@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from koji_messagebus.config.settings import Config
+from koji_messagebus.config.settings import BrokerSettings, Config, Endpoint, ExchangeSettings
 from koji_messagebus.errors import BusError
 
 QUEUE_EXPIRES_MS = 60000
@@ -25,52 +25,52 @@ class DeclareError(BusError):
     """The exchange exists with other settings than the config's."""
 
 
-def amqp091_connect(config: Config) -> tuple[Any, str]:
-    """(a pika BlockingConnection to the first endpoint, or None, and why not): AMQP 0-9-1 with
+def amqp091_connect(broker: BrokerSettings, ep: Endpoint) -> tuple[Any, str]:
+    """(a pika BlockingConnection to the endpoint, or None, and why not): AMQP 0-9-1 with
     the config's TLS settings and PLAIN or EXTERNAL, for what RabbitMQ 3.x cannot do over AMQP
     1.0 (declare exchanges and temporary queues).  pika is optional (a test dependency)."""
     try:
         import pika
     except ImportError:
         return None, "pika is not installed"
-    auth = config.broker.auth
+    auth = broker.auth
     if auth == "PLAIN":
-        credentials = pika.PlainCredentials(config.broker.username, config.broker.password)
+        credentials = pika.PlainCredentials(broker.username, broker.password)
     elif auth == "EXTERNAL":
         credentials = pika.credentials.ExternalCredentials()
     else:
         return None, f"auth = {auth} is not available over AMQP 0-9-1 here"
-    ep = config.endpoints[0]
     ssl_options = None
     if ep.tls:
         try:
-            context = ssl.create_default_context(cafile=config.broker.cacert or None)
-            if not config.broker.ssl_verify:
+            context = ssl.create_default_context(cafile=broker.cacert or None)
+            if not broker.ssl_verify:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            if config.broker.cert:
-                context.load_cert_chain(config.broker.cert, config.broker.key or None)
+            if broker.cert:
+                context.load_cert_chain(broker.cert, broker.key or None)
         except (OSError, ssl.SSLError) as exc:
             return None, f"TLS setup for AMQP 0-9-1 failed ({exc})"
         ssl_options = pika.SSLOptions(context, server_hostname=ep.host)
     params = pika.ConnectionParameters(
-        ep.host, ep.port, virtual_host=config.broker.vhost or "/", credentials=credentials,
-        ssl_options=ssl_options, socket_timeout=config.broker.connect_timeout, connection_attempts=1,
-        blocked_connection_timeout=config.broker.connect_timeout)
+        ep.host, ep.port, virtual_host=broker.vhost or "/", credentials=credentials,
+        ssl_options=ssl_options, socket_timeout=broker.connect_timeout, connection_attempts=1,
+        blocked_connection_timeout=broker.connect_timeout)
     try:
         return pika.BlockingConnection(params), ""
     except Exception as exc:  # noqa: BLE001 - the AMQP 1.0 path reports the real problem
         return None, f"AMQP 0-9-1 at {ep.host}:{ep.port} failed ({type(exc).__name__})"
 
 
-def temporary_queue(config: Config, keys: Iterable[str], name: str | None = None,
+def temporary_queue(broker: BrokerSettings, exchange: ExchangeSettings, endpoint: Endpoint,
+                    keys: Iterable[str], name: str | None = None,
                     durable: bool = False) -> tuple[str | None, str]:
     """A real temporary queue on RabbitMQ: declared over AMQP 0-9-1 (pika, if installed) as
     auto-delete with x-expires and bound with `keys`, then consumed over AMQP 1.0 at
     `/amq/queue/NAME`; the broker deletes it when the consumer leaves.  With `durable` the named
     queue is durable and stays (a durable subscription).  Returns (the source address, or None
     when this is not possible here, and a note saying what happened)."""
-    conn, why = amqp091_connect(config)
+    conn, why = amqp091_connect(broker, endpoint)
     if conn is None:
         return None, why
     import pika
@@ -86,7 +86,7 @@ def temporary_queue(config: Config, keys: Iterable[str], name: str | None = None
                                   arguments={"x-expires": QUEUE_EXPIRES_MS})
         try:
             for key in keys:
-                channel.queue_bind(name, config.exchange.name, key)
+                channel.queue_bind(name, exchange.name, key)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if not durable:
                 conn.channel().queue_delete(name)
@@ -124,7 +124,7 @@ def declare_exchange(config: Config) -> str:
     it exists with other settings."""
     name, ex_type, durable = config.exchange.name, config.exchange.type, config.exchange.durable
     hint = declare_hint(config)
-    conn, why = amqp091_connect(config)
+    conn, why = amqp091_connect(config.broker, config.endpoints[0])
     if conn is None:
         if why == "pika is not installed":
             return _declare_with_rabbitmqadmin(config, hint)

@@ -71,7 +71,7 @@ class Runtime:
             return
         prefix = cfg.topic.prefix if cfg else "koji.event"
         event = format_event(msg_type, kwargs, prefix, convert=False)  # encode converts, in one pass
-        to = cfg.message_to(event.routing_key) if cfg else None
+        to = cfg.exchange.message_to(event.routing_key) if cfg else None
         if cfg is None:
             batch.messages.append(encode(event, to=to))
         else:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (scripts/setup.sh: PostgreSQL and every broker), then run every test: ruff and mypy,
 # the unit tests, the whole integration suite against RabbitMQ 3.10, the end-to-end
-# subset (tests marked `matrix`) once per other broker (KMB_BROKER=..., see tests/support/brokers.py), and
+# subset (tests marked `matrix`) once per other broker (KMB_BROKER=..., see devkit/brokers.py), and
 # the 3-node RabbitMQ 4 cluster test.  Prints a per-step summary; fails when any step failed.
 #
 #   KMB_BROKERS      the other brokers (default "rabbitmq4 artemis brokerj")
@@ -36,7 +36,7 @@ step() {
   summary+=("$(printf '%-44s %-48s %5ss' "$name" "$result" "$took")")
 }
 
-step "ruff" no .venv/bin/ruff check koji_messagebus tests bench
+step "ruff" no .venv/bin/ruff check koji_messagebus tests bench devkit
 step "mypy" no .venv/bin/python -m mypy koji_messagebus  # settings: pyproject.toml [tool.mypy]
 step "unit tests" no "${PYTEST[@]}" tests/unit "$@"
 

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
+from devkit.brokers import broker, target  # noqa: F401 - pytest finds fixtures by name here
+from devkit.config import write_config
 from koji_messagebus import plugin as mb_plugin
-from tests.support.brokers import broker, target  # noqa: F401 - pytest finds fixtures by name here
-from tests.support.config import write_config
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
-"""AMQP 1.0 transport: proton's engine driven synchronously, one module per job.
+"""AMQP 1.0 transport: proton's engine driven synchronously, one module per job.  It takes the
+typed sections it needs (`config.broker`, `config.exchange`, `config.topic`, the endpoints), never
+the whole Config.
 
-- `connection.Connection(config, endpoint)`: socket, TLS, SASL (Kerberos), one session and the
+- `connection.Connection(broker, exchange, endpoint)`: socket, TLS, SASL (Kerberos), one session and the
   I/O loop.  `open(deadline)` connects and waits for the broker's open frame (`start(deadline)`
   only queues it, so links attached next go out in the same round trip); `broker` is what the
   open frame announced (`BrokerInfo(product, version)`); `process(until, done)` runs the loop
@@ -16,7 +18,7 @@
   a message is gone for good, None when accepted or `.unroutable`) and is passed to
   `on_settled(tag, settlement)`.  Unroutable (released) messages are counted and said at INFO
   at most once a minute by `sender.UNROUTABLE`.
-- `sender.AmqpConnection(config, endpoint)`: a connection plus the sender to the configured
+- `sender.AmqpConnection(broker, exchange, endpoint)`: a connection plus the sender to the configured
   exchange, what the publisher keeps warm (`open`, `send`, `healthy`, `close`, `broker`,
   `route`).  Opening reads the open frame, picks the address (`address.route`: `[exchange]
   address = auto` per broker, or the template as written), creates the exchange where the
@@ -25,11 +27,11 @@
   `to` in an already encoded message (`with_to`).
 - `management.Management(conn, dialect)`: request/response with RabbitMQ 4.x's `/management`
   (HTTP over AMQP) or Broker-J's `$management`; `ensure_exchange`, queue helpers,
-  `prepare_exchange(config)`.
+  `prepare_exchange(broker, exchange, endpoints)`.
 - `receiver.Receivers` / `receiver.Listener` / `receiver.open_listener`: consumers; given
   binding keys, the Listener subscribes the broker's own way (no deprecated features).
 - `diagnose`: pure functions turning broker conditions and transport failures into errors.
-- `failover.connect_first(config, make)`: the first endpoint that opens, written once.
+- `failover.connect_first(endpoints, connect_timeout, make)`: the first endpoint that opens, written once.
 """
 
 from koji_messagebus.amqp.connection import BrokerInfo, Connection

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from proton import Message
 
 from koji_messagebus.amqp.connection import BrokerInfo
-from koji_messagebus.config.settings import Config
+from koji_messagebus.config.settings import ExchangeSettings
 from koji_messagebus.log import log
 
 AUTO = "auto"
@@ -73,10 +73,10 @@ class Route:
         return f"{self.to} per message (anonymous relay)"
 
 
-def route(config: Config, broker: BrokerInfo) -> Route:
+def route(exchange: ExchangeSettings, broker: BrokerInfo) -> Route:
     """The route for this broker: explicit templates as written, `auto` by product and version."""
-    template = config.exchange.address
-    name, ex_type = config.exchange.name, config.exchange.type
+    template = exchange.address
+    name, ex_type = exchange.name, exchange.type
     kind = flavour(broker)
     creates = {"rabbitmq4": "rabbitmq-management", "brokerj": "amqp-management"}.get(kind, "")
     if template != AUTO:
@@ -88,10 +88,10 @@ def route(config: Config, broker: BrokerInfo) -> Route:
     if kind == "rabbitmq3":
         return Route(kind, f"/exchange/{name}", why=f"{seen}: v1 address, subject = routing key")
     if kind == "rabbitmq4":
-        exchange = f"/exchanges/{encode_segment(name)}"
+        v2 = f"/exchanges/{encode_segment(name)}"
         if ex_type == "headers":
-            return Route(kind, exchange, creates=creates, why=f"{seen}: v2 address; headers route")
-        return Route(kind, None, exchange + "/{routing_key}", quote_key=True, creates=creates,
+            return Route(kind, v2, creates=creates, why=f"{seen}: v2 address; headers route")
+        return Route(kind, None, v2 + "/{routing_key}", quote_key=True, creates=creates,
                      why=f"{seen}: v2 address with the routing key, per message")
     if kind == "artemis":
         if ex_type == "headers":
@@ -114,11 +114,11 @@ KNOWN_BROKERS = {
 }
 
 
-def addresses_by_broker(config: Config, routing_key: str) -> dict[str, str]:
+def addresses_by_broker(exchange: ExchangeSettings, routing_key: str) -> dict[str, str]:
     """Where one message goes on each kind of broker (what `auto` resolves to, or the template)."""
     out = {}
     for label, info in KNOWN_BROKERS.items():
-        r = route(config, info)
+        r = route(exchange, info)
         to = r.to_for(routing_key)
         out[label] = f"to {to} (anonymous relay)" if to is not None else f"target {r.target}, subject = routing key"
     return out

@@ -43,7 +43,7 @@ from koji_messagebus.config.security import (
     uses_password,
     warn_unverified,
 )
-from koji_messagebus.config.settings import Config, default_cafile
+from koji_messagebus.config.settings import BrokerSettings, ExchangeSettings, default_cafile
 from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
@@ -76,12 +76,12 @@ class BrokerInfo:
         return f"{self.product or 'unknown broker'} {self.version}".strip()
 
 
-def cafile(config: Config) -> str:
+def cafile(broker: BrokerSettings) -> str:
     """The CA bundle the broker's certificate is verified with: cacert, or the system bundle."""
-    return config.broker.cacert or default_cafile()
+    return broker.cacert or default_cafile()
 
 
-def kerberos_ticket(config: Config, endpoint: BrokerEndpoint) -> None:
+def kerberos_ticket(broker: BrokerSettings, endpoint: BrokerEndpoint) -> None:
     """auth = GSSAPI: a ticket from the keytab in the plugin's own credential cache, made the
     default of this thread for proton's Cyrus SASL; BrokerError(auth) saying why not."""
     where = f"auth = GSSAPI to broker {endpoint.host}:{endpoint.port}"
@@ -90,7 +90,7 @@ def kerberos_ticket(config: Config, endpoint: BrokerEndpoint) -> None:
                           "(proton.SASL.extended() is False), so it cannot do GSSAPI; reinstall it "
                           "with libsasl2-dev present (pip install --force-reinstall --no-cache-dir python-qpid-proton)")
     try:
-        kerberos.obtain_ticket(config.broker.principal, config.broker.keytab)
+        kerberos.obtain_ticket(broker.principal, broker.keytab)
     except kerberos.KerberosError as exc:
         raise BrokerError(Kind.AUTH, f"{where}: {exc}") from None
 
@@ -99,15 +99,17 @@ class Connection:
     """A connection and one session.  `open()` connects and authenticates; links attach on
     `session`; `wait()` and `process()` run the I/O loop; `healthy()` and `close()` as named."""
 
-    def __init__(self, config: Config, endpoint: BrokerEndpoint):
-        self.config = config
+    def __init__(self, broker: BrokerSettings, exchange: ExchangeSettings, endpoint: BrokerEndpoint):
+        self.settings = broker
+        #: the [exchange] settings (the sender link's declare hints)
+        self.exchange_settings = exchange
         self.endpoint = endpoint
         self.opened_at = 0.0
         #: the AMQP container id (default: host and pid); a durable subscription names its own
         self.container_id: str | None = None
         #: how error texts name the exchange (the sender sets the address it chose)
-        self.exchange = diagnose.Exchange(config.exchange.name, config.exchange.type,
-                                          bool(config.exchange.durable), config.target_address())
+        self.exchange = diagnose.Exchange(exchange.name, exchange.type,
+                                          bool(exchange.durable), exchange.target_address())
         self._open_deadline = 0.0
         self._wake_at = 0.0
         self._sock: socket.socket | None = None
@@ -125,13 +127,13 @@ class Connection:
     def start(self, deadline: float) -> None:
         """Connect the socket and queue the AMQP open and begin frames (nothing waits for the
         broker yet, so links attached now go out in the same round trip)."""
-        ep, cfg = self.endpoint, self.config
+        ep, cfg = self.endpoint, self.settings
         self._open_deadline = deadline
         try:
             sock = socket.create_connection((ep.host, ep.port), timeout=max(0.001, deadline - time.monotonic()))
         except socket.timeout:
             raise BrokerError(Kind.UNREACHABLE, f"broker {ep.host}:{ep.port} unreachable: no TCP connection "
-                              f"within {cfg.broker.connect_timeout}s") from None
+                              f"within {cfg.connect_timeout}s") from None
         except socket.gaierror as exc:
             raise BrokerError(Kind.UNREACHABLE, f"broker {ep.host}:{ep.port} unreachable: cannot resolve "
                               f"host ({exc.strerror})") from None
@@ -153,23 +155,23 @@ class Connection:
         return bool(self._conn.state & Endpoint.REMOTE_ACTIVE)
 
     def _setup_engine(self) -> None:
-        cfg, ep = self.config, self.endpoint
+        cfg, ep = self.settings, self.endpoint
         conn = self._conn
         conn.container = self.container_id or f"koji-messagebus-{socket.gethostname()}-{os.getpid()}"
-        vhost = cfg.broker.vhost
+        vhost = cfg.vhost
         conn.hostname = f"vhost:{vhost}" if vhost else ep.host
-        auth = cfg.broker.auth
+        auth = cfg.auth
         if uses_password(auth):  # PLAIN, SCRAM-SHA-256, ...
-            conn.user = cfg.broker.username
-            conn.password = cfg.broker.password
+            conn.user = cfg.username
+            conn.password = cfg.password
         elif auth == "GSSAPI":
             try:
                 kerberos_ticket(cfg, ep)
             except BrokerError as exc:
                 self._error = exc
                 raise
-            conn.user = cfg.broker.principal
-        heartbeat = cfg.broker.heartbeat
+            conn.user = cfg.principal
+        heartbeat = cfg.heartbeat
         if heartbeat:
             self._transport.idle_timeout = max(float(heartbeat), 2 * MIN_ADVERTISED_IDLE)
         self._sasl = self._transport.sasl()
@@ -190,13 +192,13 @@ class Connection:
         """TLS settings: the broker's certificate and host name verified against cacert (default: the
         system CA bundle) unless ssl_verify = false (then a WARNING at every connect); the client
         certificate from cert + key, or one PEM holding both."""
-        cfg, ep = self.config, self.endpoint
+        cfg, ep = self.settings, self.endpoint
         domain = SSLDomain(SSLDomain.MODE_CLIENT)
         cacert = cafile(cfg)
-        cert = cfg.broker.cert
-        key = cfg.broker.key or cert
+        cert = cfg.cert
+        key = cfg.key or cert
         try:
-            if cfg.broker.ssl_verify:
+            if cfg.ssl_verify:
                 if not cacert:
                     self._error = BrokerError(Kind.TLS, f"TLS to {ep.host}:{ep.port}: no system CA bundle found "
                                               "to verify the broker's certificate with; set cacert")
@@ -327,7 +329,7 @@ class Connection:
             self._dispatch()
             if self._transport.pending() > 0:
                 self._io()  # our heartbeat, if one is due
-            heartbeat = self.config.broker.heartbeat
+            heartbeat = self.settings.heartbeat
             silent = now - max(self._heard, self.opened_at)
             if heartbeat and not self._error and silent > heartbeat:
                 ep = self.endpoint
@@ -358,7 +360,7 @@ class Connection:
     def _stage(self, doing: str) -> str:
         return diagnose.stage(doing, self._sasl.outcome if self._sasl is not None else None,
                               self._sasl is not None, self._transport.frames_input, self.remote_open(),
-                              self.config.broker.auth)
+                              self.settings.auth)
 
     def _io(self) -> None:
         sock, t = self._sock, self._transport
@@ -433,15 +435,15 @@ class Connection:
     def _transport_failed(self) -> None:
         if self._error:
             return
-        ep, cfg = self.endpoint, self.config
+        ep, cfg = self.endpoint, self.settings
         cond = self._transport.condition
-        auth = diagnose.Auth(cfg.broker.auth, cfg.broker.username or "",
-                             cfg.broker.cert or "", cfg.broker.principal or "")
+        auth = diagnose.Auth(cfg.auth, cfg.username or "",
+                             cfg.cert or "", cfg.principal or "")
 
         def explain_tls(desc: str) -> str:
             budget = max(0.05, min(5.0, self._open_deadline - time.monotonic()))  # what remains of connect_timeout
-            return explain_handshake(desc, ep.host, ep.port, cafile(cfg), cfg.broker.cert,
-                                     bool(cfg.broker.ssl_verify), budget)
+            return explain_handshake(desc, ep.host, ep.port, cafile(cfg), cfg.cert,
+                                     bool(cfg.ssl_verify), budget)
 
         self.fail(diagnose.transport_failed(
             ep, auth, (cond.name if cond else "") or "", (cond.description if cond else "") or "",

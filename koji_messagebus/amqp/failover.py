@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from koji_messagebus.amqp.errors import BrokerError
-from koji_messagebus.config.settings import Config
 from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 
 
@@ -20,7 +19,8 @@ class Openable(Protocol):
 T = TypeVar("T", bound=Openable)
 
 
-def connect_first(config: Config, make: Callable[[BrokerEndpoint], T],
+def connect_first(endpoints: Sequence[BrokerEndpoint], connect_timeout: float,
+                  make: Callable[[BrokerEndpoint], T],
                   clock: Callable[[], float] = time.monotonic) -> tuple[T, list[BrokerError]]:
     """Open `make(endpoint)` for each endpoint in order, each with its own connect_timeout (so a
     silent first host does not hide the next); return the first that opened and the errors of
@@ -28,10 +28,10 @@ def connect_first(config: Config, make: Callable[[BrokerEndpoint], T],
     search, as another node of the same cluster would say the same.  Raise the error when none
     opened (several: joined in one message, with the last one's kind)."""
     errors: list[BrokerError] = []
-    for endpoint in config.endpoints:
+    for endpoint in endpoints:
         conn = make(endpoint)
         try:
-            conn.open(clock() + config.broker.connect_timeout)
+            conn.open(clock() + connect_timeout)
         except BrokerError as exc:
             conn.close()
             errors.append(exc)

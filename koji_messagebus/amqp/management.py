@@ -16,6 +16,7 @@ import itertools
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,8 @@ from koji_messagebus.amqp.address import encode_segment, flavour
 from koji_messagebus.amqp.connection import BrokerInfo, Connection
 from koji_messagebus.amqp.errors import BrokerError, Kind
 from koji_messagebus.amqp.failover import connect_first
-from koji_messagebus.config.settings import Config
+from koji_messagebus.config.settings import BrokerSettings, ExchangeSettings
+from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 from koji_messagebus.rabbitmq import declare_command
 
 RABBITMQ_NODE = "/management"
@@ -218,21 +220,21 @@ def delete_queue(mgmt: Management, name: str, deadline: float) -> Response:
     return mgmt.request(deadline, "DELETE", f"/queues/{encode_segment(name)}")
 
 
-def prepare_exchange(config: Config) -> tuple[BrokerInfo, str]:
+def prepare_exchange(broker: BrokerSettings, exchange: ExchangeSettings,
+                     endpoints: Sequence[BrokerEndpoint]) -> tuple[BrokerInfo, str]:
     """Connect to the first endpoint that works, create the configured exchange where the broker
     lets a client (RabbitMQ 4.x, Broker-J) and say what happened; "" where the broker has no way
     (RabbitMQ 3.x: over AMQP 0-9-1 only) or needs none (Artemis: addresses on demand)."""
-    conn, _ = connect_first(config, lambda ep: Connection(config, ep))
+    conn, _ = connect_first(endpoints, broker.connect_timeout, lambda ep: Connection(broker, exchange, ep))
     try:
         info = conn.broker
         kind = flavour(info)
         if kind not in ("rabbitmq4", "brokerj"):
             return info, ""
-        deadline = time.monotonic() + config.broker.connect_timeout
+        deadline = time.monotonic() + broker.connect_timeout
         mgmt = Management(conn, "rabbitmq" if kind == "rabbitmq4" else "brokerj")
         mgmt.open(deadline)
-        state = ensure_exchange(mgmt, config.exchange.name, config.exchange.type,
-                                bool(config.exchange.durable), deadline)
+        state = ensure_exchange(mgmt, exchange.name, exchange.type, bool(exchange.durable), deadline)
         return info, state
     finally:
         conn.close()

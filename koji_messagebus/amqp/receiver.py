@@ -21,7 +21,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,7 +32,7 @@ from koji_messagebus.amqp.address import flavour
 from koji_messagebus.amqp.connection import BrokerInfo, Connection
 from koji_messagebus.amqp.errors import BrokerError, Kind
 from koji_messagebus.amqp.failover import connect_first
-from koji_messagebus.config.settings import Config
+from koji_messagebus.config.settings import BrokerSettings, ExchangeSettings, TopicSettings
 from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 from koji_messagebus.format import codec as amqp_codec
 from koji_messagebus.format.wire import PROTON_SAFE_BYTES
@@ -176,14 +176,15 @@ class Listener:
     `sources` are used as given; with `keys` instead (binding keys, or [""] for a headers
     exchange) `open()` subscribes the way the broker wants (see the module's docstring)."""
 
-    def __init__(self, config: Config, endpoint: BrokerEndpoint, sources: list[Any] | None = None,
+    def __init__(self, broker: BrokerSettings, exchange: ExchangeSettings, topic: TopicSettings,
+                 endpoint: BrokerEndpoint, sources: list[Any] | None = None,
                  credit: int = CREDIT, keys: list[str] | None = None, queue: str | None = None,
                  durable: bool = False):
-        self.config = config
+        self.settings, self.exchange, self.topic = broker, exchange, topic
         self.endpoint = endpoint
         self.keys = keys
         self.queue, self.durable = queue, durable  # a named queue / subscription, and whether it stays
-        self.connection = Connection(config, endpoint)
+        self.connection = Connection(broker, exchange, endpoint)
         if queue and durable:  # Artemis and Broker-J name a durable subscription by container id and link
             self.connection.container_id = queue
         self.subscription = Subscription([_as_source(s) for s in sources or []], "the given source addresses")
@@ -200,7 +201,7 @@ class Listener:
         else:
             self.connection.open(deadline)
             kind = flavour(self.connection.broker)
-            name = self.config.exchange.name
+            name = self.exchange.name
             exchange_address = f"/exchange/{name}" if kind == "rabbitmq3" else None
             self.connection.exchange = replace(self.connection.exchange, address=exchange_address)
             self.subscription = self._subscribe(self.keys, deadline)
@@ -212,8 +213,8 @@ class Listener:
         self.connection.wait(self.receivers.attached, deadline, "attaching to the exchange")
 
     def _subscribe(self, keys: list[str], deadline: float) -> Subscription:
-        cfg, conn = self.config, self.connection
-        name, topic = cfg.exchange.name, cfg.exchange.type == "topic"
+        conn = self.connection
+        name, topic = self.exchange.name, self.exchange.type == "topic"
         kind = flavour(conn.broker)
         if kind == "rabbitmq4":
             mgmt = self._mgmt = management.Management(conn)
@@ -243,7 +244,7 @@ class Listener:
         if kind == "rabbitmq3":
             from koji_messagebus.rabbitmq import temporary_queue
 
-            source, how = temporary_queue(cfg, keys, self.queue, self.durable)
+            source, how = temporary_queue(self.settings, self.exchange, self.endpoint, keys, self.queue, self.durable)
             if source:
                 return Subscription([Source(source)], how)
             if self.queue and "no exchange" not in how:  # a missing exchange: said below, with the fix
@@ -254,7 +255,7 @@ class Listener:
             return Subscription(sources, f"{', '.join(map(str, sources))} ({how})", leftover=True)
         if kind == "artemis":
             if topic:
-                prefix = cfg.topic.prefix
+                prefix = self.topic.prefix
                 addresses = [f"{prefix}.#" if k == "#" and prefix else k for k in keys]
                 return Subscription([Source(a, ("topic",), durable=self.durable) for a in addresses],
                                     f"{self._kind()} on {', '.join(addresses)} (Artemis wildcards)")
@@ -305,11 +306,13 @@ class Listener:
         return None
 
 
-def open_listener(config: Config, sources: list[Any] | None = None, keys: list[str] | None = None,
+def open_listener(broker: BrokerSettings, exchange: ExchangeSettings, topic: TopicSettings,
+                  endpoints: Sequence[BrokerEndpoint], sources: list[Any] | None = None, keys: list[str] | None = None,
                   queue: str | None = None, durable: bool = False) -> Listener:
     """Connect to the first endpoint that works (like the publisher: each endpoint with its own
     connect_timeout) and attach the receivers: to `sources`, or for binding `keys` the broker's way
     (into the named `queue` or subscription, kept after the listener leaves if `durable`)."""
-    listener, _ = connect_first(config, lambda ep: Listener(config, ep, sources, keys=keys, queue=queue,
-                                                            durable=durable))
+    listener, _ = connect_first(endpoints, broker.connect_timeout,
+                                lambda ep: Listener(broker, exchange, topic, ep, sources, keys=keys, queue=queue,
+                                                    durable=durable))
     return listener

@@ -25,7 +25,7 @@ from koji_messagebus.amqp import address as addressing
 from koji_messagebus.amqp import diagnose, management
 from koji_messagebus.amqp.connection import BrokerInfo, Connection
 from koji_messagebus.amqp.errors import BrokerError
-from koji_messagebus.config.settings import Config
+from koji_messagebus.config.settings import BrokerSettings, ExchangeSettings
 from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.log import log
@@ -145,7 +145,7 @@ class Sender:
         target: Any = link.target  # proton types `address` as str, None (anonymous relay) included
         target.address = self.address
         if self.address is not None and self.hints:
-            _declare_exchange_hints(target, self.conn.config)
+            _declare_exchange_hints(target, self.conn.exchange_settings)
         elif self.address is not None and self.route is not None and self.route.capabilities:
             target.capabilities.put_array(False, Data.SYMBOL)
             target.capabilities.enter()
@@ -248,24 +248,24 @@ class AmqpConnection:
     the exchange where the broker lets a client (RabbitMQ 4.x, Broker-J) and attaches the
     sender.  `connection`, `sender` and `route` are the parts, for callers that drive them."""
 
-    def __init__(self, config: Config, endpoint: BrokerEndpoint):
-        self.config = config
+    def __init__(self, broker: BrokerSettings, exchange: ExchangeSettings, endpoint: BrokerEndpoint):
+        self.exchange = exchange
         self.endpoint = endpoint
-        self.connection = Connection(config, endpoint)
+        self.connection = Connection(broker, exchange, endpoint)
         #: made now (so callers can set `on_settled` before open()); attached by open() to the route chosen
-        self.sender = Sender(self.connection, config.target_address())
+        self.sender = Sender(self.connection, exchange.target_address())
         self.route: addressing.Route | None = None
         self.exchange_state = ""  # created, exists, ... (what the management node said), "" when not asked
 
     def open(self, deadline: float) -> None:
         """Connect, authenticate, pick the address, make sure of the exchange, attach the sender;
         raise BrokerError on any failure."""
-        conn, cfg = self.connection, self.config
+        conn, cfg = self.connection, self.exchange
         conn.open(deadline)
         route = self.route = addressing.route(cfg, conn.broker)
         addressing.log_choice_once(str(self.endpoint), route)
-        conn.exchange = diagnose.Exchange(cfg.exchange.name, cfg.exchange.type,
-                                          bool(cfg.exchange.durable), route.target)
+        conn.exchange = diagnose.Exchange(cfg.name, cfg.type,
+                                          bool(cfg.durable), route.target)
         if route.creates:
             self.exchange_state = self._ensure_exchange(route, deadline)
         sender = self.sender
@@ -273,16 +273,16 @@ class AmqpConnection:
         sender.open(deadline)
 
     def _ensure_exchange(self, route: addressing.Route, deadline: float) -> str:
-        cfg, conn = self.config, self.connection
+        cfg, conn = self.exchange, self.connection
         mgmt = management.Management(conn, "brokerj" if route.creates == "amqp-management" else "rabbitmq")
         mgmt.open(deadline)
-        state = management.ensure_exchange(mgmt, cfg.exchange.name, cfg.exchange.type,
-                                           bool(cfg.exchange.durable), deadline)
+        state = management.ensure_exchange(mgmt, cfg.name, cfg.type,
+                                           bool(cfg.durable), deadline)
         if state.startswith("exists ("):
-            log.info("exchange '%s' on %s %s; using it as it is", cfg.exchange.name,
+            log.info("exchange '%s' on %s %s; using it as it is", cfg.name,
                      conn.broker, state)
         else:
-            log.debug("exchange '%s' on %s: %s", cfg.exchange.name, conn.broker, state)
+            log.debug("exchange '%s' on %s: %s", cfg.name, conn.broker, state)
         return state
 
     def send(self, batch: list[Outgoing], deadline: float) -> BatchOutcome:
@@ -307,7 +307,7 @@ class AmqpConnection:
         self.connection.close(wait)
 
 
-def _declare_exchange_hints(target, cfg: Config) -> None:
+def _declare_exchange_hints(target, cfg: ExchangeSettings) -> None:
     """Ask brokers that can (Qpid C++) to create the exchange on demand; others ignore it."""
     caps: Data = target.capabilities
     caps.put_array(False, Data.SYMBOL)
@@ -316,5 +316,5 @@ def _declare_exchange_hints(target, cfg: Config) -> None:
     caps.put_symbol(symbol("create-on-demand"))
     caps.exit()
     props: Data = target.properties
-    props.put_dict({symbol("exchange-type"): cfg.exchange.type,
-                    symbol("durable"): bool(cfg.exchange.durable)})
+    props.put_dict({symbol("exchange-type"): cfg.type,
+                    symbol("durable"): bool(cfg.durable)})

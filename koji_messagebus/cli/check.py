@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     finally:
         publisher.close()
-    target = route or config.target_address() or "per-message addresses ({routing_key} in [exchange] address)"
+    target = route or config.exchange.target_address() or "per-message addresses ({routing_key} in [exchange] address)"
     out(f"ok: broker {describe_connection(config, endpoint)} accepted the login and the sender attached to "
         f"exchange '{config.exchange.name}' (address {target}) in {(time.monotonic() - start) * 1000:.0f} ms; "
         "nothing was sent")

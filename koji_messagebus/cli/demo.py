@@ -60,7 +60,7 @@ def ensure_exchange(config: Config) -> str:
     from koji_messagebus.amqp.address import flavour
     from koji_messagebus.amqp.management import prepare_exchange
 
-    info, state = prepare_exchange(config)
+    info, state = prepare_exchange(config.broker, config.exchange, config.endpoints)
     if state:
         return f"exchange '{config.exchange.name}' on {info}: {state} (over AMQP 1.0)"
     if flavour(info) == "rabbitmq3":
@@ -118,7 +118,8 @@ def _demo(args: argparse.Namespace, config: Config, source: str) -> int:
     if not args.no_declare:
         out(f"  {ensure_exchange(config)}")
     keys = ["#"] if config.exchange.type == "topic" else [""]
-    listener = open_listener(config, keys=keys)  # the broker's own way (amqp.receiver)
+    # the broker's own way (amqp.receiver)
+    listener = open_listener(config.broker, config.exchange, config.topic, config.endpoints, keys=keys)
     try:
         out(f"  a consumer is listening over AMQP 1.0 on {listener.subscription.how} ({listener.broker_info})")
         cnx = hub_connection(config)

@@ -111,10 +111,12 @@ def run(args: argparse.Namespace) -> int:
                            f"{config.exchange.type}: use --header", EXIT_USAGE)
         keys = (args.key or ["#"]) if config.exchange.type == "topic" else [""]
         if args.source:
-            listener = open_listener(config, source_addresses(config, keys, args.source))
+            listener = open_listener(config.broker, config.exchange, config.topic, config.endpoints,
+                                     source_addresses(config, keys, args.source))
         else:
             prepare(config)
-            listener = open_listener(config, keys=keys, queue=args.queue, durable=args.durable)  # amqp.receiver
+            listener = open_listener(config.broker, config.exchange, config.topic, config.endpoints,  # amqp.receiver
+                                     keys=keys, queue=args.queue, durable=args.durable)
     try:
         return _listen(args, config, listener, matches)
     finally:
@@ -126,7 +128,7 @@ def prepare(config: Config) -> None:
     before the hub's first message; elsewhere the subscription says what is missing."""
     from koji_messagebus.amqp.management import prepare_exchange
 
-    prepare_exchange(config)
+    prepare_exchange(config.broker, config.exchange, config.endpoints)
 
 
 def _listen(args: argparse.Namespace, config: Config, listener: Any, matches: list[Any]) -> int:

@@ -80,14 +80,14 @@ def run(args: argparse.Namespace) -> int:
         kwargs, origin = examples.example(args.event), "the built-in example"
     kwargs = encode_datetime_recurse(kwargs)  # what a @convert_datetime callback receives
     event = format_event(args.event, kwargs, prefix)
-    to = config.message_to(event.routing_key) if config else None
+    to = config.exchange.message_to(event.routing_key) if config else None
     ttl = config.message.ttl if config else None
     sent = encode(event, to=to, msg_id="(a new UUID per message)", created=time.time(), ttl=ttl)
     received = decode(sent.payload)  # what a consumer gets: the encoding round-tripped
     headers, body = jsonable(received["headers"]), jsonable(received["body"])
     effective = config or parse_config(configparser.RawConfigParser(), "(defaults)", for_sending=False)
-    address = to or effective.target_address() or effective.exchange.address  # "auto": per broker
-    per_broker = addresses_by_broker(effective, event.routing_key)
+    address = to or effective.exchange.target_address() or effective.exchange.address  # "auto": per broker
+    per_broker = addresses_by_broker(effective.exchange, event.routing_key)
     notes = event.conversions.lossy + event.conversions.lossless
     problems = validated(args.validate, event.routing_key, headers, body)
     code = EXIT_FAIL if problems else EXIT_OK

@@ -288,6 +288,22 @@ class ExchangeSettings:
     durable: bool
     address: str
 
+    def target_address(self) -> str | None:
+        """The sender link's target, or None when each message carries its own `to`."""
+        template = self.address
+        if "{routing_key}" in template or template == "auto":
+            return None  # auto: amqp.address.route() picks it once the broker is known
+        return template.format(name=self.name)
+
+    def message_to(self, routing_key: str) -> str | None:
+        """Per-message `to` address (only when the template names {routing_key}), the key
+        percent-encoded as one path segment (RabbitMQ 4.x rejects `f44/updates`, routes
+        `f44%2Fupdates` with the key `f44/updates`); the subject keeps the real key."""
+        template = self.address
+        if "{routing_key}" not in template:
+            return None
+        return template.format(name=self.name, routing_key=quote(routing_key, safe=""))
+
 
 @dataclass(frozen=True)
 class TopicSettings:
@@ -358,22 +374,6 @@ class Config:
     def __repr__(self) -> str:  # never the password, not even in a debugger or a traceback with locals
         shown = {f"{s}.{k}": ("***" if (s, k) in SECRET_KEYS and v else v) for (s, k), v in self.values.items()}
         return f"Config(path={self.path!r}, values={shown!r}, endpoints={self.endpoints!r})"
-
-    def target_address(self) -> str | None:
-        """The sender link's target, or None when each message carries its own `to`."""
-        template = self.exchange.address
-        if "{routing_key}" in template or template == "auto":
-            return None  # auto: amqp.address.route() picks it once the broker is known
-        return template.format(name=self.exchange.name)
-
-    def message_to(self, routing_key: str) -> str | None:
-        """Per-message `to` address (only when the template names {routing_key}), the key
-        percent-encoded as one path segment (RabbitMQ 4.x rejects `f44/updates`, routes
-        `f44%2Fupdates` with the key `f44/updates`); the subject keeps the real key."""
-        template = self.exchange.address
-        if "{routing_key}" not in template:
-            return None
-        return template.format(name=self.exchange.name, routing_key=quote(routing_key, safe=""))
 
 
 def config_path(explicit: str | None = None) -> str:

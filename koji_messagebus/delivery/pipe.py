@@ -43,7 +43,7 @@ class AmqpPipe:
 
     def __init__(self, config: Config, endpoint: BrokerEndpoint):
         self.endpoint = endpoint
-        self._amqp = AmqpConnection(config, endpoint)
+        self._amqp = AmqpConnection(config.broker, config.exchange, endpoint)
         self.on_settled: Callable[[str, Settlement], None] | None = None
         self._amqp.sender.on_settled = self._settled
 

@@ -48,7 +48,7 @@ ConnectionFactory = Callable[[Config, BrokerEndpoint], BrokerConnection]
 
 
 def amqp_connection(config: Config, endpoint: BrokerEndpoint) -> BrokerConnection:
-    return AmqpConnection(config, endpoint)
+    return AmqpConnection(config.broker, config.exchange, endpoint)
 
 
 @dataclass
@@ -188,7 +188,8 @@ class Publisher:
             log.info("connection to %s is gone (%s), reconnecting", self._conn.endpoint,
                      self._conn.error)
             self._drop_connection()
-        conn, errors = connect_first(self.config, lambda ep: self._make(self.config, ep), self._clock)
+        conn, errors = connect_first(self.config.endpoints, self.config.broker.connect_timeout,
+                                     lambda ep: self._make(self.config, ep), self._clock)
         if errors:
             log.warning("connected to %s after: %s", conn.endpoint, "; ".join(str(e) for e in errors))
         self._conn = conn

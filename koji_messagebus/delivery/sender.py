@@ -361,7 +361,8 @@ class SenderThread:
 
     def _open(self) -> None:
         was_down = self._state is State.DOWN
-        conn, errors = connect_first(self.config, lambda ep: self._pipe(self.config, ep), self.clock)
+        conn, errors = connect_first(self.config.endpoints, self.config.broker.connect_timeout,
+                                     lambda ep: self._pipe(self.config, ep), self.clock)
         if errors:
             log.warning("connected to %s after: %s", conn.endpoint, "; ".join(str(e) for e in errors))
         conn.on_settled = self._settled

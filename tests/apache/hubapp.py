@@ -31,9 +31,9 @@ import psycopg2
 from koji.context import context
 from koji.xmlrpcplus import Fault, dumps, getparser
 
+from devkit.recorded import first
 from koji_messagebus import testing
 from tests.support.hub import DBWrapper, dml, get_event
-from tests.support.recorded import first
 
 LEDGER_SCHEMA = """\
 CREATE TABLE IF NOT EXISTS apache_ledger (seq INTEGER PRIMARY KEY, pid INTEGER NOT NULL,

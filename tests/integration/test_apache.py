@@ -29,11 +29,11 @@ import time
 
 import pytest
 
+from devkit.brokers import target
+from devkit.config import write_config
+from devkit.faultproxy import FaultProxy
 from koji_messagebus.delivery.spool import Spool
 from tests.apache import harness
-from tests.support.brokers import target
-from tests.support.config import write_config
-from tests.support.faultproxy import FaultProxy
 from tests.support.receiver import Receiver
 
 CALLS = 300

@@ -10,16 +10,16 @@ import uuid
 
 import pytest
 
+from devkit.brokers import need
+from devkit.config import write_config
+from devkit.recorded import entries
 from koji_messagebus.amqp import AmqpConnection, BrokerError, Connection, management
 from koji_messagebus.amqp.address import flavour
 from koji_messagebus.amqp.receiver import open_listener
 from koji_messagebus.config.settings import Config, load_config
 from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import Outgoing, encode
-from tests.support.brokers import need
-from tests.support.config import write_config
 from tests.support.receiver import Receiver
-from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 
@@ -39,7 +39,7 @@ def tag_event(tag_name: str = "f44-build") -> Outgoing:
 
 
 def opened(cfg: Config) -> AmqpConnection:
-    conn = AmqpConnection(cfg, cfg.endpoints[0])
+    conn = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
     conn.open(time.monotonic() + 10)
     return conn
 
@@ -147,7 +147,7 @@ def test_an_unroutable_message_is_not_lost(tmp_path, exchange_name, broker, plug
 def test_heartbeat_of_one_second_is_accepted_and_kept_alive(tmp_path, exchange_name, broker):
     """RabbitMQ 4.x refuses an idle time-out under 1000 ms; proton advertises half the heartbeat."""
     cfg = config(tmp_path, exchange_name, broker={"heartbeat": "1"})
-    conn = Connection(cfg, cfg.endpoints[0])
+    conn = Connection(cfg.broker, cfg.exchange, cfg.endpoints[0])
     try:
         conn.open(time.monotonic() + 10)
         end = time.monotonic() + 2.5
@@ -167,9 +167,9 @@ def test_listen_subscribes_the_brokers_way_and_cleans_up(tmp_path, exchange_name
     if broker.flavour == "rabbitmq3":
         Receiver(exchange_name, ex_type, t=broker).close(delete_exchange=False)  # declares it (0-9-1)
     else:
-        management.prepare_exchange(cfg)
+        management.prepare_exchange(cfg.broker, cfg.exchange, cfg.endpoints)
     keys = ["koji.event.Tag.#"] if ex_type == "topic" else [""]
-    listener = open_listener(cfg, keys=keys)
+    listener = open_listener(cfg.broker, cfg.exchange, cfg.topic, cfg.endpoints, keys=keys)
     got: list = []
     try:
         sender = opened(cfg)
@@ -302,7 +302,7 @@ def test_cli_listen_says_which_broker_and_prints_what_arrives(tmp_path, exchange
     if broker.flavour == "rabbitmq3":
         Receiver(exchange_name, t=broker).close(delete_exchange=False)  # declares it (0-9-1)
     else:
-        management.prepare_exchange(cfg)
+        management.prepare_exchange(cfg.broker, cfg.exchange, cfg.endpoints)
     proc = subprocess.Popen([sys.executable, "-m", "koji_messagebus.cli", "--config", cfg.path, "listen",
                              "--key", "koji.event.Tag.#", "--count", "2", "--timeout", "20"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -332,11 +332,11 @@ def test_listen_gets_every_value_of_a_message_beyond_protons_65535(tmp_path, exc
     if broker.flavour == "rabbitmq3":
         Receiver(exchange_name, "topic", t=broker).close(delete_exchange=False)  # declares it (0-9-1)
     else:
-        management.prepare_exchange(cfg)
+        management.prepare_exchange(cfg.broker, cfg.exchange, cfg.endpoints)
     kwargs = dict(entries("postImport")[0]["converted"])
     kwargs["outputs"] = list(range(70_000))
     big = encode(format_event("Import", kwargs, "koji.event"))
-    listener = open_listener(cfg, keys=["koji.event.Import.#"])
+    listener = open_listener(cfg.broker, cfg.exchange, cfg.topic, cfg.endpoints, keys=["koji.event.Import.#"])
     got: list = []
     try:
         sender = opened(cfg)

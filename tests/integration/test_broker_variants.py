@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from devkit.recorded import entries
 from tests.support.amqp_peer import Peer
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin
-from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 
@@ -69,17 +69,17 @@ def test_a_rejection_names_the_brokers_condition_and_description(hub_for, plugin
 def test_released_is_unroutable_counted_and_said_once_a_minute_at_info(plugin_log, monkeypatch, tmp_path,
                                                                         exchange_name):
     """A message no queue is bound for is `released` (RabbitMQ 4.x): not lost, not an error, said at INFO."""
+    from devkit.config import write_config
     from koji_messagebus.amqp import sender
     from koji_messagebus.config.settings import load_config
     from koji_messagebus.format.messages import format_event
     from koji_messagebus.format.wire import encode
-    from tests.support.config import write_config
 
     monkeypatch.setattr(sender, "UNROUTABLE", sender.UnroutableLog())
     with Peer("release") as peer:
         cfg = load_config(write_config(tmp_path / "c.conf", exchange_name, broker={
             "port": peer.port, "auth": "ANONYMOUS", "username": None, "password": None}))
-        conn = sender.AmqpConnection(cfg, cfg.endpoints[0])
+        conn = sender.AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
         conn.open(time.monotonic() + 5)
         try:
             msgs = [encode(format_event("Tag", TAG, "koji.event")) for _ in range(3)]

@@ -1,6 +1,6 @@
 """A hub process that ends normally (atexit; mod_wsgi's shutdown hook calls the same function):
 it sends what it holds, deletes the rows the broker settled and closes its connections, so the
-next process has nothing to send again.  Real hub processes (tests/support/hub_process.py), PostgreSQL
+next process has nothing to send again.  Real hub processes (devkit/hub_process.py), PostgreSQL
 and broker."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import time
 
 import pytest
 
+from devkit.brokers import target
+from devkit.config import write_config
+from devkit.faultproxy import FaultProxy
 from koji_messagebus.delivery.spool import Spool, decode_file
 from koji_messagebus.transaction import outbox
-from tests.support.brokers import target
-from tests.support.config import write_config
-from tests.support.faultproxy import FaultProxy
 from tests.support.hub import DSN
 from tests.support.outbox_db import SCHEMA, sql
 from tests.support.pika_consumer import Consumer
@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def hub_process(conf: str, count: int, requests: int = 1, how: str = "normal") -> str:
     """Run one hub process to its end; its stderr (the plugin's log)."""
-    proc = subprocess.run([sys.executable, "-m", "tests.support.hub_process", conf, SCHEMA, str(count), str(requests),
+    proc = subprocess.run([sys.executable, "-m", "devkit.hub_process", conf, SCHEMA, str(count), str(requests),
                            how],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -23,6 +23,7 @@ import pytest
 from koji.util import encode_datetime_recurse
 from psycopg2.extensions import parse_dsn
 
+from devkit.config import write_config
 from koji_messagebus import cli
 from koji_messagebus.cli import examples
 from koji_messagebus.config.settings import load_config
@@ -32,7 +33,6 @@ from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.format.wire import encode
 from koji_messagebus.transaction import outbox
 from tests.support import outbox_db
-from tests.support.config import write_config
 from tests.support.hub import DSN
 from tests.support.pika_consumer import AMQP_HOST, AMQP_PORT, Consumer
 

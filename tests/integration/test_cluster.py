@@ -14,9 +14,9 @@ import uuid
 import pika
 import pytest
 
-from tests.support.brokers import need
+from devkit.brokers import need
+from devkit.recorded import entries
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin
-from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,8 +75,8 @@ def three_nodes():
 
 
 def test_stopping_nodes_loses_nothing_and_stalls_nothing(three_nodes, monkeypatch, tmp_path, exchange_name):
-    from tests.support.brokers import target
-    from tests.support.config import write_config
+    from devkit.brokers import target
+    from devkit.config import write_config
 
     queue = f"kmb-cluster-{uuid.uuid4().hex[:8]}"
     conn = pika_on_live_node()

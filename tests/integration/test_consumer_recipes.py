@@ -11,13 +11,13 @@ import uuid
 
 import pytest
 
+from devkit.config import write_config
 from koji_messagebus.amqp import AmqpConnection
 from koji_messagebus.cli import examples
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import encode
 from tests.support import recipes
-from tests.support.config import write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 
@@ -52,7 +52,7 @@ def prepare(broker, exchange: str, tmp_path):
 
         with pika.BlockingConnection(pika_parameters()) as c:
             c.channel().exchange_declare(exchange, "topic", durable=False)
-    sender = AmqpConnection(cfg, cfg.endpoints[0])
+    sender = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
     sender.open(time.monotonic() + 10)
     return sender
 

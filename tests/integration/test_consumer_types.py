@@ -17,13 +17,13 @@ import uuid
 import proton
 import pytest
 
+from devkit.config import write_config
 from koji_messagebus.amqp import AmqpConnection
 from koji_messagebus.cli import examples
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import encode
 from tests.support import recipes
-from tests.support.config import write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix, pytest.mark.requires("pika")]
 
@@ -163,7 +163,7 @@ def test_each_client_reads_each_type_as_the_table_says(broker, exchange_name, tm
         for q in queues.values():
             channel.queue_declare(q, durable=True)
             channel.queue_bind(q, exchange_name, "#")
-        sender = AmqpConnection(cfg, cfg.endpoints[0])
+        sender = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
         sender.open(time.monotonic() + 10)
         try:
             out = sender.send([message()], time.monotonic() + 10)

@@ -13,13 +13,13 @@ import time
 
 import pytest
 
+from devkit.brokers import BrokerTarget
+from devkit.config import write_config
 from koji_messagebus.amqp import AmqpConnection
 from koji_messagebus.cli import examples
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import encode
-from tests.support.brokers import BrokerTarget
-from tests.support.config import write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 
@@ -80,7 +80,7 @@ def test_cookbook_consumer_runs_on_its_broker(broker, exchange_name, tmp_path, h
 
         with pika.BlockingConnection(pika_parameters()) as c:
             c.channel().exchange_declare(exchange_name, "topic", durable=False)
-    sender = AmqpConnection(cfg, cfg.endpoints[0])
+    sender = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
     sender.open(time.monotonic() + 10)  # creates the exchange where the broker allows
     script = tmp_path / "consumer.py"
     script.write_text(for_broker(snippet(heading), broker, exchange_name))

@@ -9,6 +9,8 @@ import time
 import koji.plugin
 import pytest
 
+from devkit.config import write_config
+from devkit.recorded import entries
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery import outbox_rows
@@ -19,11 +21,9 @@ from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import encode
 from koji_messagebus.runtime import Runtime
 from koji_messagebus.transaction import outbox
-from tests.support.config import write_config
 from tests.support.hub import DSN, Hub, load_plugin, unload_plugin
 from tests.support.outbox_db import SCHEMA, connect_db, sql
 from tests.support.pika_consumer import Consumer
-from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,7 @@ import koji.plugin
 import psycopg2
 import pytest
 
+from devkit.recorded import entries
 from koji_messagebus.cli import outbox_admin
 from koji_messagebus.cli.check import check_outbox
 from koji_messagebus.config.settings import load_config
@@ -22,7 +23,6 @@ from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.transaction import outbox
 from tests.support.hub import DSN, Hub, dml, load_plugin, unload_plugin
 from tests.support.pika_consumer import Consumer
-from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from proton import Delivery, Message, symbol
 
-from tests.support.brokers import BrokerTarget, need
+from devkit.brokers import BrokerTarget, need
 from tests.support.pika_consumer import Consumer
 from tests.support.receiver import Receiver, connect
 
@@ -69,7 +69,7 @@ def test_pika_consumer_reads_what_was_sent(broker, exchange_name):
 
 
 def test_target_comes_from_the_environment(broker):
-    from tests.support.brokers import from_env
+    from devkit.brokers import from_env
     other = from_env({"KMB_BROKER": "artemis", "KMB_BROKER_PORT": "15680"})
     assert (other.flavour, other.port, other.user, other.has("pika")) == ("artemis", 15680, "admin", False)
     with pytest.raises(ValueError, match="loopback only"):

@@ -16,12 +16,13 @@ import time
 import koji.plugin
 import pytest
 
+from devkit.amqp091 import _decode_section
 from koji_messagebus.format.codec import decode_value
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
 from tests.support import contract, hostile
 from tests.support.hub import Hub, dml, load_plugin, unload_plugin
 from tests.support.outbox_db import connect_db, sql
-from tests.support.pika_consumer import Consumer, _decode_section
+from tests.support.pika_consumer import Consumer
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,12 @@ import koji.plugin
 import psycopg2
 import pytest
 
+from devkit.recorded import entries
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.transaction import outbox
 from tests.support.hub import DBWrapper, Hub, dml, load_plugin, unload_plugin
 from tests.support.outbox_db import SCHEMA, connect_db, sql
 from tests.support.pika_consumer import Consumer
-from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

@@ -11,17 +11,17 @@ import time
 
 import pytest
 
+from devkit.config import write_config
+from devkit.recorded import entries
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery.drainer import IDLE_CLOSE
 from koji_messagebus.delivery.handoff import Delivery, database_connector
 from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import encode
 from koji_messagebus.transaction import outbox
-from tests.support.config import write_config
 from tests.support.hub import DSN
 from tests.support.outbox_db import SCHEMA, connect_db, sql
 from tests.support.pika_consumer import Consumer
-from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """The broker goes away mid-run and comes back (its connections cut, then refused, as a restart
-looks to a client), on the run's broker through tests/support/faultproxy.py: nothing is lost, no request
+looks to a client), on the run's broker through devkit/faultproxy.py: nothing is lost, no request
 waits longer than the configured timeouts."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from tests.support.faultproxy import FaultProxy
+from devkit.faultproxy import FaultProxy
+from devkit.recorded import entries
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin
 from tests.support.pika_consumer import bound_consumer
-from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 

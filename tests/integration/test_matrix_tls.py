@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
+from devkit.recorded import entries
 from tests.support import tls
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin
 from tests.support.pika_consumer import bound_consumer
-from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix, pytest.mark.requires("tls")]
 

@@ -14,11 +14,11 @@ import koji.plugin
 import psycopg2
 import pytest
 
+from devkit.recorded import entries
 from koji_messagebus.transaction import outbox, subcalls
 from tests.support.hub import HUB_SCHEMA, Fault, Hub, dml, get_event, load_plugin, unload_plugin
 from tests.support.outbox_db import SCHEMA, connect_db, sql
 from tests.support.pika_consumer import Consumer
-from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

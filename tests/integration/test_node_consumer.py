@@ -23,12 +23,12 @@ import koji.plugin
 import pika
 import pytest
 
+from devkit.brokers import target
+from devkit.recorded import entries
 from koji_messagebus.format.messages import CALLBACK_TYPES
 from koji_messagebus.schema import SCHEMA_DIR
-from tests.support.brokers import target
 from tests.support.hub import Hub, load_plugin, unload_plugin
 from tests.support.pika_consumer import pika_parameters
-from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 

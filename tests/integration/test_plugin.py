@@ -10,11 +10,11 @@ import time
 import koji.plugin
 import pytest
 
+from devkit.brokers import need, target
+from devkit.recorded import entries
 from koji_messagebus.format.messages import CALLBACK_TYPES
-from tests.support.brokers import need, target
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin
 from tests.support.pika_consumer import bound_consumer, delete_exchange
-from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 

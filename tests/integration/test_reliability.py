@@ -1,5 +1,5 @@
 """Reliability under faults (more under load in test_sender_faults.py and test_drainer.py): the plugin loaded as the hub
-loads it, the real RabbitMQ behind a fault-injecting proxy (tests/support/faultproxy.py), the real
+loads it, the real RabbitMQ behind a fault-injecting proxy (devkit/faultproxy.py), the real
 PostgreSQL, what arrived checked with pika.
 
 The outbox lives in a private schema of the `test` database (search_path), one per pytest process
@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import koji.plugin
 import pytest
 
+from devkit.config import write_config
+from devkit.faultproxy import FaultProxy
+from devkit.recorded import entries
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus import runtime as mb_runtime
 from koji_messagebus.config.settings import load_config
@@ -31,12 +34,9 @@ from koji_messagebus.delivery.ticket import Hold
 from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.runtime import Runtime
 from koji_messagebus.transaction import outbox
-from tests.support.config import write_config
-from tests.support.faultproxy import FaultProxy
 from tests.support.hub import DSN, DBWrapper, Hub, load_plugin, unload_plugin
 from tests.support.outbox_db import SCHEMA, connect_db, sql
 from tests.support.pika_consumer import Consumer, Received
-from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 
@@ -347,7 +347,7 @@ import os, sys
 sys.path.insert(0, {repo!r})
 import psycopg2, koji.plugin
 from tests.support.hub import Hub, load_plugin
-from tests.support.recorded import entries
+from devkit.recorded import entries
 cnx = psycopg2.connect({dsn!r}, options="-c search_path={schema}")
 load_plugin()
 kwargs = entries("postTag")[0]["kwargs"]

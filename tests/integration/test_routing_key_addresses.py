@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.brokers import target
+from devkit.brokers import target
+from devkit.recorded import entries
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin
 from tests.support.pika_consumer import Consumer
-from tests.support.recorded import entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.matrix]
 

@@ -14,15 +14,15 @@ import koji.plugin
 import pika
 import pytest
 
-from bench.faults import run_fault
-from bench.load import Arrivals
+from devkit.brokers import target
+from devkit.config import write_config
+from devkit.faults import run_fault
+from devkit.load import Arrivals
+from devkit.recorded import entries
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus import runtime as mb_runtime
 from koji_messagebus.runtime import Runtime
-from tests.support.brokers import target
-from tests.support.config import write_config
 from tests.support.hub import Hub, db_connect, load_plugin, unload_plugin
-from tests.support.recorded import entries
 
 pytestmark = pytest.mark.integration
 

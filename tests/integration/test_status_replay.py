@@ -14,19 +14,19 @@ import time
 import koji.plugin
 import pytest
 
+from devkit.brokers import target
+from devkit.config import write_config
+from devkit.faultproxy import FaultProxy
+from devkit.recorded import entries
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.cli import main, outbox_admin
 from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.runtime import Runtime
 from koji_messagebus.transaction import outbox
-from tests.support.brokers import target
-from tests.support.config import write_config
-from tests.support.faultproxy import FaultProxy
 from tests.support.hub import DSN, Hub, load_plugin, unload_plugin
 from tests.support.outbox_db import SCHEMA, connect_db
 from tests.support.pika_consumer import Consumer, pika_parameters
-from tests.support.recorded import entries
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PER_PROCESS = 150
@@ -36,7 +36,7 @@ import sys
 sys.path.insert(0, {repo!r})
 import koji.plugin
 from koji_messagebus import plugin as mb
-from tests.support.recorded import entries
+from devkit.recorded import entries
 from tests.support.hub import Hub, fire, load_plugin
 load_plugin()
 hub = Hub()

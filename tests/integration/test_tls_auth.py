@@ -14,6 +14,8 @@ import uuid
 
 import pytest
 
+from devkit.config import write_config
+from devkit.recorded import first
 from koji_messagebus import cli
 from koji_messagebus.amqp import AmqpConnection, BrokerError
 from koji_messagebus.config.settings import ConfigError, load_config, parse_config
@@ -21,10 +23,8 @@ from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.format.wire import encode
 from tests.support import tls
-from tests.support.config import write_config
 from tests.support.hub import Hub, fire, load_plugin, unload_plugin
 from tests.support.pika_consumer import Consumer
-from tests.support.recorded import first
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ def conf(tmp_path, exchange: str, **broker) -> str:
 def tag_message(cfg=None):
     kwargs = first("postTag")
     event = format_event(CALLBACK_TYPES["postTag"], kwargs, "koji.event")
-    return encode(event, to=cfg.message_to(event.routing_key) if cfg else None)
+    return encode(event, to=cfg.exchange.message_to(event.routing_key) if cfg else None)
 
 
 def publish(path: str):
@@ -487,7 +487,7 @@ def test_connection_reports_mechanism_used(tmp_path, exchange_name, consumer):
         parser = configparser.RawConfigParser()
         parser.read(conf(tmp_path, exchange_name, **over))
         cfg = parse_config(parser, "t.conf")
-        conn = AmqpConnection(cfg, cfg.endpoints[0])
+        conn = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
         try:
             conn.open(time.monotonic() + 10)
             assert conn.connection.mechanism == mech

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from devkit.recorded import entries
 from koji_messagebus.format.messages import CALLBACK_TYPES
-from tests.support.recorded import entries
 
 UTC = datetime.timezone.utc
 

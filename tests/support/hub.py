@@ -1,10 +1,11 @@
-"""A Koji hub request cycle for tests, as kojixmlrpc runs it.
+"""A Koji hub request cycle for tests on the real PostgreSQL, as kojixmlrpc runs it.
 
-The plugin is loaded with koji's own `PluginTracker` from the shipped `messagebus.py` and its
-callbacks registered the way the hub registers them; callbacks run through koji's own
-`koji.plugin.run_callbacks`.  The database connection is a real psycopg2 connection wrapped
-like kojihub's `DBWrapper`/`CursorWrapper` (kojihub itself is not on PyPI): list parameters
-become tuples, `close()` issues a raw ROLLBACK.
+The plugin is loaded by koji_messagebus.testing (the one implementation, shipped for the demo and
+`send`), with koji's own `PluginTracker`; callbacks run through koji's own
+`koji.plugin.run_callbacks`.  What tests need on top of the public simulator is here.
+The database connection is a real psycopg2 connection wrapped like kojihub's
+`DBWrapper`/`CursorWrapper` (kojihub itself is not on PyPI): list parameters become tuples,
+`close()` issues a raw ROLLBACK.
 
 `Hub.multicall` runs kojixmlrpc's `multiCall` loop as kojihub 1.35 does: per sub-call
 `SAVEPOINT multiCall_loop` (koji.db.Savepoint, which also sets commit_pending), `context.method`
@@ -16,84 +17,33 @@ per transaction (per sub-call in a multicall), created by the first versioned wr
 
 from __future__ import annotations
 
-import os
-import re
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import koji
 import koji.plugin
-import psycopg2
 from koji.context import context
 
-import koji_messagebus
-from koji_messagebus import plugin as mb_plugin
+from devkit.hubdb import DSN, CursorWrapper, DBWrapper, db_connect
+from koji_messagebus import testing
 
-PLUGIN_DIR = os.path.join(os.path.dirname(koji_messagebus.__file__), "hub")
-DSN = os.environ.get("KOJI_MESSAGEBUS_TEST_DSN", "dbname=test host=127.0.0.1 user=postgres")
-_NAMED = re.compile(r"%\(([^\)]+)\)[a-z]")
-
-
-class CursorWrapper:
-    """Behaves like kojihub.db.CursorWrapper for the calls a plugin makes."""
-
-    def __init__(self, cursor):
-        self.cursor = cursor
-
-    def __getattr__(self, key):
-        return getattr(self.cursor, key)
-
-    def execute(self, operation, parameters=(), log_errors=True):
-        operation = _NAMED.sub(r"%(\1)s", operation)
-        if isinstance(parameters, dict):
-            parameters = {k: tuple(v) if isinstance(v, list) else v for k, v in parameters.items()}
-        return self.cursor.execute(operation, parameters)
-
-
-class DBWrapper:
-    """Behaves like kojihub.db.DBWrapper."""
-
-    def __init__(self, cnx):
-        self.cnx = cnx
-
-    def __getattr__(self, key):
-        return getattr(self.cnx, key)
-
-    def cursor(self, *args, **kw):
-        return CursorWrapper(self.cnx.cursor(*args, **kw))
-
-    def close(self):
-        self.cnx.cursor().execute("ROLLBACK")
-        self.cnx = None
-
-
-def db_connect():
-    cnx = psycopg2.connect(DSN)
-    cnx.set_client_encoding("UTF8")
-    return cnx
-
+__all__ = ["DSN", "CursorWrapper", "DBWrapper", "Fault", "Hub", "db_connect", "dml", "fire", "get_event",
+           "load_plugin", "unload_plugin", "HUB_SCHEMA"]
 
 def load_plugin() -> Any:
-    """Load `messagebus` as the hub does and register its callbacks; return the module."""
-    for cbs in koji.plugin.callbacks.values():
-        cbs.clear()
-    sys.modules.pop("_koji_plugin__messagebus", None)
-    tracker = koji.plugin.PluginTracker(path=[PLUGIN_DIR])
-    module = tracker.load("messagebus")
-    for value in vars(module).values():
-        if isinstance(value, type) or not callable(value):
-            continue
-        for cbtype in getattr(value, "callbacks", None) or ():
-            koji.plugin.register_callback(cbtype, value)
+    """koji_messagebus.testing.load_plugin (the one implementation), after dropping every callback
+    an earlier test left registered; returns the module."""
+    unload_plugin()
+    module, _ = testing.load_plugin()
     return module
 
 
 def unload_plugin() -> None:
+    """Drop every registered callback, then koji_messagebus.testing.unload_plugin's reset."""
     for cbs in koji.plugin.callbacks.values():
         cbs.clear()
-    mb_plugin.reset(None)
+    testing.unload_plugin([])
 
 
 #: what kojihub's schema defines for events (schema.sql: events, get_event())

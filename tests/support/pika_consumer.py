@@ -1,7 +1,7 @@
 """What actually arrived: a pika (AMQP 0-9-1) consumer bound to the exchange, and a decoder of
 the AMQP 1.0 sections RabbitMQ 3.x keeps in the 0-9-1 message (4.x gives native headers).
 
-The broker is the run's target (tests/support/brokers.py, from KMB_BROKER*); the AMQP 1.0 receiver for
+The broker is the run's target (devkit/brokers.py, from KMB_BROKER*); the AMQP 1.0 receiver for
 every broker is in tests/support/receiver.py; `bound_consumer` picks pika where the broker speaks 0-9-1.
 """
 
@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
 import pika
-from proton import Data
 
-from tests.support.brokers import need, target
+from devkit.amqp091 import Received, decode_091
+from devkit.brokers import need, target
 from tests.support.contract import check
 
 AMQP_HOST = target().host
@@ -27,45 +25,6 @@ def pika_parameters() -> pika.ConnectionParameters:
     t = need("pika")
     return pika.ConnectionParameters(t.host, t.amqp091_port or t.port,
                                      credentials=pika.PlainCredentials(t.user, t.password))
-
-
-def _decode_section(raw: bytes) -> Any:
-    data = Data()
-    data.decode(raw)
-    data.rewind()
-    data.next()
-    return data.get_object()
-
-
-@dataclass
-class Received:
-    routing_key: str
-    delivery_mode: int
-    message_id: str
-    headers: dict
-    body: Any
-    subject: str | None
-
-
-def decode_091(method, props, body: bytes) -> Received:
-    """Rebuild the AMQP 1.0 message from what RabbitMQ stored: 3.x keeps the application-properties
-    and properties sections as blobs in x-amqp-1.0-* headers; 4.x gives the application-properties
-    as native headers and keeps no subject (None then)."""
-    hdrs = props.headers or {}
-    if "x-amqp-1.0-app-properties" in hdrs:
-        app = _decode_section(hdrs["x-amqp-1.0-app-properties"])
-    else:  # RabbitMQ 4.x: native headers (only the x-amqp-1.0-* blobs are not application-properties)
-        app = {k: v for k, v in hdrs.items() if not k.startswith("x-amqp-1.0-")}
-    section = _decode_section(body)  # the amqp-value section (described type 0x77)
-    value = section.value if hasattr(section, "value") else section
-    subject = None
-    if "x-amqp-1.0-properties" in hdrs:
-        described = _decode_section(hdrs["x-amqp-1.0-properties"])
-        fields = list(getattr(described, "value", []) or [])
-        subject = fields[3] if len(fields) > 3 else None
-    app_props = getattr(app, "value", app)
-    return Received(method.routing_key, props.delivery_mode, props.message_id,
-                    dict(app_props or {}), value, subject)
 
 
 class Consumer:

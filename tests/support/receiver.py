@@ -24,7 +24,7 @@ from proton import Described, Message, symbol
 from proton.reactor import Filter, Selector
 from proton.utils import BlockingConnection, BlockingReceiver
 
-from tests.support.brokers import BrokerTarget, target
+from devkit.brokers import BrokerTarget, target
 from tests.support.contract import check
 from tests.support.pika_consumer import Received, pika_parameters
 

@@ -16,7 +16,7 @@ from proton import Described, symbol
 from proton.handlers import MessagingHandler
 from proton.reactor import Container, DurableSubscription, Filter, LinkOption
 
-from tests.support.brokers import BrokerTarget
+from devkit.brokers import BrokerTarget
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPES = os.path.join(ROOT, "docs", "recipes")

@@ -17,9 +17,10 @@ ARTEMIS, BROKERJ = BrokerInfo("apache-activemq-artemis", "2.40.0"), BrokerInfo("
 
 
 def cfg(**exchange):
+    """The [exchange] settings route() takes."""
     p = configparser.RawConfigParser()
     p.read_dict({"broker": {"username": "u", "password": "p"}, "exchange": {"name": "koji.events", **exchange}})
-    return parse_config(p, "t.conf")
+    return parse_config(p, "t.conf").exchange
 
 
 @pytest.mark.parametrize("broker, kind", [(RABBIT3, "rabbitmq3"), (RABBIT4, "rabbitmq4"), (ARTEMIS, "artemis"),

@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
+from devkit.config import write_config
 from koji_messagebus import cli, rabbitmq
 from koji_messagebus.cli import common, install
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.listener import HeaderMatch, jsonable, render, source_addresses
-from tests.support.config import write_config
 
 COMMANDS = [["check"], ["preview"], ["listen"], ["outbox"], ["outbox", "status"], ["outbox", "flush"],
             ["outbox", "purge"], ["outbox", "init"], ["install-plugin"], ["demo"], ["send"]]
@@ -250,7 +250,8 @@ def test_without_pika_the_listener_falls_back_to_the_amqp10_source(tmp_path, mon
 
     monkeypatch.setitem(sys.modules, "pika", None)  # import pika -> ImportError
     config = load_config(write_config(tmp_path / "m.conf", "ex"))
-    assert temporary_queue(config, ["#"]) == (None, "pika is not installed")
+    got = temporary_queue(config.broker, config.exchange, config.endpoints[0], ["#"])
+    assert got == (None, "pika is not installed")
 
 
 def test_without_pika_or_rabbitmqadmin_the_demo_says_how_to_declare(tmp_path, monkeypatch):
@@ -267,7 +268,8 @@ def test_amqp091_needs_plain_or_external(tmp_path):
     from koji_messagebus.listener import amqp091_connect
 
     config = load_config(write_config(tmp_path / "m.conf", "ex", broker={"auth": "ANONYMOUS"}))
-    assert amqp091_connect(config) == (None, "auth = ANONYMOUS is not available over AMQP 0-9-1 here")
+    got = amqp091_connect(config.broker, config.endpoints[0])
+    assert got == (None, "auth = ANONYMOUS is not available over AMQP 0-9-1 here")
 
 
 # ---- papercuts (issue 11) ------------------------------------------------------------------------

@@ -10,12 +10,12 @@ import os
 
 import pytest
 
+from devkit.config import write_config
 from koji_messagebus import cli
 from koji_messagebus.cli import common
 from koji_messagebus.cli.send import callback_for
 from koji_messagebus.config.settings import ENV_VAR, load_config
 from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES
-from tests.support.config import write_config
 
 
 @pytest.fixture(autouse=True)

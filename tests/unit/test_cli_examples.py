@@ -7,9 +7,9 @@ import datetime
 import pytest
 from koji.util import encode_datetime_recurse
 
+from devkit.recorded import entries
 from koji_messagebus.cli import examples
 from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES, format_event
-from tests.support.recorded import entries
 
 CALLBACK_OF = {t: cb for cb, t in CALLBACK_TYPES.items()}
 #: nested maps whose keys vary between calls by design (free-form data)

@@ -119,9 +119,9 @@ def test_no_piece_of_a_dsn_password_from_the_outbox_commands(tmp_path, capsys, d
 
 @pytest.mark.parametrize("dsn", LEAKY_DSNS)
 def test_no_piece_of_a_dsn_password_from_check(tmp_path, capsys, dsn):
+    from devkit.config import write_config
     from koji_messagebus.cli.check import check_outbox
     from koji_messagebus.config.settings import load_config
-    from tests.support.config import write_config
 
     path = hub_conf(tmp_path, f"[hub]\nDBConnectionString = {dsn}\n")
     assert check_outbox(load_config(write_config(str(tmp_path / "messagebus.conf"))), path) != 0
@@ -149,10 +149,10 @@ class FakeSender:
 @pytest.mark.parametrize("dsn", LEAKY_DSNS)
 def test_no_piece_of_a_dsn_password_in_the_hub_log(tmp_path, caplog, dsn):
     """The plugin's own database connection (the drainer's) logs what connect() raised at ERROR."""
+    from devkit.config import write_config
     from koji_messagebus.config.settings import load_config
     from koji_messagebus.delivery import drainer
     from koji_messagebus.delivery.handoff import database_connector
-    from tests.support.config import write_config
 
     caplog.set_level(logging.DEBUG)
     path = hub_conf(tmp_path, f"[hub]\nDBConnectionString = {dsn}\n")

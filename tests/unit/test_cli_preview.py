@@ -9,11 +9,11 @@ from urllib.parse import quote
 import pytest
 from koji.util import encode_datetime_recurse
 
+from devkit.config import write_config
+from devkit.recorded import first
 from koji_messagebus import cli
 from koji_messagebus.cli import common, examples
 from koji_messagebus.format.messages import MESSAGE_TYPES, format_event
-from tests.support.config import write_config
-from tests.support.recorded import first
 
 
 @pytest.fixture(autouse=True)

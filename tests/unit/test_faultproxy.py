@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.support.faultproxy import FaultProxy
+from devkit.faultproxy import FaultProxy
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import koji.plugin
 import pytest
 from proton import Message
 
+from devkit.recorded import entries
 from koji_messagebus.format.messages import (
     CALLBACK_TYPES,
     MAX_KEY_BYTES,
@@ -21,7 +22,6 @@ from koji_messagebus.format.messages import (
     unsigned,
 )
 from koji_messagebus.format.wire import decode, encode
-from tests.support.recorded import entries
 
 P = "koji.event"
 

@@ -15,6 +15,7 @@ import koji.util
 import pytest
 from koji.context import context
 
+from devkit.recorded import entries
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.format import codec as amqp_codec
@@ -22,7 +23,6 @@ from koji_messagebus.format import values, wire
 from koji_messagebus.format.messages import CALLBACK_TYPES, Event, format_event
 from koji_messagebus.runtime import Runtime
 from tests.support.hub import load_plugin, unload_plugin
-from tests.support.recorded import entries
 
 MSG_ID = "5d2c4c1e-4d1b-4b8e-9a57-000000000001"
 CREATED = 1795871677.765892

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
+from devkit.config import make_config, until
 from koji_messagebus import runtime as mb_runtime
 from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.handoff import Delivery
 from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.runtime import RequestBatch, Runtime
-from tests.support.config import make_config, until
 from tests.support.fakebroker import FakeBroker, msgs
 
 
@@ -100,9 +100,9 @@ def test_broker_down_the_request_returns_at_once_and_nothing_is_lost(make_runtim
 def test_test_mode_logs_and_sends_nothing(tmp_path, broker, caplog):
     cfg = make_config(tmp_path, test_mode="true")
     rt = Runtime(config=cfg)
+    from devkit.recorded import entries
     from koji_messagebus.format.messages import format_event
     from koji_messagebus.format.wire import encode
-    from tests.support.recorded import entries
 
     msg = encode(format_event("Tag", entries("postTag")[0]["kwargs"], "koji.event"))
     with caplog.at_level(logging.INFO, logger="koji.plugin.messagebus"):
@@ -171,8 +171,8 @@ def test_the_whole_request_stays_within_timeout_not_only_the_wait(make_runtime, 
 @pytest.mark.parametrize("setting, sent", [(None, False), ("false", False), ("true", True)])
 def test_an_rpm_sign_without_a_sigkey_is_collected_only_when_the_setting_says_so(tmp_path, setting, sent):
     """As Koji's protonmsg: an unsigned import's RPMSign (sigkey '') is not published by default."""
+    from devkit.recorded import entries
     from koji_messagebus.config.settings import load_config
-    from tests.support.recorded import entries
 
     path = tmp_path / "messagebus.conf"
     path.write_text("[broker]\nhost = 127.0.0.1\nauth = ANONYMOUS\n[topic]\n"

@@ -14,11 +14,11 @@ import time
 
 import pytest
 
+from devkit.recorded import entries
 from koji_messagebus import schema
 from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES, format_event
 from koji_messagebus.format.wire import decode, encode
 from tests.support import contract
-from tests.support.recorded import entries
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 VERSIONS = os.path.join(ROOT, "tests", "data", "schema-versions.json")

@@ -128,7 +128,7 @@ def test_gssapi_without_cyrus_sasl_is_a_config_problem_and_a_connect_error(tmp_p
         config(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path))
     assert "this python-qpid-proton has no Cyrus SASL (proton.SASL.extended() is False)" in str(info.value)
     with pytest.raises(BrokerError) as err:
-        kerberos_ticket(cfg, cfg.endpoints[0])
+        kerberos_ticket(cfg.broker, cfg.endpoints[0])
     assert err.value.kind == "auth" and "proton.SASL.extended() is False" in str(err.value)
 
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
+from devkit.config import make_config, until
 from koji_messagebus.delivery import sender as sendthread
 from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.delivery.ticket import Hold, State
-from tests.support.config import make_config, until
 from tests.support.fakebroker import FakeBroker, msgs
 
 

@@ -30,7 +30,7 @@ def test_defaults(tmp_path):
     assert cfg.exchange.name == "koji.events" and cfg.exchange.type == "topic"
     assert cfg.topic.prefix == "koji.event" and cfg.outbox.enabled is False
     assert cfg.exchange.address == "auto"  # chosen per broker once connected (amqp.address)
-    assert cfg.target_address() is None and cfg.message_to("k") is None
+    assert cfg.exchange.target_address() is None and cfg.exchange.message_to("k") is None
 
 
 def test_ssl_default_port_and_urls(tmp_path):
@@ -48,10 +48,10 @@ def test_env_var_selects_the_file(tmp_path, monkeypatch):
 
 def test_address_templates(tmp_path):
     cfg = load_config(conf(tmp_path, MINIMAL + "[exchange]\nname = ex\naddress = /exchanges/{name}/{routing_key}\n"))
-    assert cfg.target_address() is None
-    assert cfg.message_to("koji.event.Tag.x") == "/exchanges/ex/koji.event.Tag.x"
+    assert cfg.exchange.target_address() is None
+    assert cfg.exchange.message_to("koji.event.Tag.x") == "/exchanges/ex/koji.event.Tag.x"
     cfg = load_config(conf(tmp_path, MINIMAL + "[exchange]\nname = ex\naddress = {name}\n"))
-    assert cfg.target_address() == "ex"
+    assert cfg.exchange.target_address() == "ex"
 
 
 def test_every_problem_at_once_with_file_section_key_value_and_allowed(tmp_path):

@@ -71,16 +71,16 @@ def test_address_templates_name_only_the_known_fields(tmp_path, template):
 
 def test_known_address_fields_pass(tmp_path):
     cfg = load_config(conf(tmp_path, MINIMAL + "[exchange]\naddress = /exchanges/{name}/{routing_key}\n"))
-    assert cfg.message_to("k") == "/exchanges/koji.events/k"
+    assert cfg.exchange.message_to("k") == "/exchanges/koji.events/k"
 
 
 def test_routing_keys_in_addresses_are_percent_encoded(tmp_path):
     """RabbitMQ 4.x rejects `to` = /exchanges/X/f44/updates and routes /exchanges/X/f44%2Fupdates
     with the key f44/updates."""
     cfg = load_config(conf(tmp_path, MINIMAL + "[exchange]\naddress = /exchanges/{name}/{routing_key}\n"))
-    assert cfg.message_to("koji.event.Tag.f44/updates.bash.~none~") == \
+    assert cfg.exchange.message_to("koji.event.Tag.f44/updates.bash.~none~") == \
         "/exchanges/koji.events/koji.event.Tag.f44%2Fupdates.bash.~none~"
-    assert cfg.message_to("k.ü.a b#") == "/exchanges/koji.events/k.%C3%BC.a%20b%23"
+    assert cfg.exchange.message_to("k.ü.a b#") == "/exchanges/koji.events/k.%C3%BC.a%20b%23"
 
 
 def test_port_zero_is_refused(tmp_path):
@@ -231,7 +231,7 @@ def test_replacing_values_recomputes_the_typed_sections(tmp_path):
 
     cfg = load_config(conf(tmp_path, MINIMAL))
     other = dataclasses.replace(cfg, values={**cfg.values, ("exchange", "name"): "elsewhere"})
-    assert other.exchange.name == "elsewhere" and other.target_address() in (None, "/exchange/elsewhere")
+    assert other.exchange.name == "elsewhere" and other.exchange.target_address() in (None, "/exchange/elsewhere")
 
 
 # ---- config lines that explain: file, line, section, key, fix; one line each (issue 21) ---------

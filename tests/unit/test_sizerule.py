@@ -9,10 +9,10 @@ import logging
 
 import pytest
 
+from devkit.recorded import entries
 from koji_messagebus.format import sizerule
 from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import Unsendable, decode
-from tests.support.recorded import entries
 
 
 def tag_event(extra_bytes: int = 0, big_tag_name: int = 0):

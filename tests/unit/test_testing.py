@@ -9,9 +9,9 @@ import logging
 import koji.plugin
 import pytest
 
+from devkit.config import write_config
 from koji_messagebus.cli import examples
 from koji_messagebus.testing import HubSimulator
-from tests.support.config import write_config
 
 
 @pytest.fixture

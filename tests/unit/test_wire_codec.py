@@ -13,11 +13,11 @@ import koji.util
 import pytest
 from proton import DataException, Described, Message, char, symbol, timestamp, ulong
 
+from devkit.recorded import entries
 from koji_messagebus.cli import examples
 from koji_messagebus.format import codec as amqp_codec
 from koji_messagebus.format import values, wire
 from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES, Event, format_event
-from tests.support.recorded import entries
 
 MSG_ID = "5d2c4c1e-4d1b-4b8e-9a57-000000000001"
 CREATED = 1795871677.765892

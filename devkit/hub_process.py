@@ -1,6 +1,6 @@
-"""A hub process for the process-lifecycle tests: loads the plugin as the hub does, runs hub
+"""A hub process for the process-lifecycle tests and bench/idle_cost.py: loads the plugin as the hub does, runs hub
 requests that each fire `count` postTag callbacks, then ends the way the test says (a normal
-exit runs the plugin's atexit hook).  Run as `python -m tests.support.hub_process CONF SCHEMA COUNT
+exit runs the plugin's atexit hook).  Run as `python -m devkit.hub_process CONF SCHEMA COUNT
 [REQUESTS [EXIT]]`, EXIT one of `normal` (return from main), `kill` (os._exit, no hooks) or
 `idle:SECONDS` (stay idle that long, then return from main)."""
 
@@ -11,8 +11,6 @@ import os
 import sys
 import time
 
-import koji.plugin
-
 
 def main(argv: list[str]) -> int:
     conf, schema, count = argv[0], argv[1], int(argv[2])
@@ -21,15 +19,18 @@ def main(argv: list[str]) -> int:
     os.environ["KOJI_MESSAGEBUS_CONFIG"] = conf
     logging.basicConfig(level=os.environ.get("KMB_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    from tests.support.hub import Hub, load_plugin
-    from tests.support.outbox_db import connect_db
-    from tests.support.recorded import entries
+    import psycopg2
 
-    load_plugin()
+    from devkit.hubdb import DSN, DBWrapper
+    from devkit.recorded import entries
+    from koji_messagebus.testing import HubSimulator
+
+    raw = psycopg2.connect(DSN, options=f"-c search_path={schema}")
+    raw.set_client_encoding("UTF8")
+    hub = HubSimulator(DBWrapper(raw), echo_log=True)
     kwargs = entries("postTag")[0]["kwargs"]
-    hub = Hub(connect_db(schema))
     for _ in range(requests):
-        hub.request(lambda cur: [koji.plugin.run_callbacks("postTag", **kwargs) for _ in range(count)])
+        hub.request("test", [("postTag", kwargs)] * count)
     print("requests done", flush=True)
     if how == "kill":
         os._exit(0)

@@ -10,7 +10,7 @@ import os
 from functools import cache
 from typing import Any
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "hub-callbacks")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "hub-callbacks")
 
 
 def decode(value: Any) -> Any:

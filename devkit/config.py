@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import time
 
+from devkit.brokers import target
 from koji_messagebus.config.settings import load_config
-from tests.support.brokers import target
 
 
 def write_config(path, exchange_name: str = "koji.events", **sections) -> str:
-    """Write a messagebus.conf for the run's broker (tests/support/brokers.py: KMB_BROKER*); keyword args
+    """Write a messagebus.conf for the run's broker (devkit/brokers.py: KMB_BROKER*); keyword args
     are {section: {key: value}}; a value None leaves the key out."""
     t = target()
     exchange = {"name": exchange_name, "type": "topic"}

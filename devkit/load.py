@@ -33,13 +33,14 @@ import pika  # noqa: E402
 import psycopg2  # noqa: E402
 from koji.context import context  # noqa: E402
 
+from devkit.amqp091 import decode_091  # noqa: E402
+from devkit.hubdb import DBWrapper  # noqa: E402
+from devkit.recorded import entries  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES  # noqa: E402
 from koji_messagebus.runtime import Runtime  # noqa: E402
+from koji_messagebus.testing import load_plugin  # noqa: E402
 from koji_messagebus.transaction import outbox  # noqa: E402
-from tests.support.hub import DBWrapper, load_plugin  # noqa: E402
-from tests.support.pika_consumer import decode_091  # noqa: E402
-from tests.support.recorded import entries  # noqa: E402
 
 #: per-thread profile counters, reset by each request (see instrument())
 PROFILE = threading.local()
@@ -261,7 +262,7 @@ def _bare_thread(load: Load, index: int, out: list[Req], stop: threading.Event) 
     rng = random.Random(load.seed * 1000 + index)
     cfg = load_config(load.conf)
     events = [encode(format_event(CALLBACK_TYPES[cb], kw, "koji.event")) for cb, kw in all_events()]
-    conn = AmqpConnection(cfg, cfg.endpoints[0])
+    conn = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
     conn.open(time.monotonic() + 5)
     for _ in range(load.requests):
         batch = [events[rng.randrange(len(events))] for _ in range(rng.randint(1, 10))]

@@ -107,7 +107,7 @@ class BrokerTarget:
     def why_not(self, feature: str) -> str:
         """Why this broker lacks `feature` ("" when it has it)."""
         if feature not in FEATURES:
-            raise KeyError(f"unknown broker feature {feature!r} (tests/support/brokers.py FEATURES)")
+            raise KeyError(f"unknown broker feature {feature!r} (devkit/brokers.py FEATURES)")
         return FEATURES[feature].get(self.flavour, f"{self.flavour} has no {feature}")
 
 
