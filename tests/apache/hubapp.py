@@ -77,7 +77,7 @@ def _server_setup(environ: dict) -> None:
     logging.getLogger("koji.plugin").setLevel(logging.INFO)
     cf = environ.get("koji.hub.ConfigFile", "/etc/koji-hub/hub.conf")
     config = koji.read_config_files([(cf, True)], raw=True)
-    _setup["dsn"] = config.get("hub", "DBConnectionString")
+    dsn = config.get("hub", "DBConnectionString")
     # the plugin reads its config at load time: where the hub's would be, or this instance's
     if environ.get("koji.messagebus.ConfigFile"):
         os.environ["KOJI_MESSAGEBUS_CONFIG"] = environ["koji.messagebus.ConfigFile"]
@@ -87,6 +87,9 @@ def _server_setup(environ: dict) -> None:
             continue
         for cbtype in getattr(value, "callbacks", None) or ():
             koji.plugin.register_callback(cbtype, value)
+    # last, as kojixmlrpc clears `firstcall` only after server_setup returned: another thread that
+    # saw _setup filled in earlier would run requests before the plugin's callbacks are registered
+    _setup["dsn"] = dsn
 
 
 def _connect() -> DBWrapper:
