@@ -24,3 +24,11 @@ class PrefixedLog(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic o
 
 log = PrefixedLog(logging.getLogger(LOGGER_NAME), {})
 """Use as `from .log import log`; `log.info("sent %d", n)` logs "messagebus: sent 1"."""
+
+
+def log_cause(cause: str, level: int, text: str, *args: Any) -> None:
+    """Log a recurring problem at most once per cause per minute, with counts (issue 18).
+
+    `cause` groups the lines ("outbox-locked", "resend", ...); `text` % `args` is one occurrence.
+    Stub for now: logs every occurrence; the throttle is being written."""
+    log.log(level, text, *args)
