@@ -9,6 +9,7 @@ import pytest
 
 from devkit.brokers import broker, target  # noqa: F401 - pytest finds fixtures by name here
 from devkit.config import write_config
+from koji_messagebus import log as mb_log
 from koji_messagebus import plugin as mb_plugin
 
 
@@ -35,10 +36,12 @@ def plugin_log(caplog):
 
 @pytest.fixture(autouse=True)
 def _fresh_runtime(monkeypatch):
-    """No Runtime leaks between tests."""
+    """No Runtime leaks between tests, nor a cause's one-line-a-minute (log.CAUSES)."""
     mb_plugin.reset(None)
+    mb_log.CAUSES.reset()
     yield
     mb_plugin.reset(None)
+    mb_log.CAUSES.reset()
 
 
 def pytest_runtest_setup(item):
