@@ -21,7 +21,7 @@ from koji_messagebus.delivery.status import StatusFile, snapshot
 from koji_messagebus.format.messages import format_event, unsigned
 from koji_messagebus.format.sizerule import encode_within
 from koji_messagebus.format.wire import Outgoing, describe, encode
-from koji_messagebus.log import log
+from koji_messagebus.log import flush_causes, log, log_cause
 from koji_messagebus.transaction import outbox
 from koji_messagebus.transaction.subcalls import SubcallMarks, aborted, split
 
@@ -116,11 +116,11 @@ class Runtime:
             return
         if stored.back_off:
             self._outbox_broken_until = time.monotonic() + OUTBOX_RETRY_SECONDS
-            log.error("%s; sending directly for the next %ds; the hub's transaction is unaffected",
-                      stored.problem, OUTBOX_RETRY_SECONDS)
-        else:
-            log.warning("%s; sending these %d message(s) directly; the hub's transaction is "
-                        "unaffected", stored.problem, len(batch.messages))
+            log_cause(stored.cause, logging.ERROR, "%s; sending directly for the next %ds; the hub's transaction "
+                      "is unaffected", stored.problem, OUTBOX_RETRY_SECONDS)
+        else:  # every request while a lock is held: one line a minute, with the count
+            log_cause(stored.cause, logging.WARNING, "%s; the hub's transaction is unaffected", stored.problem,
+                      counted="request(s) sent directly")
 
     @staticmethod
     def _keep_survivors(batch: RequestBatch, alive: frozenset[str] | None) -> None:
@@ -144,6 +144,7 @@ class Runtime:
             batch.seconds += time.perf_counter() - start
             if batch.messages:
                 log.debug("request spent %.2f ms in the plugin", batch.seconds * 1000)
+            flush_causes()  # a count whose minute is over (a clock read until one is)
 
     def _post_commit(self, batch: RequestBatch, cnx: Any) -> None:
         cfg = self.config
@@ -196,6 +197,7 @@ class Runtime:
                 self.delivery = None
         except Exception:  # noqa: BLE001 - an exit hook must not raise
             log.exception("clean exit failed")
+        flush_causes(force=True)  # the counts not said yet
         self.close()
 
     def close(self) -> None:

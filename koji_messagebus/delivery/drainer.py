@@ -17,6 +17,7 @@ settlement and the delete of its row only ever causes a resend.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.outbox_step import OutboxStep
 from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.errors import first_line
-from koji_messagebus.log import log
+from koji_messagebus.log import log, log_cause
 from koji_messagebus.transaction import outbox
 
 DELETE_EVERY = 0.1  # seconds between batched deletes of settled rows
@@ -130,7 +131,7 @@ class Drainer:
                 if outbox.is_timeout(exc):  # a lock on the table (a migration, a backup): rows stay
                     self._timed_out(exc)
                     continue
-                log.error("background outbox work failed (retrying in %gs): %s", DB_RETRY, first_line(exc))
+                self._db_failed(exc)
                 self._reset()
                 self._wake.set()
                 if self._stop.wait(DB_RETRY):
@@ -162,10 +163,27 @@ class Drainer:
         if self.leader:
             log.debug("this process is the outbox's elected drainer")
 
+    def _db_failed(self, exc: Exception) -> None:
+        """Say what happened and what we do, one line a minute per cause (log_cause): a lost
+        connection (a PostgreSQL restart) or one that cannot be made is expected now and then and
+        loses nothing (WARNING); anything else is an ERROR.  The exception's first line only."""
+        if not outbox.is_connection_lost(exc):
+            log_cause("outbox-background", logging.ERROR, "background outbox work failed (retrying every %gs; the "
+                      "rows stay in the outbox): %s", DB_RETRY, first_line(exc))
+        elif self._cnx is None:
+            log_cause("outbox-db-unreachable", logging.WARNING, "cannot connect to the hub's database for the "
+                      "outbox's background work (%s); retrying every %gs; the rows stay in the outbox and are "
+                      "sent once it is back", first_line(exc), DB_RETRY)
+        else:
+            log_cause("outbox-db-lost", logging.WARNING, "the outbox's database connection was lost (a PostgreSQL "
+                      "restart or a cut connection: %s); reconnecting; the rows stay in the outbox and are sent "
+                      "once it is back", first_line(exc))
+
     def _timed_out(self, exc: Exception) -> None:
-        """One line, the transaction rolled back, a pause of DB_RETRY; the connection is kept."""
-        log.warning("the outbox table is locked or slow (%s); its rows stay and are sent later: %s",
-                    f"lock_timeout {outbox.AFTER_LOCK_TIMEOUT_MS} ms", first_line(exc))
+        """One line a minute, the transaction rolled back, a pause of DB_RETRY; the connection is kept."""
+        log_cause("outbox-locked-background", logging.WARNING, "the outbox table is locked or slow (lock_timeout "
+                  "%d ms: %s); its rows stay and are sent later", outbox.AFTER_LOCK_TIMEOUT_MS, first_line(exc),
+                  counted="background outbox step(s) put off")
         try:
             self._db().rollback()
         except Exception:  # noqa: BLE001 - broken after all: reconnect next time

@@ -26,7 +26,7 @@ from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.delivery.sender import Hold, SenderThread
 from koji_messagebus.errors import first_line
 from koji_messagebus.format.wire import Outgoing
-from koji_messagebus.log import log
+from koji_messagebus.log import log, log_cause
 from koji_messagebus.transaction import outbox
 from koji_messagebus.transaction.subcalls import rollback_quietly
 
@@ -111,9 +111,9 @@ class Delivery:
                 self.step.delete_settled(cnx)
             except Exception as exc:  # noqa: BLE001 - the rows are resent by the drain at worst
                 rollback_quietly(cnx)
-                log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
-                        "deleting %d sent outbox row(s) failed (they may be sent again): %s",
-                        waiting, first_line(exc))
+                log_cause("outbox-delete", logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
+                          "deleting sent outbox rows failed (they may be sent again): %s", first_line(exc),
+                          count=waiting, counted="sent row(s) not deleted")
                 if outbox.is_timeout(exc):  # the table is locked: no drain now, it would wait as long
                     self._drain_at = max(self._drain_at, now + DRAIN_EVERY)
             self._last_delete = now
@@ -125,8 +125,8 @@ class Delivery:
             result = self.step.drain(cnx)
         except Exception as exc:  # noqa: BLE001 - a database error (a time-out: a lock on the table): the rows stay
             rollback_quietly(cnx)
-            log.log(logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
-                    "outbox drain failed, messages stay in the outbox: %s", first_line(exc))
+            log_cause("outbox-drain", logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
+                      "outbox drain failed, messages stay in the outbox: %s", first_line(exc))
             return
         if result.left and not result.locked_out:
             self._drain_at = 0.0  # more to send: the next request goes on (one batch per request)

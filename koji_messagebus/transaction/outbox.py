@@ -45,6 +45,21 @@ def is_timeout(exc: BaseException) -> bool:
     """A lock_timeout or statement_timeout of ours: the rows stay for later, nothing is broken."""
     return getattr(exc, "pgcode", None) in TIMEOUT_CODES
 
+
+#: admin_shutdown (a restart, pg_terminate_backend), crash_shutdown, cannot_connect_now (starting up)
+GONE_CODES = ("57P01", "57P02", "57P03")
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """The database connection is gone or cannot be made (a PostgreSQL restart, a cut, the server
+    down): psycopg2 says so with an OperationalError or InterfaceError without a SQLSTATE ("server
+    closed the connection unexpectedly", "SSL SYSCALL error: EOF detected", "connection refused"),
+    or a connection-exception (08xxx) or shutdown (57P0x) one.  Nothing of ours is lost by it."""
+    code = getattr(exc, "pgcode", None) or ""
+    if code[:2] == "08" or code in GONE_CODES:
+        return True
+    return not code and type(exc).__name__ in ("OperationalError", "InterfaceError")
+
 SCHEMA = f"""\
 -- koji-messagebus outbox: messages committed with the hub's transaction, sent after commit.
 -- Idempotent: psql -f messagebus-schema.sql koji
@@ -133,6 +148,12 @@ class Stored:
     survivors: frozenset[str] | None
     problem: str | None = None
     back_off: bool = False
+    #: what kind of problem, for `log_cause` (one line a minute per kind): see CAUSES
+    cause: str = "outbox-store"
+
+
+#: the kinds of `Stored.problem`
+CAUSES = ("outbox-locked", "outbox-slow", "outbox-missing", "outbox-denied", "outbox-store")
 
 
 def _store_sql(count: int) -> str:
@@ -202,14 +223,16 @@ def _store_failed(cur: Any, exc: Exception) -> Stored:
         return Stored(None, None, f"cannot write to outbox table {TABLE}: {first}")
     if code == UNDEFINED_TABLE:
         return Stored(None, alive, f"outbox table {TABLE} does not exist; create it with `koji-messagebus outbox "
-                      "init`", back_off=True)
+                      "init`", back_off=True, cause="outbox-missing")
     if code == INSUFFICIENT_PRIVILEGE:
         return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first}; the hub's database "
-                      f"user needs: {' '.join(grants('<hub db user>').split())}", back_off=True)
+                      f"user needs: {' '.join(grants('<hub db user>').split())}", back_off=True, cause="outbox-denied")
+    if code == "55P03":
+        return Stored(None, alive, f"the outbox table {TABLE} is locked (by a migration, a backup or a LOCK TABLE; "
+                      f"the insert waited lock_timeout {LOCK_TIMEOUT_MS} ms)", cause="outbox-locked")
     if code in TIMEOUT_CODES:
-        what = "is locked" if code == "55P03" else "took too long"
-        return Stored(None, alive, f"the insert into outbox table {TABLE} {what} (lock_timeout {LOCK_TIMEOUT_MS} ms, "
-                      f"statement_timeout {STORE_TIMEOUT_MS} ms + {STORE_MS_PER_MB} ms/MB: {first})")
+        return Stored(None, alive, f"the insert into outbox table {TABLE} took too long (statement_timeout "
+                      f"{STORE_TIMEOUT_MS} ms + {STORE_MS_PER_MB} ms/MB: {first})", cause="outbox-slow")
     return Stored(None, alive, f"cannot write to outbox table {TABLE}: {first}",
                   back_off=not _batch_specific(exc))
 

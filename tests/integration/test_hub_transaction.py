@@ -10,6 +10,7 @@ case the hub's own row must be committed (read back from PostgreSQL) and the mes
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import time
 
@@ -129,6 +130,32 @@ def test_a_lock_on_the_outbox_delays_a_request_by_the_timeout_only(hub, plugin_l
     assert stores[-1].ids is not None and len(stores[-1].ids) == 1  # the next request used the outbox
     assert len(consumer.collect(expect=1)) == 1
     assert hub_rows() == ["while-locked", "after"]
+    assert "Traceback" not in plugin_log.text
+
+
+def test_a_locked_outbox_is_one_warning_line_for_many_requests_with_the_count(hub, plugin_log):
+    """Every request while a LOCK TABLE is held is sent directly: one WARNING line names the cause
+    at once, the others are counted and said in one line (here: at process exit)."""
+    h, consumer, stores = hub()
+    warm(h, consumer)
+    locker = connect_db()
+    locker.cursor().execute(f"LOCK TABLE {outbox.TABLE} IN SHARE MODE")
+    try:
+        for i in range(6):
+            h.request(tag_request(f"locked-{i}"))
+    finally:
+        locker.rollback()
+        locker.close()
+    assert all(s.ids is None for s in stores[-6:])
+    assert len(consumer.collect(expect=6)) == 6  # sent directly, none lost
+    locked = [r for r in plugin_log.records if "is locked" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in locked] == [(
+        logging.WARNING, f"messagebus: 1 request(s) sent directly: the outbox table {outbox.TABLE} is locked (by a "
+        f"migration, a backup or a LOCK TABLE; the insert waited lock_timeout {outbox.LOCK_TIMEOUT_MS} ms); the "
+        "hub's transaction is unaffected")]
+    mb_plugin.runtime().shutdown()  # process exit: the count not said yet
+    locked = [r.getMessage() for r in plugin_log.records if "is locked" in r.getMessage()]
+    assert len(locked) == 2 and locked[1].startswith("messagebus: 5 request(s) sent directly in the last "), locked
     assert "Traceback" not in plugin_log.text
 
 
