@@ -48,17 +48,30 @@ def is_timeout(exc: BaseException) -> bool:
 
 #: admin_shutdown (a restart, pg_terminate_backend), crash_shutdown, cannot_connect_now (starting up)
 GONE_CODES = ("57P01", "57P02", "57P03")
+#: libpq's words for a connection that broke or cannot be made (psycopg2 gives these no SQLSTATE)
+GONE_TEXTS = ("server closed the connection", "ssl syscall error", "ssl connection has been closed",
+              "terminating connection", "connection already closed", "could not receive data",
+              "could not send data", "connection refused", "could not connect", "the database system is",
+              "timeout expired", "no route to host", "connection reset", "connection timed out")
 
 
 def is_connection_lost(exc: BaseException) -> bool:
     """The database connection is gone or cannot be made (a PostgreSQL restart, a cut, the server
-    down): psycopg2 says so with an OperationalError or InterfaceError without a SQLSTATE ("server
-    closed the connection unexpectedly", "SSL SYSCALL error: EOF detected", "connection refused"),
-    or a connection-exception (08xxx) or shutdown (57P0x) one.  Nothing of ours is lost by it."""
-    code = getattr(exc, "pgcode", None) or ""
-    if code[:2] == "08" or code in GONE_CODES:
-        return True
-    return not code and type(exc).__name__ in ("OperationalError", "InterfaceError")
+    down): a connection-exception (08xxx) or shutdown (57P0x) SQLSTATE, or libpq's words for it
+    without one ("server closed the connection unexpectedly", "SSL SYSCALL error: EOF detected",
+    "Connection refused").  An error raised while handling one (`__context__`, e.g. hubconf's
+    "cannot connect" raised `from None`) counts as it.  Nothing of ours is lost by it."""
+    for err in (exc, exc.__context__):
+        if err is None:
+            continue
+        code = getattr(err, "pgcode", None) or ""
+        if code[:2] == "08" or code in GONE_CODES:
+            return True
+        text = str(err).lower()
+        if not code and any(t in text for t in GONE_TEXTS):
+            return True
+    return False
+
 
 SCHEMA = f"""\
 -- koji-messagebus outbox: messages committed with the hub's transaction, sent after commit.

@@ -202,3 +202,65 @@ def test_the_plugin_with_its_drainer_leaves_no_row_and_delivers_each_message_onc
         hub.close()
         unload_plugin()
         consumer.close()
+
+
+def test_a_lost_database_connection_is_one_warning_with_its_first_line_and_no_traceback(db, tmp_path, exchange_name,
+                                                                                           plugin_log):
+    """The elected drainer's connection, through a fault proxy in front of PostgreSQL: the server
+    ends it (pg_terminate_backend, what a restart does to every backend), then the port refuses,
+    then it is back.  Each cause is one WARNING line a minute (what happened, what the plugin does,
+    the exception's first line), never an ERROR or a traceback; the drainer works again after."""
+    from devkit.faultproxy import FaultProxy
+    from koji_messagebus.log import flush_causes
+
+    def fails_then(step) -> None:
+        errors = drainer.errors
+        step()
+        assert until(lambda: drainer.errors > errors)
+
+    def terminate() -> None:
+        sql("SELECT pg_terminate_backend(%s)", (drainer._cnx.get_backend_pid(),))
+
+    with FaultProxy(("127.0.0.1", 5432)) as proxy:
+        hub_conf = tmp_path / "hub.conf"
+        hub_conf.write_text(f"[hub]\nDBConnectionString = {DSN} port={proxy.port} "
+                            f"options='-c search_path={SCHEMA}'\n")
+        cfg = load_config(write_config(tmp_path / "messagebus.conf", exchange_name, broker={"timeout": 1},
+                                       outbox={"enabled": True, "hub_config": str(hub_conf)}))
+        consumer = Consumer(exchange_name)
+        sender = SenderThread(cfg)
+        connect = database_connector(cfg)
+        assert connect is not None
+        drainer = Drainer(cfg, sender, connect)
+        try:
+            for _ in range(2):  # twice within the minute: one line, then the count
+                drainer.kick()
+                assert until(lambda: drainer.leader)
+                fails_then(terminate)
+            drainer.kick()
+            assert until(lambda: drainer.leader)
+            proxy.set_mode("refuse")
+            fails_then(terminate)
+            fails_then(drainer.kick)  # reconnecting: refused
+            fails_then(drainer.kick)
+            proxy.set_mode("pass")
+            drainer.kick()
+            assert until(lambda: drainer.leader)
+            ids = insert(2, drainer.min_age + 1)
+            assert [m.message_id for m in consumer.collect(expect=2, timeout=10)] == ids  # back at work
+            flush_causes(force=True)  # process exit: the counts not said yet
+        finally:
+            drainer.close()
+            sender.close()
+            consumer.close()
+    said = [(r.levelname, r.getMessage()) for r in plugin_log.records if r.levelno >= 30]
+    lost = [m for _, m in said if "database connection was lost" in m]
+    unreachable = [m for _, m in said if "cannot connect to the hub's database" in m]
+    assert all(level == "WARNING" for level, _ in said), said
+    assert len(lost) == 2 and len(unreachable) == 2 and len(said) == 4, said
+    assert lost[0].startswith("messagebus: the outbox's database connection was lost (a PostgreSQL restart or a "
+                              "cut connection: "), said
+    assert lost[0].endswith("); reconnecting; the rows stay in the outbox and are sent once it is back"), said
+    assert lost[1].endswith("(2 times in the last 0 s)") or "(2 times in the last" in lost[1], said
+    assert "Connection refused" in unreachable[0] and "(1 time in the last" in unreachable[1], said
+    assert "\n" not in "".join(m for _, m in said) and "Traceback" not in plugin_log.text
