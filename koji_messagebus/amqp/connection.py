@@ -298,9 +298,8 @@ class Connection:
     def wait(self, done: Callable[[], bool], deadline: float, doing: str) -> None:
         """Run the I/O loop until `done()`; BrokerError(timeout) naming `doing` at `deadline`."""
         if not self.process(deadline, done):
-            ep = self.endpoint
-            raise self.fail(BrokerError(Kind.TIMEOUT, f"broker {ep.host}:{ep.port} did not answer within the "
-                                        f"timeout while {self._stage(doing)}"))
+            raise self.fail(diagnose.timed_out(self.endpoint, self._stage(doing), heard=self._heard > 0,
+                                               waited=time.monotonic() - self.opened_at))
 
     def fileno(self) -> int:
         """The socket, for callers that run their own select() (-1 when closed)."""

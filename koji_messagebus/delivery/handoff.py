@@ -111,7 +111,7 @@ class Delivery:
                 self.step.delete_settled(cnx)
             except Exception as exc:  # noqa: BLE001 - the rows are resent by the drain at worst
                 rollback_quietly(cnx)
-                log_cause("outbox-delete", logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
+                log_cause("outbox-delete", _level(exc),
                           "deleting sent outbox rows failed (they may be sent again): %s", first_line(exc),
                           count=waiting, counted="sent row(s) not deleted")
                 if outbox.is_timeout(exc):  # the table is locked: no drain now, it would wait as long
@@ -125,7 +125,7 @@ class Delivery:
             result = self.step.drain(cnx)
         except Exception as exc:  # noqa: BLE001 - a database error (a time-out: a lock on the table): the rows stay
             rollback_quietly(cnx)
-            log_cause("outbox-drain", logging.WARNING if outbox.is_timeout(exc) else logging.ERROR,
+            log_cause("outbox-drain", _level(exc),
                       "outbox drain failed, messages stay in the outbox: %s", first_line(exc))
             return
         if result.left and not result.locked_out:
@@ -170,6 +170,11 @@ class Delivery:
             self.drainer.close()
         self.sender.close()
 
+
+
+def _level(exc: BaseException) -> int:
+    """A lock, a time-out or a lost connection (a restart) loses nothing: WARNING; the rest ERROR."""
+    return logging.WARNING if outbox.is_timeout(exc) or outbox.is_connection_lost(exc) else logging.ERROR
 
 
 def database_connector(config: Config) -> Callable[[], Any] | None:
