@@ -11,6 +11,7 @@ Two ways to use it:
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -28,7 +29,7 @@ from koji_messagebus.amqp.errors import BrokerError
 from koji_messagebus.config.settings import BrokerSettings, ExchangeSettings
 from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 from koji_messagebus.format.wire import Outgoing
-from koji_messagebus.log import log
+from koji_messagebus.log import log, log_cause
 
 OUTCOMES = {
     Delivery.ACCEPTED: "accepted",
@@ -82,14 +83,11 @@ class BatchOutcome:
 
 
 class UnroutableLog:
-    """Counts messages no queue was bound for and says so at INFO at most once per `interval`."""
+    """Counts messages no queue was bound for and says so at INFO, one line a minute with the
+    count (log.log_cause, cause "unroutable")."""
 
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
-        self.interval = interval
+    def __init__(self) -> None:
         self.total = 0
-        self._clock = clock
-        self._since_log = 0
-        self._last = float("-inf")
         self._lock = threading.Lock()
 
     def note(self, exchange: str, msgs: list[Outgoing]) -> None:
@@ -97,14 +95,10 @@ class UnroutableLog:
             return
         with self._lock:
             self.total += len(msgs)
-            self._since_log += len(msgs)
-            now = self._clock()
-            if now - self._last < self.interval:
-                return
-            count, self._since_log, self._last = self._since_log, 0, now
-        log.info("%d message(s) went to exchange '%s' with no queue bound for them (the broker "
-                 "answered released; not an error: nobody subscribed to e.g. %s); %d so far, said at most once a "
-                 "minute", count, exchange, msgs[-1].routing_key, self.total)
+            total = self.total
+        log_cause("unroutable", logging.INFO, "the broker answered released, not an error: nobody subscribed to "
+                  "e.g. %s; %d so far", msgs[-1].routing_key, total, count=len(msgs),
+                  counted=f"message(s) went to exchange '{exchange}' with no queue bound for them")
 
 
 UNROUTABLE = UnroutableLog()

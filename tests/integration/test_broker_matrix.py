@@ -289,7 +289,9 @@ def test_through_the_hub_an_unroutable_message_is_info_not_lost(tmp_path, exchan
         unload_plugin()
     assert [r.getMessage() for r in plugin_log.records if r.levelno >= logging.ERROR] == []
     said = [r for r in plugin_log.records if "no queue bound for them" in r.getMessage()]
-    assert len(said) == 1 and said[0].levelno == logging.INFO
+    # one line at once, the rest counted in one more at exit (log_cause: one line a minute)
+    assert len(said) <= 2 and all(r.levelno == logging.INFO for r in said), said
+    assert said[0].getMessage().startswith("messagebus: 1 message(s) went to exchange ")
     assert sender.UNROUTABLE.total == 3
 
 

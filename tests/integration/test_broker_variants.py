@@ -96,24 +96,26 @@ def test_released_is_unroutable_counted_and_said_once_a_minute_at_info(plugin_lo
         "rejected (c: d)"
 
 
-def test_unroutable_log_says_at_most_once_per_interval():
+def test_unroutable_log_says_at_most_once_per_interval(plugin_log, monkeypatch):
+    from koji_messagebus import log as mblog
     from koji_messagebus.amqp.sender import UnroutableLog
     from koji_messagebus.format.wire import Outgoing
 
     now = [0.0]
-    counted = UnroutableLog(60.0, clock=lambda: now[0])
+    monkeypatch.setattr(mblog, "CAUSES", mblog.CauseLog(clock=lambda: now[0]))
+    counted = UnroutableLog()
     msg = Outgoing("id", 0.0, "Tag", "koji.event.Tag.x", b"")
-    said = []
-    import koji_messagebus.amqp.sender as mod
-    real = mod.log.info
-    mod.log.info = lambda *a: said.append(a)  # type: ignore[method-assign]
-    try:
-        for t in (0.0, 1.0, 59.0, 60.5, 61.0, 130.0):
-            now[0] = t
-            counted.note("ex", [msg])
-    finally:
-        mod.log.info = real  # type: ignore[method-assign]
-    assert [a[1] for a in said] == [1, 3, 2]  # counts since the last line: at 0, 60.5 and 130
+    for t in (0.0, 1.0, 59.0, 60.5, 61.0, 130.0):
+        now[0] = t
+        counted.note("ex", [msg])
+    said = [r.getMessage() for r in plugin_log.records if "no queue bound" in r.getMessage()]
+    assert said == [  # counts since the last line: at 0, 60.5 and 130
+        "messagebus: 1 message(s) went to exchange 'ex' with no queue bound for them: the broker answered released, "
+        "not an error: nobody subscribed to e.g. koji.event.Tag.x; 1 so far",
+        "messagebus: 3 message(s) went to exchange 'ex' with no queue bound for them in the last 60 s: the broker "
+        "answered released, not an error: nobody subscribed to e.g. koji.event.Tag.x; 4 so far",
+        "messagebus: 2 message(s) went to exchange 'ex' with no queue bound for them in the last 70 s: the broker "
+        "answered released, not an error: nobody subscribed to e.g. koji.event.Tag.x; 6 so far"]
     assert counted.total == 6
 
 
