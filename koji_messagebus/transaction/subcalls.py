@@ -23,11 +23,12 @@ transaction is already aborted, the SAVEPOINT itself is refused and nothing chan
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from koji_messagebus.errors import first_line
-from koji_messagebus.log import log
+from koji_messagebus.log import log, log_cause
 
 GUC = "koji_messagebus.marks"
 #: the marks set now in the hub's transaction (NULL or '' before the first)
@@ -106,8 +107,8 @@ class SubcallMarks:
                     execute_quietly(cur, _UNDO_SQL, {})
                 except Exception:  # noqa: BLE001 - the connection is gone; the hub's COMMIT fails too
                     log.debug("undoing a sub-call mark failed", exc_info=True)
-            log.warning("could not mark the sub-call (%s); its messages are published unchecked",
-                        first_line(exc))
+            log_cause("subcall-mark", logging.WARNING, "could not mark the sub-call (%s); its messages are "
+                      "published unchecked", first_line(exc), counted="sub-call(s) not marked")
             return None
 
     def checked(self) -> bool:
