@@ -161,12 +161,9 @@ class Stored:
     survivors: frozenset[str] | None
     problem: str | None = None
     back_off: bool = False
-    #: what kind of problem, for `log_cause` (one line a minute per kind): see CAUSES
+    #: the kind of problem, for `log_cause` (one line a minute per kind): outbox-locked, outbox-slow,
+    #: outbox-missing, outbox-denied or outbox-store (the rest)
     cause: str = "outbox-store"
-
-
-#: the kinds of `Stored.problem`
-CAUSES = ("outbox-locked", "outbox-slow", "outbox-missing", "outbox-denied", "outbox-store")
 
 
 def _store_sql(count: int) -> str:
