@@ -70,6 +70,9 @@ def test_rabbitmq3_close_connection_reason_is_shown_as_text(tmp_path, exchange_n
     (the node is shared): RabbitMQ 3.10 ends the session with the reason as an Erlang byte list."""
     if broker.flavour != "rabbitmq3" or not shutil.which("rabbitmqctl"):
         pytest.skip("needs the local RabbitMQ 3.x node and rabbitmqctl")
+    probe = subprocess.run(["rabbitmqctl", "-q", "eval", "ok."], capture_output=True, text=True, timeout=60)
+    if probe.stdout.strip() != "ok":
+        pytest.skip(f"rabbitmqctl cannot reach the node: {probe.stderr.strip()[:200]}")
     cfg = load_config(write_config(tmp_path / "c.conf", exchange_name))
     conn = Connection(cfg.broker, cfg.exchange, cfg.endpoints[0])
     conn.open(time.monotonic() + 5)
