@@ -112,7 +112,7 @@ class Delivery:
             except Exception as exc:  # noqa: BLE001 - the rows are resent by the drain at worst
                 rollback_quietly(cnx)
                 log_cause("outbox-delete", _level(exc),
-                          "deleting sent outbox rows failed (they may be sent again): %s", first_line(exc),
+                          "deleting sent outbox rows failed (they may be sent again): %s", _why(exc),
                           count=waiting, counted="sent row(s) not deleted")
                 if outbox.is_timeout(exc):  # the table is locked: no drain now, it would wait as long
                     self._drain_at = max(self._drain_at, now + DRAIN_EVERY)
@@ -126,7 +126,7 @@ class Delivery:
         except Exception as exc:  # noqa: BLE001 - a database error (a time-out: a lock on the table): the rows stay
             rollback_quietly(cnx)
             log_cause("outbox-drain", _level(exc),
-                      "outbox drain failed, messages stay in the outbox: %s", first_line(exc))
+                      "outbox drain failed, messages stay in the outbox: %s", _why(exc))
             return
         if result.left and not result.locked_out:
             self._drain_at = 0.0  # more to send: the next request goes on (one batch per request)
@@ -170,6 +170,13 @@ class Delivery:
             self.drainer.close()
         self.sender.close()
 
+
+
+def _why(exc: BaseException) -> str:
+    """The real cause in words: a lock on the table is named, not only PostgreSQL's time-out text."""
+    if outbox.is_timeout(exc):
+        return f"the outbox table is locked or slow (lock_timeout {outbox.AFTER_LOCK_TIMEOUT_MS} ms: {first_line(exc)})"
+    return first_line(exc)
 
 
 def _level(exc: BaseException) -> int:
