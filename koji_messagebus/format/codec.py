@@ -19,6 +19,7 @@ messages (a content-generator import with thousands of outputs) are written too.
 
 from __future__ import annotations
 
+import datetime
 import struct
 import uuid
 from typing import Any, Optional
@@ -58,6 +59,7 @@ _LIST32 = b"\xd0\0\0\0\0\0\0\0\0"
 _STR8 = [b"\xa1" + bytes((n,)) for n in range(256)]
 _SMALL = {v: b"\x55" + v.to_bytes(1, "big", signed=True) for v in range(-128, 128)}
 _INT64_MIN, _INT64_MAX = values.INT64_MIN, values.INT64_MAX
+_DATETIME = datetime.datetime
 #: encoded map keys (str8 + UTF-8) by key: bounded in count and key length, so that keys the hub
 #: makes up (a content generator's extra) cannot grow it without limit
 _KEYS: dict[str, bytes] = {}
@@ -211,6 +213,8 @@ def _value(value: Any, out: bytearray, depth: int, node: Node, key: Any, state: 
         out += (b"\xa0" + bytes((n,)) if n <= 255 else b"\xb0" + _pack_u32(n)) + value
     elif cls is uuid.UUID:
         out += b"\x98" + value.bytes
+    elif cls is _DATETIME and value.tzinfo is None:  # the hub's most common value to convert; no
+        _value(values.datetime_text(value), out, depth, node, key, state)  # tzinfo whose methods could raise
     else:
         _other(value, out, depth, node, key, state)
 

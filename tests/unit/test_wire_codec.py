@@ -4,6 +4,7 @@ them back into the same message.  Anything the codec does not know is encoded by
 
 from __future__ import annotations
 
+import datetime
 import math
 import struct
 import uuid
@@ -295,3 +296,23 @@ def test_ttl_header_encodes_like_proton(ttl):
     assert ours == ref
     assert wire.decode(ours)["ttl"] == pytest.approx(millis / 1000)
     assert wire.decode(wire.encode(event, msg_id=MSG_ID, created=CREATED).payload)["ttl"] == 0  # none: no ttl
+
+
+class _RaisingZone(datetime.tzinfo):
+    def utcoffset(self, dt):
+        raise RuntimeError("no offset")
+
+
+def test_datetimes_are_written_as_koji_writes_them_naive_aware_or_broken():
+    """Naive datetimes take the encoder's short way (codec._DATETIME); aware ones the values policy;
+    a tzinfo that raises gives a placeholder, never an exception."""
+    naive = datetime.datetime(2026, 12, 4, 22, 7, 1, 123456)
+    aware = datetime.datetime(2026, 12, 4, 22, 7, 1, tzinfo=datetime.timezone.utc)
+    body = {"naive": naive, "aware": aware, "list": [naive]}
+    event = Event("Tag", "k", {"type": "Tag"}, body)
+    decoded = wire.decode(wire.encode(event).payload)["body"]
+    expected = koji.util.encode_datetime_recurse({"naive": naive, "aware": aware, "list": [naive]})
+    assert decoded == expected and decoded["naive"] == "2026-12-04 22:07:01.123456"
+    broken = Event("Tag", "k", {"type": "Tag"}, {"when": datetime.datetime(2026, 1, 1, tzinfo=_RaisingZone())})
+    text = wire.decode(wire.encode(broken).payload)["body"]["when"]
+    assert text.startswith("<datetime object: cannot be converted") and broken.conversions.lossy
