@@ -8,7 +8,7 @@ queue, wake byte) + wake-up (until the sender thread puts the first message on t
 (until the last settlement: the floor's own work) + back (until the waiting request runs again) +
 after (closing the ticket, the status figure, returning).  The phases are taken by wrapping
 SenderThread.submit, AmqpPipe.start and Ticket._settled/wait (a rename there fails loudly).
-Medians in microseconds; the three measurements rotate so that none always follows the floor's send.
+Medians in microseconds; the three measurements rotate (floor.rotated).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,16 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import koji.plugin  # noqa: E402
-import pika  # noqa: E402
 from koji.context import context  # noqa: E402
 
-from bench.run import DB_NAME, EXCHANGE, db_connect, encoded, request_events, use_runtime, write_config  # noqa: E402
+from bench.floor import rotated, warm_bench  # noqa: E402
 from devkit.hubdb import DBWrapper  # noqa: E402
-from koji_messagebus import plugin as mb_plugin  # noqa: E402
-from koji_messagebus.amqp import AmqpConnection  # noqa: E402
-from koji_messagebus.config.settings import load_config  # noqa: E402
 from koji_messagebus.delivery import pipe, sender, ticket  # noqa: E402
-from koji_messagebus.testing import load_plugin  # noqa: E402
 
 perf = time.perf_counter
 PHASES = ("collect+pre", "to submit", "submit", "wake-up", "broker", "back", "after", "total")
@@ -103,40 +97,15 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
     _hook()
-    pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")).channel().exchange_declare(EXCHANGE, "topic")
-    events = request_events("importRPM src", 3)
-    with tempfile.TemporaryDirectory() as tmp:
-        conf = write_config(Path(tmp) / "direct.conf")
-        load_plugin()
-        use_runtime(conf)
-        raw = db_connect(DB_NAME)
-        cfg = load_config(conf)
-        floor_conn = AmqpConnection(cfg.broker, cfg.exchange, cfg.endpoints[0])
-        floor_conn.open(time.monotonic() + 5)
-        batch = encoded(events)
-
-        def floor() -> dict[str, float]:
-            t0 = perf()
-            floor_conn.send(batch, time.monotonic() + 5)
-            return {"total": perf() - t0}
-
-        runs = {"floor": floor, "with the database": lambda: request(events, raw),
-                "without a database": lambda: request(events, None)}
-        got: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
-        order = list(runs)
-        for i in range(args.requests + 20):
-            for name in order[i % 3:] + order[:i % 3]:
-                phases = runs[name]()
-                if i >= 20:
-                    got[name].append(phases)
-        floor_conn.close()
-        raw.close()
-        mb_plugin.reset(None)
+    with warm_bench() as bench:
+        got = rotated({"floor": lambda: {"total": bench.floor_send()},
+                       "with the database": lambda: request(bench.events, bench.raw),
+                       "without a database": lambda: request(bench.events, None)}, args.requests)
     base = statistics.median(p["total"] for p in got["floor"])
     print(f"| {args.requests} requests, median us | " + " | ".join(PHASES) + " | vs floor |")
     print("|---" * (len(PHASES) + 2) + "|")
     print(f"| floor | {' | '.join('' for _ in PHASES[:-1])} | {base * 1e6:.0f} | 1.00x |")
-    for name in order[1:]:
+    for name in ("with the database", "without a database"):
         rows = got[name]
         cells = [f"{statistics.median(r[p] for r in rows) * 1e6:.0f}" for p in PHASES]
         ratio = statistics.median(r["total"] for r in rows) / base
