@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from koji_messagebus.config.settings import BrokerSettings, Config, Endpoint, ExchangeSettings
+from koji_messagebus.config.sections import BrokerSettings, Endpoint, ExchangeSettings
+from koji_messagebus.config.settings import Config
 from koji_messagebus.errors import BusError
 
 QUEUE_EXPIRES_MS = 60000

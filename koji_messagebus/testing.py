@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from koji_messagebus import hub as _shim_pkg
@@ -55,6 +56,29 @@ def unload_plugin(registered: Callbacks) -> None:
             koji.plugin.callbacks[cbtype].remove(func)
     mb_plugin.reset(None)
     sys.modules.pop(MODULE, None)
+
+
+def finish_request(cnx: Any, on_commit: Callable[[], None] | None = None) -> dict[str, float]:
+    """What kojixmlrpc does once a handler returned without a fault: if the request wrote
+    (`context.commit_pending`), preCommit, COMMIT (of `cnx`, when there is one), postCommit.
+    Returns the seconds spent in preCommit (inside the hub's transaction) and in postCommit."""
+    import koji.plugin
+    from koji.context import context
+
+    phases = {"preCommit": 0.0, "postCommit": 0.0}
+    if not context.commit_pending:
+        return phases
+    start = time.perf_counter()
+    koji.plugin.run_callbacks("preCommit")
+    phases["preCommit"] = time.perf_counter() - start
+    if cnx is not None:
+        cnx.commit()
+    if on_commit:
+        on_commit()
+    start = time.perf_counter()
+    koji.plugin.run_callbacks("postCommit")
+    phases["postCommit"] = time.perf_counter() - start
+    return phases
 
 
 class _Collect(logging.Handler):
@@ -103,12 +127,7 @@ class HubSimulator:
             context.cnx = self.cnx
             for cbtype, kwargs in events:
                 koji.plugin.run_callbacks(cbtype, **kwargs)
-            koji.plugin.run_callbacks("preCommit")
-            if self.cnx is not None:
-                self.cnx.commit()
-            start = time.perf_counter()
-            koji.plugin.run_callbacks("postCommit")
-            seconds = time.perf_counter() - start
+            seconds = finish_request(self.cnx)["postCommit"]
         finally:
             context._threadclear()
             self._log.removeHandler(self._collector)

@@ -1,13 +1,13 @@
 """Regenerate conf/messagebus.conf and conf/messagebus-schema.sql (the plugin's config and the
 outbox schema, beside the package as Koji keeps a plugin's .conf) and their package-data copies
 in koji_messagebus/data/ from the
-code (config.OPTIONS, outbox.SCHEMA, outbox.GRANTS).  Run after adding an option:
+code (config/options.py OPTIONS, outbox.SCHEMA, outbox.GRANTS).  Run after adding an option:
 .venv/bin/python scripts/make-sample-conf.py  (tests/unit/test_packaging.py checks they are current)"""
 
 import os
 
 from koji_messagebus import resources
-from koji_messagebus.config.settings import render_sample
+from koji_messagebus.config.sample import render_sample
 from koji_messagebus.transaction.outbox import GRANTS, SCHEMA
 
 HEADER = """\

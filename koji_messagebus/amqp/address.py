@@ -21,7 +21,7 @@ from urllib.parse import quote
 from proton import Message
 
 from koji_messagebus.amqp.connection import BrokerInfo
-from koji_messagebus.config.settings import ExchangeSettings
+from koji_messagebus.config.sections import ExchangeSettings
 from koji_messagebus.log import log
 
 AUTO = "auto"

@@ -35,16 +35,17 @@ from proton import Connection as ProtonConnection
 from koji_messagebus import kerberos
 from koji_messagebus.amqp import diagnose
 from koji_messagebus.amqp.errors import BrokerError, Kind
+from koji_messagebus.config.sections import BrokerSettings, ExchangeSettings
+from koji_messagebus.config.sections import Endpoint as BrokerEndpoint
 from koji_messagebus.config.security import (
     SaslMechanisms,
+    default_cafile,
     explain_files,
     explain_handshake,
     has_cyrus_sasl,
     uses_password,
     warn_unverified,
 )
-from koji_messagebus.config.settings import BrokerSettings, ExchangeSettings, default_cafile
-from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from proton import SASL
 
 from koji_messagebus.amqp.errors import BrokerError, Kind
+from koji_messagebus.config.sections import Endpoint
 from koji_messagebus.config.security import auth_failure, uses_password
-from koji_messagebus.config.settings import Endpoint
 from koji_messagebus.rabbitmq import declare_command
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from koji_messagebus.amqp.errors import BrokerError
-from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
+from koji_messagebus.config.sections import Endpoint as BrokerEndpoint
 
 
 class Openable(Protocol):

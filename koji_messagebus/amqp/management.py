@@ -26,8 +26,8 @@ from koji_messagebus.amqp.address import encode_segment, flavour
 from koji_messagebus.amqp.connection import BrokerInfo, Connection
 from koji_messagebus.amqp.errors import BrokerError, Kind
 from koji_messagebus.amqp.failover import connect_first
-from koji_messagebus.config.settings import BrokerSettings, ExchangeSettings
-from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
+from koji_messagebus.config.sections import BrokerSettings, ExchangeSettings
+from koji_messagebus.config.sections import Endpoint as BrokerEndpoint
 from koji_messagebus.rabbitmq import declare_command
 
 RABBITMQ_NODE = "/management"

@@ -32,8 +32,8 @@ from koji_messagebus.amqp.address import flavour
 from koji_messagebus.amqp.connection import BrokerInfo, Connection
 from koji_messagebus.amqp.errors import BrokerError, Kind
 from koji_messagebus.amqp.failover import connect_first
-from koji_messagebus.config.settings import BrokerSettings, ExchangeSettings, TopicSettings
-from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
+from koji_messagebus.config.sections import BrokerSettings, ExchangeSettings, TopicSettings
+from koji_messagebus.config.sections import Endpoint as BrokerEndpoint
 from koji_messagebus.format import codec as amqp_codec
 from koji_messagebus.format.wire import PROTON_SAFE_BYTES
 

@@ -26,8 +26,8 @@ from koji_messagebus.amqp import address as addressing
 from koji_messagebus.amqp import diagnose, management
 from koji_messagebus.amqp.connection import BrokerInfo, Connection
 from koji_messagebus.amqp.errors import BrokerError
-from koji_messagebus.config.settings import BrokerSettings, ExchangeSettings
-from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
+from koji_messagebus.config.sections import BrokerSettings, ExchangeSettings
+from koji_messagebus.config.sections import Endpoint as BrokerEndpoint
 from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.log import log, log_cause
 

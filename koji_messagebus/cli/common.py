@@ -13,7 +13,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from urllib.parse import unquote, urlsplit
 
-from koji_messagebus.config.settings import DEFAULT_PATH, ENV_VAR, Config, ConfigError, load_config, redact_url
+from koji_messagebus.config.redact import redact_url
+from koji_messagebus.config.settings import DEFAULT_PATH, ENV_VAR, Config, ConfigError, load_config
 from koji_messagebus.errors import CommandError
 from koji_messagebus.format.messages import CALLBACK_TYPES, MESSAGE_TYPES
 

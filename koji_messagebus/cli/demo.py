@@ -23,7 +23,8 @@ from koji_messagebus.cli.common import (
 )
 from koji_messagebus.cli.common import out_to_pipe as out  # `demo | head -5` still publishes everything
 from koji_messagebus.config.hubconf import HubConfigError, read_database_settings
-from koji_messagebus.config.settings import ENV_VAR, Config, ConfigError, redact_url
+from koji_messagebus.config.redact import redact_url
+from koji_messagebus.config.settings import ENV_VAR, Config, ConfigError
 from koji_messagebus.format.messages import CALLBACK_TYPES
 
 DEMO_ARRIVAL_WAIT = 3.0

@@ -1,3 +1,5 @@
-"""The plugin's config: every option, its default and validation, parsed once into typed frozen
-sections (settings); the hub's database settings from hub.conf (hubconf); TLS, SASL and file
-checks (security, httpd); the config file's text (text)."""
+"""The plugin's config: every option with its default (options), loaded and validated at once into a
+Config (settings) read through typed frozen sections (sections), with the rules across keys
+(checks), warnings on weak spots (advice), safe file reads (files), secret hiding (redact), the
+file's text in messages (text) and the sample config (sample); the hub's database settings from
+hub.conf (hubconf); TLS and SASL failures and httpd's group (security, httpd)."""

@@ -11,6 +11,7 @@ never passwords or key material.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -193,3 +194,12 @@ class SaslMechanisms:
                 trans.trace(Transport.TRACE_OFF)
         transport.tracer = tracer
         transport.trace(Transport.TRACE_FRM)
+
+
+def default_cafile() -> str:
+    """The system CA bundle as OpenSSL sees it."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from koji_messagebus.config.settings import OutboxSettings
+from koji_messagebus.config.sections import OutboxSettings
 from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.delivery.sender import Hold, SenderThread

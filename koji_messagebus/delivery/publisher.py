@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from koji_messagebus.amqp import AmqpConnection, BatchOutcome, BrokerError, Kind, connect_first
+from koji_messagebus.config.sections import Endpoint as BrokerEndpoint
 from koji_messagebus.config.settings import Config
-from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 from koji_messagebus.delivery.breaker import CircuitBreaker, Role
 from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.log import log

@@ -19,6 +19,7 @@ messages (a content-generator import with thousands of outputs) are written too.
 
 from __future__ import annotations
 
+import datetime
 import struct
 import uuid
 from typing import Any, Optional
@@ -58,6 +59,12 @@ _LIST32 = b"\xd0\0\0\0\0\0\0\0\0"
 _STR8 = [b"\xa1" + bytes((n,)) for n in range(256)]
 _SMALL = {v: b"\x55" + v.to_bytes(1, "big", signed=True) for v in range(-128, 128)}
 _INT64_MIN, _INT64_MAX = values.INT64_MIN, values.INT64_MAX
+_DATETIME = datetime.datetime
+#: encoded map keys (str8 + UTF-8) by key: bounded in count and key length, so that keys the hub
+#: makes up (a content generator's extra) cannot grow it without limit
+_KEYS: dict[str, bytes] = {}
+_KEY_CACHE_SIZE = 4096
+_KEY_CACHE_BYTES = 64
 
 _pack_long = struct.Struct(">q").pack
 _pack_double = struct.Struct(">d").pack
@@ -206,6 +213,8 @@ def _value(value: Any, out: bytearray, depth: int, node: Node, key: Any, state: 
         out += (b"\xa0" + bytes((n,)) if n <= 255 else b"\xb0" + _pack_u32(n)) + value
     elif cls is uuid.UUID:
         out += b"\x98" + value.bytes
+    elif cls is _DATETIME and value.tzinfo is None:  # the hub's most common value to convert; no
+        _value(values.datetime_text(value), out, depth, node, key, state)  # tzinfo whose methods could raise
     else:
         _other(value, out, depth, node, key, state)
 
@@ -285,9 +294,10 @@ def _map(value: dict, out: bytearray, depth: int, node: Node, key: Any, state: _
         for k, item in value.items():  # the common case, inline: str keys, scalar values
             if type(k) is not str:
                 raise _Rewrite
-            raw = k.encode("utf-8")
-            n = len(raw)
-            out += (_STR8[n] if n <= 255 else b"\xb1" + _pack_u32(n)) + raw
+            encoded = _KEYS.get(k)
+            if encoded is None:
+                encoded = _key(k)
+            out += encoded
             cls = type(item)
             if cls is str:
                 raw = item.encode("utf-8")
@@ -312,6 +322,17 @@ def _map(value: dict, out: bytearray, depth: int, node: Node, key: Any, state: _
         count = 2 * _careful_pairs(value, out, depth, here, state)
     out[start + 1:start + 9] = _pack_two_u32(len(out) - start - 5, count)
     del state.active[id(value)]
+
+
+def _key(k: str) -> bytes:
+    """A map key's bytes (str8 or str32), kept in _KEYS while it is short and there is room: the hub's
+    messages use the same few hundred keys again and again."""
+    raw = k.encode("utf-8")
+    n = len(raw)
+    encoded = (_STR8[n] if n <= 255 else b"\xb1" + _pack_u32(n)) + raw
+    if n <= _KEY_CACHE_BYTES and len(_KEYS) < _KEY_CACHE_SIZE:
+        _KEYS[k] = encoded
+    return encoded
 
 
 def _careful_pairs(value: dict, out: bytearray, depth: int, here: Node, state: _Pass) -> int:

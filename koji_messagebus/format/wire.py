@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +40,16 @@ class Unsendable(Exception):
         super().__init__(f"{msg_type} message {routing_key} ({size} bytes) cannot be sent: {reason}")
 
 
+def new_id() -> str:
+    """A random (version 4) UUID as str(uuid.uuid4()) writes it, without building the UUID object
+    (a third of the cost of an id, on every message of the request path)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def encode(event: Event, to: str | None = None, msg_id: str | None = None,
            created: float | None = None, limit: int | None = None, ttl: float | None = None) -> Outgoing:
     """Encode an event as a durable AMQP message: subject = routing key, headers = application
@@ -47,7 +57,7 @@ def encode(event: Event, to: str | None = None, msg_id: str | None = None,
     any Python values: they are converted while encoding (`codec`, one pass) and every
     conversion is added to `event.conversions`.  `ttl`: the header's time-to-live, in seconds
     (sent in milliseconds, at least 1: 0 would mean none).  Unsendable when the message cannot be sent."""
-    msg_id = msg_id or str(uuid.uuid4())
+    msg_id = msg_id or new_id()
     created = time.time() if created is None else created
     limit = amqp_codec.MAX_MESSAGE_BYTES if limit is None else limit
     try:

@@ -9,7 +9,7 @@ import time
 import koji.plugin
 import pytest
 
-from devkit.config import write_config
+from devkit.config import until, write_config
 from devkit.recorded import entries
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.config.settings import load_config
@@ -26,15 +26,6 @@ from tests.support.outbox_db import SCHEMA, connect_db, sql
 from tests.support.pika_consumer import Consumer
 
 pytestmark = pytest.mark.integration
-
-
-def until(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 @pytest.fixture
@@ -90,7 +81,7 @@ def test_old_rows_are_drained_oldest_first_and_young_ones_left_to_their_owner(db
         drainer.kick()
         got = consumer.collect(expect=10, timeout=10)
         assert [m.message_id for m in got] == old  # oldest first, each once
-        assert until(lambda: left() == young)  # the owner's (or, once old, the drain's)
+        assert until(lambda: left() == young, 10)  # the owner's (or, once old, the drain's)
     finally:
         owner.close()
         drainer.close()
@@ -172,7 +163,7 @@ def test_abandoned_rows_are_sent_at_once_under_row_locks(db, conf, exchange_name
             sender.abandoned_rows.extend(row_ids)
         got = consumer.collect(expect=4, timeout=10)
         assert sorted(m.message_id for m in got) == sorted(young)
-        assert until(lambda: left() == [])
+        assert until(lambda: left() == [], 10)
     finally:
         owner.close()
         drainer.close()
@@ -196,7 +187,7 @@ def test_the_plugin_with_its_drainer_leaves_no_row_and_delivers_each_message_onc
         got = consumer.collect(expect=60, timeout=10)
         ids = [m.message_id for m in got]
         assert len(ids) == 60 and len(set(ids)) == 60
-        assert until(lambda: left() == [])  # deleted in batches, off the request path
+        assert until(lambda: left() == [], 10)  # deleted in batches, off the request path
         assert rt.delivery.drainer.deleted == 60
     finally:
         hub.close()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from devkit.config import write_config
+from devkit.config import until, write_config
 from devkit.recorded import entries
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery.drainer import IDLE_CLOSE
@@ -24,15 +24,6 @@ from tests.support.outbox_db import SCHEMA, connect_db, sql
 from tests.support.pika_consumer import Consumer
 
 pytestmark = pytest.mark.integration
-
-
-def until(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 class Counted:
@@ -105,12 +96,12 @@ def test_an_idle_process_holds_no_connection_and_runs_no_query(db, cfg, exchange
     consumer = Consumer(exchange_name)
     first, second = Counted(database_connector(cfg)), Counted(database_connector(cfg))
     elected = Delivery(cfg, connect_db=first)
-    assert until(lambda: first.open == 1 and first.queries > 0)  # its first look (and the election)
+    assert until(lambda: first.open == 1 and first.queries > 0, 10)  # its first look (and the election)
     other = Delivery(cfg, connect_db=second)
     try:
         sent = request(other)
         assert len(consumer.collect(expect=len(sent), timeout=10)) == len(sent)
-        assert until(lambda: sql(f"SELECT count(*) FROM {outbox.TABLE}")[0][0] == 0)  # deleted by its drainer
+        assert until(lambda: sql(f"SELECT count(*) FROM {outbox.TABLE}")[0][0] == 0, 10)  # deleted by its drainer
         assert until(lambda: second.open == 0, IDLE_CLOSE + 5)  # idle: its connection closed
         queries, looks = second.queries, first.queries
         time.sleep(3 * IDLE_CLOSE)  # an idle window: nothing may happen in it
@@ -126,7 +117,7 @@ def test_when_the_elected_drainer_ends_the_next_busy_process_sends_the_rows_of_d
     consumer = Consumer(exchange_name)
     first, second = Counted(database_connector(cfg)), Counted(database_connector(cfg))
     elected = Delivery(cfg, connect_db=first)
-    assert until(lambda: first.open == 1)
+    assert until(lambda: first.open == 1, 10)
     other = Delivery(cfg, connect_db=second)
     try:
         assert until(lambda: second.open == 0, IDLE_CLOSE + 5)
@@ -141,7 +132,7 @@ def test_when_the_elected_drainer_ends_the_next_busy_process_sends_the_rows_of_d
         mine = request(other)  # the next request anywhere: that process is elected and drains
         got = [m.message_id for m in consumer.collect(expect=len(orphans) + len(mine), timeout=15)]
         assert sorted(got) == sorted(orphans + mine)
-        assert until(lambda: sql(f"SELECT count(*) FROM {outbox.TABLE}")[0][0] == 0)
+        assert until(lambda: sql(f"SELECT count(*) FROM {outbox.TABLE}")[0][0] == 0, 10)
         assert other.drainer is not None and other.drainer.leader
     finally:
         other.close()

@@ -15,7 +15,7 @@ import koji.plugin
 import pytest
 
 from devkit.brokers import target
-from devkit.config import write_config
+from devkit.config import until, write_config
 from devkit.faultproxy import FaultProxy
 from devkit.recorded import entries
 from koji_messagebus import plugin as mb_plugin
@@ -48,15 +48,6 @@ sys.stdin.readline()  # until the test says: exit cleanly
 mb.reset(None)
 hub.close()
 """
-
-
-def until(cond, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
 
 
 def status(capsys, conf: str, *args: str) -> tuple[int, str]:
@@ -100,7 +91,7 @@ def test_status_of_two_hub_processes_then_one_killed_then_the_broker_unreachable
 
         def published() -> dict[int, float]:
             return per_pid(metrics(status(capsys, conf, "--format", "prometheus")[1]), "published_total")
-        assert until(lambda: published() == {p.pid: PER_PROCESS for p in procs})
+        assert until(lambda: published() == {p.pid: PER_PROCESS for p in procs}, 20)
         code, text = status(capsys, conf, "--format", "prometheus")
         values = metrics(text)
         assert code == 0, text
@@ -125,7 +116,7 @@ def test_status_of_two_hub_processes_then_one_killed_then_the_broker_unreachable
         # the broker unreachable (the proxy refuses and cuts): no process connected, exit 2 with the reason
         proxy.set_mode("refuse")
         proxy.cut()
-        assert until(lambda: status(capsys, conf)[0] == 2)
+        assert until(lambda: status(capsys, conf)[0] == 2, 20)
         code, text = status(capsys, conf)
         assert "health: broken: no hub process is connected to the broker" in text, text
         assert f"{alive.pid} " in text.split("health:")[1]
@@ -174,7 +165,7 @@ def test_kept_messages_replayed_to_a_recreated_queue_with_their_ids_in_order(db,
         assert len(first) == 500
         cnx = connect_db()
         try:
-            assert until(lambda: outbox_admin.status_kept(cnx)[0] == 0)  # every row marked sent, none waiting
+            assert until(lambda: outbox_admin.status_kept(cnx)[0] == 0, 20)  # every row marked sent, none waiting
             cur = cnx.cursor()
             cur.execute(f"SELECT count(*) FROM {outbox.TABLE} WHERE sent_at IS NOT NULL")
             assert cur.fetchone()[0] == 500  # kept, not deleted

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from koji_messagebus.amqp import BatchOutcome, BrokerError, Kind, Settlement
+from koji_messagebus.config.sections import Endpoint as BrokerEndpoint
 from koji_messagebus.config.settings import Config
-from koji_messagebus.config.settings import Endpoint as BrokerEndpoint
 from koji_messagebus.format.wire import Outgoing
 
 

@@ -17,7 +17,6 @@ per transaction (per sub-call in a multicall), created by the first versioned wr
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -99,19 +98,9 @@ class Hub:
         context.params = params
 
     def _finish(self, on_commit=None) -> None:
-        """kojixmlrpc.application after the handler returned without a fault; `self.phases` keeps
-        the seconds spent in preCommit (inside the hub's transaction) and postCommit."""
-        self.phases = {"preCommit": 0.0, "postCommit": 0.0}
-        if context.commit_pending:
-            start = time.monotonic()
-            koji.plugin.run_callbacks("preCommit")
-            self.phases["preCommit"] = time.monotonic() - start
-            context.cnx.commit()
-            if on_commit:
-                on_commit()
-            start = time.monotonic()
-            koji.plugin.run_callbacks("postCommit")
-            self.phases["postCommit"] = time.monotonic() - start
+        """kojixmlrpc.application after the handler returned without a fault (testing.finish_request);
+        `self.phases` keeps the seconds spent in preCommit and postCommit."""
+        self.phases = testing.finish_request(context.cnx, on_commit)
 
     def multicall(self, calls: list[SubCall | tuple[str, SubCall]], on_commit=None) -> list[Any]:
         """One multiCall request; each call is handler(cursor) or (method name, handler).  Returns

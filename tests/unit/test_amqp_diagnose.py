@@ -6,7 +6,7 @@ from proton import SASL
 
 from koji_messagebus.amqp import BrokerError, Kind
 from koji_messagebus.amqp.diagnose import Auth, Exchange, remote_closed, stage, transport_failed
-from koji_messagebus.config.settings import Endpoint
+from koji_messagebus.config.sections import Endpoint
 
 EP = Endpoint("broker.example.com", 5672, False)
 V1 = Exchange("koji.events", "topic", True, "/exchange/koji.events")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from koji_messagebus.config.hubconf import HubConfigError, read_database_settings
+from koji_messagebus.config.hubconf import DatabaseSettings, HubConfigError, read_database_settings
 
 
 def hub_conf(tmp_path, text: str, name: str = "hub.conf"):
@@ -170,3 +170,19 @@ def test_no_piece_of_a_dsn_password_in_the_hub_log(tmp_path, caplog, dsn):
     assert errors, "the failure was not logged"
     for text in [r.getMessage() for r in caplog.records]:
         no_piece(text)
+
+
+def test_a_malformed_dsn_never_echoes_its_password(tmp_path):
+    settings = DatabaseSettings(str(tmp_path / "hub.conf"), {"dsn": "dbname=koji password hunter2 host=db"})
+    with pytest.raises(HubConfigError) as err:
+        settings.connect()
+    assert "hunter2" not in str(err.value) and "DBConnectionString is not a valid" in str(err.value)
+    assert "hunter2" not in settings.describe()
+
+
+def test_connection_errors_never_echo_the_password(tmp_path):
+    settings = DatabaseSettings("hub.conf", {"dsn": "host=127.0.0.1 port=1 dbname=x password=hunter2"})
+    assert settings.redact("failed for password=hunter2") == "failed for password=***"
+    with pytest.raises(HubConfigError) as err:
+        settings.connect()
+    assert "hunter2" not in str(err.value)

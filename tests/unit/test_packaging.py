@@ -155,7 +155,7 @@ def test_metrics_units_write_the_prometheus_status_atomically_as_the_hub():
     timer = resources.read(resources.METRICS_TIMER)
     assert "[Timer]" in timer and "WantedBy=timers.target" in timer
     tmpfiles = resources.read(resources.TMPFILES)
-    from koji_messagebus.config.settings import OPTIONS
+    from koji_messagebus.config.options import OPTIONS
 
     (default_dir,) = [o.default for o in OPTIONS if (o.section, o.key) == ("status", "dir")]
     assert f"d {default_dir} 0750 apache apache -" in tmpfiles
@@ -250,3 +250,8 @@ def _strings(source: str) -> str:
             with contextlib.suppress(Exception):
                 out.write(node.value + "\n")
     return out.getvalue()
+
+
+def test_schema_file_matches_code():
+    with open(os.path.join(ROOT, "koji_messagebus", "data", "messagebus-schema.sql")) as fh:
+        assert fh.read() == SCHEMA

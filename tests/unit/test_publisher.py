@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from devkit.config import make_config
 from koji_messagebus.amqp import BrokerError, Kind
-from koji_messagebus.config.settings import Endpoint
+from koji_messagebus.config.sections import Endpoint
 from koji_messagebus.delivery.breaker import Role
 from koji_messagebus.delivery.publisher import Publisher, SendResult
 from tests.support.fakebroker import FakeBroker, FakeConnection, msgs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import configparser
 import logging
 import os
 
@@ -14,20 +13,8 @@ from koji_messagebus import kerberos
 from koji_messagebus.amqp import BrokerError
 from koji_messagebus.amqp.connection import kerberos_ticket
 from koji_messagebus.config.security import auth_failure, explain_handshake, parse_offered, warn_unverified
-from koji_messagebus.config.settings import ConfigError, parse_config, redact_url
-
-
-def config(tmp_path, **broker):
-    parser = configparser.RawConfigParser()
-    parser.read_dict({"broker": broker})
-    return parse_config(parser, str(tmp_path / "messagebus.conf"))
-
-
-def keytab(tmp_path) -> str:
-    path = tmp_path / "hub.keytab"
-    path.write_bytes(b"\x05\x02")
-    os.chmod(path, 0o600)
-    return str(path)
+from koji_messagebus.config.settings import ConfigError
+from tests.support.conffile import keytab, parsed
 
 
 def test_parse_offered_mechanisms_from_the_frame_trace():
@@ -91,41 +78,11 @@ def test_unverified_tls_is_a_warning(caplog):
     assert "INSECURE: TLS to amqps://broker:5671 WITHOUT verifying" in caplog.records[0].getMessage()
 
 
-@pytest.mark.parametrize("url", [
-    "amqps://koji:s3cr/et@broker:5671", "amqps://koji:s3cr@et@broker:5671/vh", "amqp://koji:s3cret@broker",
-    "amqps://koji:s3cret@broker:99999",
-])
-def test_redact_url_hides_any_password(url):
-    assert "s3cr" not in redact_url(url) and redact_url(url).startswith(url.split("://")[0] + "://***@")
-
-
-def test_unparsable_url_with_a_password_is_not_echoed(tmp_path):
-    with pytest.raises(ConfigError) as info:
-        config(tmp_path, urls="amqps://koji:s3cret@broker:99999")
-    assert "s3cret" not in str(info.value) and "amqps://***@broker:99999" in str(info.value)
-
-
-def test_ip_address_with_verified_tls_is_warned(tmp_path):
-    cfg = config(tmp_path, host="10.0.0.5", ssl="true", username="u", password="p")
-    assert any("TLS to 10.0.0.5: proton checks the broker's certificate against DNS names only" in w
-               for w in cfg.warnings)
-    assert not any("DNS names only" in w
-                   for w in config(tmp_path, host="broker.example.com", ssl="true", username="u",
-                                   password="p").warnings)
-
-
-def test_gssapi_needs_service_amqp(tmp_path):
-    with pytest.raises(ConfigError) as info:
-        config(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path), service="qpidd")
-    assert "service = 'qpidd': proton's Cyrus SASL always asks for the service principal amqp/HOST@REALM" \
-        in str(info.value)
-
-
 def test_gssapi_without_cyrus_sasl_is_a_config_problem_and_a_connect_error(tmp_path, monkeypatch):
-    cfg = config(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path))
+    cfg = parsed(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path))
     monkeypatch.setattr(proton.SASL, "extended", staticmethod(lambda: False))
     with pytest.raises(ConfigError) as info:
-        config(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path))
+        parsed(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path))
     assert "this python-qpid-proton has no Cyrus SASL (proton.SASL.extended() is False)" in str(info.value)
     with pytest.raises(BrokerError) as err:
         kerberos_ticket(cfg.broker, cfg.endpoints[0])
@@ -146,36 +103,3 @@ def test_kerberos_private_cache_per_principal_and_keytab():
         kerberos.ccache_name("a@X", "/k2")
 
 
-def test_combined_pem_readable_by_others_is_warned(tmp_path):
-    pem = tmp_path / "hub.pem"
-    pem.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-                   "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
-    os.chmod(pem, 0o644)
-    cfg = config(tmp_path, host="broker", ssl="true", auth="EXTERNAL", cert=str(pem))
-    assert any(f"{pem} (cert) holds a private key and is readable by other users" in w and f"chmod 600 {pem}" in w
-               for w in cfg.warnings)
-    os.chmod(pem, 0o600)
-    assert not config(tmp_path, host="broker", ssl="true", auth="EXTERNAL", cert=str(pem)).warnings
-
-
-def test_config_repr_hides_the_password(tmp_path):
-    cfg = config(tmp_path, username="koji", password="S3cret-in-conf")
-    assert "S3cret-in-conf" not in repr(cfg) and "'broker.password': '***'" in repr(cfg)
-    assert "S3cret-in-conf" not in str(cfg)
-
-
-def test_readable_password_file_is_warned_with_the_fix(tmp_path):
-    pw = tmp_path / "messagebus.password"
-    pw.write_text("S3cret-in-file\n")
-    os.chmod(pw, 0o644)
-    cfg = config(tmp_path, host="broker", ssl="true", username="koji", password_file=str(pw))
-    text = "\n".join(cfg.warnings)
-    assert f"{pw} (password_file) holds a password and is readable by other users" in text
-    assert f"chmod 600 {pw}" in text and "S3cret-in-file" not in text
-
-
-def test_gssapi_with_vhost_is_refused(tmp_path):
-    """proton sends `vhost:NAME` as the host name, and Cyrus builds the service principal from it."""
-    with pytest.raises(ConfigError) as info:
-        config(tmp_path, auth="GSSAPI", principal="hub@EXAMPLE.COM", keytab=keytab(tmp_path), vhost="koji")
-    assert "vhost = 'koji' cannot be used with auth = GSSAPI" in str(info.value)

@@ -1,26 +1,15 @@
-"""Config: defaults, every problem reported at once with file/section/key/value/allowed, warnings."""
+"""Loading a Config: defaults, the file found and read, one clear line per problem (file, line,
+section, key, fix), the hub told at load time."""
 
 from __future__ import annotations
 
-import configparser
+import logging
 import os
 
 import pytest
 
-from koji_messagebus.config.settings import OPTIONS, ConfigError, load_config, redact_url
-from koji_messagebus.transaction.outbox import SCHEMA
-
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-
-
-def conf(tmp_path, text: str, mode: int = 0o600) -> str:
-    path = tmp_path / "messagebus.conf"
-    path.write_text(text)
-    os.chmod(path, mode)
-    return str(path)
-
-
-MINIMAL = "[broker]\nusername = koji\npassword = s3cret\n"
+from koji_messagebus.config.settings import ConfigError, load_config
+from tests.support.conffile import MINIMAL, conf, one_line, parsed, problems
 
 
 def test_defaults(tmp_path):
@@ -46,52 +35,10 @@ def test_env_var_selects_the_file(tmp_path, monkeypatch):
     assert load_config().exchange.name == "from.env"
 
 
-def test_address_templates(tmp_path):
-    cfg = load_config(conf(tmp_path, MINIMAL + "[exchange]\nname = ex\naddress = /exchanges/{name}/{routing_key}\n"))
-    assert cfg.exchange.target_address() is None
-    assert cfg.exchange.message_to("koji.event.Tag.x") == "/exchanges/ex/koji.event.Tag.x"
-    cfg = load_config(conf(tmp_path, MINIMAL + "[exchange]\nname = ex\naddress = {name}\n"))
-    assert cfg.exchange.target_address() == "ex"
-
-
-def test_every_problem_at_once_with_file_section_key_value_and_allowed(tmp_path):
-    path = conf(tmp_path, "[broker]\nport = 99999\nauth = KERBEROS\ntimeout = -1\nssl = maybe\nbogus = 1\n"
-                          "[exchange]\ntype = fanout\naddress = /x/{nope}\n[outbox]\nbatch_size = 0\n")
-    with pytest.raises(ConfigError) as err:
-        load_config(path)
-    problems = err.value.problems
-    text = "\n".join(problems)
-    assert all(p.startswith(path) for p in problems)
-    assert "[broker] port = '99999' is invalid: must be an integer from 1 to 65535" in text
-    assert "[broker] auth = 'KERBEROS' is invalid: must be PLAIN, EXTERNAL, ANONYMOUS, GSSAPI" in text
-    assert "[broker] timeout = '-1' is invalid: must be a number of seconds > 0" in text
-    assert "[broker] ssl = 'maybe' is invalid: must be true or false" in text
-    assert "[broker] bogus: unknown key" in text
-    assert "[exchange] type = 'fanout' is invalid: must be topic or headers" in text
-    assert "[exchange] address = '/x/{nope}' is invalid" in text
-    assert "[outbox] batch_size = '0' is invalid" in text
-    assert len(problems) >= 8
-
-
 def test_missing_file_names_it(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(str(tmp_path / "nope.conf"))
     assert "nope.conf: file not found" in str(err.value)
-
-
-def test_plain_needs_credentials(tmp_path):
-    with pytest.raises(ConfigError) as err:
-        load_config(conf(tmp_path, "[broker]\nauth = PLAIN\n"))
-    assert "[broker] username is empty" in str(err.value) and "[broker] password is empty" in str(err.value)
-    load_config(conf(tmp_path, "[broker]\nauth = ANONYMOUS\n"))
-
-
-def test_password_is_never_echoed(tmp_path):
-    with pytest.raises(ConfigError) as err:
-        load_config(conf(tmp_path, "[broker]\nusername = u\npassword = hunter2\npassword_file = /x\n"
-                                   "urls = amqp://u:hunter2@h\n"))
-    assert "hunter2" not in str(err.value)
-    assert redact_url("amqps://u:pw@host:5671/x") == "amqps://***@host:5671/x"
 
 
 def test_password_file(tmp_path):
@@ -102,27 +49,119 @@ def test_password_file(tmp_path):
     assert cfg.broker.password == "from-file"
 
 
-def test_warnings_plain_without_tls_and_readable_password(tmp_path):
-    path = conf(tmp_path, MINIMAL, mode=0o644)
-    cfg = load_config(path)
-    text = "\n".join(cfg.warnings)
-    assert "auth = PLAIN without TLS" in text
-    assert f"{path} (config file) holds a password and is readable by other users" in text
-    assert f"chmod 600 {path}" in text
-    assert not load_config(conf(tmp_path, MINIMAL + "ssl = true\n")).warnings
+def test_an_empty_unknown_section_is_warned_about(tmp_path):
+    cfg = load_config(conf(tmp_path, MINIMAL + "[brokr]\n"))
+    assert f"{tmp_path}/messagebus.conf: [brokr]: unknown section, ignored (sections: broker, exchange, " \
+           "topic, outbox, message, status); fix: correct its name or remove it" in cfg.warnings
 
 
-def test_sample_conf_documents_every_key_with_its_default():
-    parser = configparser.RawConfigParser()
-    sample = os.path.join(ROOT, "koji_messagebus", "data", "messagebus.conf")
-    text = open(sample).read()
-    parser.read_string(text)
-    for opt in OPTIONS:
-        assert parser.has_section(opt.section), opt.section
-        assert f"\n#{opt.key} = " in text, f"[{opt.section}] {opt.key} not documented in the sample config"
-    assert parser.get("outbox", "enabled") == "true"
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "messagebus.conf"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    os.chmod(path, 0o600)
+    assert load_config(str(path)).broker.username == "koji"
 
 
-def test_schema_file_matches_code():
-    with open(os.path.join(ROOT, "koji_messagebus", "data", "messagebus-schema.sql")) as fh:
-        assert fh.read() == SCHEMA
+def test_not_utf8_names_the_byte(tmp_path):
+    path = tmp_path / "messagebus.conf"
+    path.write_bytes(MINIMAL.encode() + b"vhost = \xff\n")
+    (line,) = problems(str(path))
+    assert "not UTF-8" in line and "save it as UTF-8" in line
+
+
+def test_config_repr_hides_the_password(tmp_path):
+    cfg = parsed(tmp_path, username="koji", password="S3cret-in-conf")
+    assert "S3cret-in-conf" not in repr(cfg) and "'broker.password': '***'" in repr(cfg)
+    assert "S3cret-in-conf" not in str(cfg)
+
+
+# ---- the hub logs config problems when it loads the plugin -------------------------------------------
+def test_config_problems_are_logged_when_the_hub_loads_the_plugin(tmp_path, monkeypatch, caplog):
+    from tests.support.hub import load_plugin, unload_plugin
+
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf(tmp_path, "[broker]\nusername = koji\n[brokr]\n"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="koji.plugin.messagebus"):
+            load_plugin()
+        text = caplog.text
+        assert "messagebus plugin disabled" in text and "password is empty" in text
+    finally:
+        unload_plugin()
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf(tmp_path, MINIMAL + "[brokr]\n"))
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="koji.plugin.messagebus"):
+            load_plugin()
+        assert "[brokr]: unknown section" in caplog.text
+        from koji_messagebus import plugin as mb_plugin
+        assert mb_plugin.runtime().delivery is None  # nothing connected at load time
+    finally:
+        unload_plugin()
+
+
+def test_preview_command_with_a_config_without_credentials(tmp_path, capsys):
+    from koji_messagebus import cli
+
+    path = conf(tmp_path, "[topic]\nprefix = org.example\n")
+    assert cli.main(["preview", "Tag", "--config", path, "--json"]) == 0
+    assert capsys.readouterr().out.count("org.example.Tag.") >= 1
+
+
+def test_a_key_before_any_section_names_its_line_and_section(tmp_path):
+    path = conf(tmp_path, "# koji messagebus\nusername = koji\npassword = hunter2\n[broker]\n")
+    line = one_line(path)
+    assert line == (f"{path}: line 2: username comes before any section; fix: put [broker] on a line above it "
+                    "(`koji-messagebus sample-config` prints every key with its section)")
+
+
+def test_an_empty_file_says_it_is_empty_not_that_username_is_empty(tmp_path):
+    for text in ("", "\n\n", "# only a comment\n"):
+        line = one_line(conf(tmp_path, text))
+        assert "line 1: the file holds no settings" in line and "fix: write [broker] with username" in line
+    assert load_config(conf(tmp_path, ""), for_sending=False).topic.prefix == "koji.event"  # preview
+
+
+def test_invalid_utf8_names_the_line_section_and_key(tmp_path):
+    path = tmp_path / "messagebus.conf"
+    path.write_bytes(MINIMAL.encode() + b"[exchange]\nname = koji\xff.events\n")
+    line = one_line(str(path))
+    assert line == (f"{path}: line 5 ([exchange] name): not UTF-8 (byte 0xff at column 12); "
+                    "fix: save it as UTF-8")
+
+
+def test_a_misspelt_section_with_keys_is_one_line_with_a_guess(tmp_path):
+    path = conf(tmp_path, "[brokre]\nusername = koji\npassword = hunter2\n")
+    line = one_line(path)
+    assert line == (f"{path}: line 1: unknown section [brokre] (holding username, password); "
+                    "did you mean [broker]? fix: rename it [broker]")
+    assert "hunter2" not in line
+
+
+def test_an_unknown_section_is_guessed_by_its_keys(tmp_path):
+    path = conf(tmp_path, MINIMAL + "\n[publish]\nprefix = org.example\n")
+    assert one_line(path).endswith("unknown section [publish] (holding prefix); did you mean [topic]? "
+                                   "fix: rename it [topic]")
+
+
+@pytest.mark.parametrize("text, expected", [
+    (MINIMAL + "timeout = 1\ntimeout = 2\n", "line 5: [broker] timeout is set twice; fix: keep only one"),
+    (MINIMAL + "[broker]\n", "line 4: [broker] appears twice; fix: merge the two"),
+    (MINIMAL + "password hunter2\n", "line 4 ([broker]): not a `key = value` line; fix:"),
+])
+def test_configparser_errors_are_one_line_without_the_text(tmp_path, text, expected):
+    line = one_line(conf(tmp_path, text))
+    assert expected in line and "hunter2" not in line
+
+
+def test_the_hub_logs_one_error_record_a_problem_without_newlines(tmp_path, monkeypatch, caplog):
+    from tests.support.hub import load_plugin, unload_plugin
+
+    monkeypatch.setenv("KOJI_MESSAGEBUS_CONFIG", conf(tmp_path, "[broker]\ntimeout = x\nheartbeat = y\n"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="koji.plugin.messagebus"):
+            load_plugin()
+    finally:
+        unload_plugin()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 4, errors  # timeout, heartbeat, username, password
+    assert all("\n" not in e and e.startswith("messagebus plugin disabled: ") for e in errors)

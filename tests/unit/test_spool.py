@@ -183,7 +183,7 @@ def test_status_shows_the_spool_and_an_old_one_is_degraded():
 
 def test_the_package_creates_the_default_spool_directory_for_the_httpd_user():
     from koji_messagebus import resources
-    from koji_messagebus.config.settings import OPTIONS
+    from koji_messagebus.config.options import OPTIONS
 
     (default,) = [o.default for o in OPTIONS if (o.section, o.key) == ("broker", "spool_dir")]
     assert default == "/var/spool/koji-messagebus"

@@ -56,3 +56,37 @@ def test_close_unregisters_only_the_plugin(tmp_path, monkeypatch):
         assert ours() == [] and other in koji.plugin.callbacks["postTag"]
     finally:
         koji.plugin.callbacks["postTag"].remove(other)
+
+
+def test_finish_request_commits_between_precommit_and_postcommit_only_when_the_request_wrote():
+    """kojixmlrpc's order, shared by HubSimulator and the tests' Hub (tests/support/hub.py)."""
+    from koji.context import context
+
+    from koji_messagebus.testing import finish_request
+
+    seen: list[str] = []
+
+    class Connection:
+        def commit(self):
+            seen.append("COMMIT")
+
+    def pre(cbtype, *args, **kws):
+        seen.append(cbtype)
+
+    post = pre
+    koji.plugin.register_callback("preCommit", pre)
+    koji.plugin.register_callback("postCommit", post)
+    try:
+        context._threadclear()
+        context.commit_pending = False
+        assert finish_request(Connection()) == {"preCommit": 0.0, "postCommit": 0.0} and seen == []
+        context.commit_pending = True
+        phases = finish_request(Connection(), on_commit=lambda: seen.append("on_commit"))
+        assert seen == ["preCommit", "COMMIT", "on_commit", "postCommit"] and set(phases) == {"preCommit", "postCommit"}
+        seen.clear()
+        finish_request(None)  # no database: no COMMIT, the callbacks still run
+        assert seen == ["preCommit", "postCommit"]
+    finally:
+        context._threadclear()
+        koji.plugin.callbacks["preCommit"].remove(pre)
+        koji.plugin.callbacks["postCommit"].remove(post)

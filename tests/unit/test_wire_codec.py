@@ -4,6 +4,7 @@ them back into the same message.  Anything the codec does not know is encoded by
 
 from __future__ import annotations
 
+import datetime
 import math
 import struct
 import uuid
@@ -179,6 +180,32 @@ def test_ids_are_unique_and_uuid_strings_by_default():
     assert wire.decode(a.payload)["id"] == a.msg_id
 
 
+def test_new_ids_are_random_version_4_uuids_as_uuid4_writes_them():
+    ids = [wire.new_id() for _ in range(500)]
+    assert len(set(ids)) == 500
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("length", [1, 64, 65, 255, 256, 70000])
+def test_map_keys_encode_as_proton_writes_them_first_and_again(length):
+    """Keys are kept encoded (codec._KEYS): the second message must be byte for byte the first."""
+    key = "k" * (length - 1) + "é"  # not ASCII: UTF-8 bytes, not characters, count
+    headers, body = {"type": "Tag", key: 1}, {key: {key: "v"}}
+    first, ref = fast_and_proton(MSG_ID, 1.0, "k", None, headers, body)
+    again, _ = fast_and_proton(MSG_ID, 1.0, "k", None, headers, body)
+    assert first == ref == again, first_difference(first, ref)
+
+
+def test_the_kept_keys_are_bounded():
+    body = {f"key-{i}": i for i in range(amqp_codec._KEY_CACHE_SIZE + 500)}
+    fast, ref = fast_and_proton(MSG_ID, 1.0, "k", None, {"type": "Tag"}, body)
+    assert fast == ref, first_difference(fast, ref)
+    assert len(amqp_codec._KEYS) <= amqp_codec._KEY_CACHE_SIZE
+    assert all(len(k.encode()) <= amqp_codec._KEY_CACHE_BYTES for k in amqp_codec._KEYS)
+
+
 # ---- values proton refuses or cannot hold: converted, or written where proton fails -------------
 PROTON_TYPES = {
     "symbol": (symbol("s"), "s"), "ulong": (ulong(3), 3), "char": (char("c"), "c"),
@@ -269,3 +296,23 @@ def test_ttl_header_encodes_like_proton(ttl):
     assert ours == ref
     assert wire.decode(ours)["ttl"] == pytest.approx(millis / 1000)
     assert wire.decode(wire.encode(event, msg_id=MSG_ID, created=CREATED).payload)["ttl"] == 0  # none: no ttl
+
+
+class _RaisingZone(datetime.tzinfo):
+    def utcoffset(self, dt):
+        raise RuntimeError("no offset")
+
+
+def test_datetimes_are_written_as_koji_writes_them_naive_aware_or_broken():
+    """Naive datetimes take the encoder's short way (codec._DATETIME); aware ones the values policy;
+    a tzinfo that raises gives a placeholder, never an exception."""
+    naive = datetime.datetime(2026, 12, 4, 22, 7, 1, 123456)
+    aware = datetime.datetime(2026, 12, 4, 22, 7, 1, tzinfo=datetime.timezone.utc)
+    body = {"naive": naive, "aware": aware, "list": [naive]}
+    event = Event("Tag", "k", {"type": "Tag"}, body)
+    decoded = wire.decode(wire.encode(event).payload)["body"]
+    expected = koji.util.encode_datetime_recurse({"naive": naive, "aware": aware, "list": [naive]})
+    assert decoded == expected and decoded["naive"] == "2026-12-04 22:07:01.123456"
+    broken = Event("Tag", "k", {"type": "Tag"}, {"when": datetime.datetime(2026, 1, 1, tzinfo=_RaisingZone())})
+    text = wire.decode(wire.encode(broken).payload)["body"]["when"]
+    assert text.startswith("<datetime object: cannot be converted") and broken.conversions.lossy
