@@ -63,6 +63,8 @@ def options() -> tuple[argparse.Namespace, Run]:
     ap.add_argument("--long", action="store_true", help="the broker's return: see above")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--write", action="store_true", help="put the table into bench/results.md")
+    ap.add_argument("--section", help="bench/results.md's section to write (default: faults; faults-return "
+                    "with --long)")
     for f in dataclasses.fields(Run):
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                         help=f"default {f.default} ({LONG[f.name]} with --long)" if f.name in LONG
@@ -127,7 +129,7 @@ def main() -> None:
     print()
     print(text)
     if args.write:
-        update("faults-return" if args.long else "faults", text)
+        update(args.section or ("faults-return" if args.long else "faults"), text)
 
 
 if __name__ == "__main__":
