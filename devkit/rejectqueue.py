@@ -29,10 +29,10 @@ class RejectQueue:
             ch.confirm_delivery()  # each filler confirmed: the queue is full when this returns
             ch.queue_declare(self.name, auto_delete=False,
                              arguments={"x-max-length": MAX_LENGTH, "x-overflow": "reject-publish"})
+            for _ in range(MAX_LENGTH):  # filled before it is bound: under load, routed messages would race
+                ch.basic_publish("", self.name, b"fills the queue")
             for key in self.keys:
                 ch.queue_bind(self.name, exchange, key)
-            for _ in range(MAX_LENGTH):
-                ch.basic_publish("", self.name, b"fills the queue")
         finally:
             conn.close()
 
