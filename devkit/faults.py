@@ -181,6 +181,7 @@ class Outcome:
     rss_peak: float | None = None  # MiB: the worst process's highest RSS after the fault minus just before
     settled_down: bool = True  # every process ended with nothing held and the outbox empty
     outbox_left: int = 0
+    given_up: int = 0  # messages the senders logged as lost (they may still have arrived: see `lost`)
     timeout: float = 0.0
     window: int = MAX_IN_FLIGHT
     misses: list[str] = field(default_factory=list)
@@ -230,6 +231,8 @@ class Outcome:
         self.judge()
         bound = "0" if self.refused else f"<= {self.window} x {self.losses} = {self.duplicate_bound}"
         lost = f"{self.lost} ({self.outbox_left} in the outbox)" if self.outbox_left else str(self.lost)
+        if self.given_up:
+            lost += f"; {self.given_up} logged as lost"
         ba = f"{self.backlog_after:.2f}" if self.backlog_after is not None else "never"
         rss = f"{_mib(self.rss_growth)} / {_mib(self.rss_peak)}" + ("" if self.settled_down else " (not emptied)")
         return (f"| {self.fault} | {'on' if self.outbox else 'off'} | {self.committed} | {lost} | "
@@ -322,7 +325,8 @@ def run_fault(name: str, outbox_on: bool, run: Run, pg: PrivatePostgres | None) 
         return Outcome(name, outbox_on, len(committed), len(delivered), len(committed - delivered), dups,
                        stats_ms(during), normal_after, backlog_after, len(reqs), stats_ms(after), len(after),
                        sum(max(0, rep.connects - 1) for rep in got.reports), growth, peak,
-                       all(rep.idle for rep in got.reports), left, run.timeout)
+                       all(rep.idle for rep in got.reports), left, run.timeout,
+                       given_up=sum(rep.given_up for rep in got.reports))
     finally:
         arrivals.stop()
         proxy.close()

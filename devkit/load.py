@@ -249,6 +249,7 @@ class ProcReport:
     rss: list[tuple[float, float]] = field(default_factory=list)
     connects: int = 0  # the sender's connections (1 = never lost one)
     idle: bool = True  # at its end the sender held nothing and the outbox was empty
+    given_up: int = 0  # messages its sender logged as lost (a poison message, a full max_pending)
 
 
 @dataclass
@@ -437,7 +438,7 @@ def hub_process(load: Load, index: int, results: Any) -> None:
     for t in threads:
         t.join()
     rt = mb_plugin.runtime()
-    idle, connects = True, 0
+    idle, connects, given_up = True, 0, 0
     if rt.delivery is not None:  # a hub process lives on: let its sender and drainer finish their work
         idle = rt.delivery.sender.wait_idle(load.linger)
         if rt.delivery.drainer is not None:
@@ -454,10 +455,10 @@ def hub_process(load: Load, index: int, results: Any) -> None:
                 time.sleep(0.5)
             cnx.close()
             idle = idle and not left
-        connects = rt.delivery.sender.connects
+        connects, given_up = rt.delivery.sender.connects, rt.delivery.sender.lost
     sampling.set()
     rss.append((time.time(), rss_mib()))
-    results.put(ProcReport(os.getpid(), [r for out in outs for r in out], rss, connects, idle))
+    results.put(ProcReport(os.getpid(), [r for out in outs for r in out], rss, connects, idle, given_up))
     mb_plugin.reset(None)
 
 
