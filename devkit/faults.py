@@ -323,10 +323,10 @@ def run_fault(name: str, outbox_on: bool, run: Run, pg: PrivatePostgres | None) 
         growth, peak = _rss(got, fault_at)
         left = setup.sql(f"SELECT count(*) FROM {outbox.TABLE}")[0][0] if outbox_on else 0
         return Outcome(name, outbox_on, len(committed), len(delivered), len(committed - delivered), dups,
-                       stats_ms(during), normal_after, backlog_after, len(reqs), stats_ms(after), len(after),
-                       sum(max(0, rep.connects - 1) for rep in got.reports), growth, peak,
-                       all(rep.idle for rep in got.reports), left, run.timeout,
-                       given_up=sum(rep.given_up for rep in got.reports))
+                       stats_ms(during), normal_after, backlog_after, len(reqs), after=stats_ms(after),
+                       after_requests=len(after), losses=sum(max(0, rep.connects - 1) for rep in got.reports),
+                       rss_growth=growth, rss_peak=peak, settled_down=all(rep.idle for rep in got.reports),
+                       outbox_left=left, timeout=run.timeout, given_up=sum(rep.given_up for rep in got.reports))
     finally:
         arrivals.stop()
         proxy.close()
