@@ -8,9 +8,15 @@ Modes, for new and existing connections:
   are accepted and held); ``resume()`` forwards what was held;
 - ``silent``: new connections are accepted and never answered (what they send is discarded);
   existing ones keep flowing (``cut()`` them to force reconnections into the silence);
-- ``refuse``: the listening socket is closed, so new connections are refused by the kernel.
+- ``refuse``: the listening socket is closed, so new connections are refused by the kernel;
+- ``delay``: a slow broker: every chunk from the broker is held 1-2 s (``slow``, drawn per chunk)
+  before it goes to the client, in order, nothing dropped; the client's bytes go on at once, so
+  the broker takes messages at once and their settlements arrive late.
 
-``cut()`` closes every connection now (RST by default); ``cut_after(n)`` forwards ``n`` more
+``cut()`` closes every connection now (RST by default); ``shut()`` closes them as a broker that
+stops does: it reads nothing more from the clients, forwards what the broker still answers (the
+settlements of what it had already taken) until it has been quiet a moment, then closes with a FIN,
+so the broker never took a message whose settlement was lost; ``cut_after(n)`` forwards ``n`` more
 bytes from clients to the broker, then cuts every connection once (a connection dying mid-batch);
 ``freeze()`` black-holes the existing connections only (a peer gone without a FIN, a dropped NAT
 entry) while new ones pass.  ``delay`` (seconds, default 0) holds every chunk that long in each
@@ -19,6 +25,7 @@ direction before forwarding it: a broker on another host or site, on loopback.
 
 from __future__ import annotations
 
+import random
 import select
 import socket
 import struct
@@ -28,7 +35,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-MODES = ("pass", "pause", "silent", "refuse")
+MODES = ("pass", "pause", "silent", "refuse", "delay")
+SHUT_QUIET = 0.5  # shut(): the broker silent this long (s) means it has answered all it took
+SHUT_LIMIT = 3.0  # and a connection is closed this long after shut() at the latest
 CHUNK = 65536
 
 
@@ -42,14 +51,19 @@ class _Pair:
     frozen: bool = False  # black-holed: nothing is forwarded, ever
     late_up: deque[tuple[float, bytes]] = field(default_factory=deque)  # (due, data) with a delay
     late_client: deque[tuple[float, bytes]] = field(default_factory=deque)
+    closing: float = 0.0  # shut(): when; 0 = not closing
+    heard: float = 0.0  # the broker's last bytes (monotonic), for shut()
 
 
 class FaultProxy:
     """Listens on 127.0.0.1:<ephemeral port> and forwards to `upstream`."""
 
-    def __init__(self, upstream: tuple[str, int] = ("127.0.0.1", 5672), delay: float = 0.0):
+    def __init__(self, upstream: tuple[str, int] = ("127.0.0.1", 5672), delay: float = 0.0,
+                 slow: tuple[float, float] = (1.0, 2.0)):
         self.upstream = upstream
         self.delay = delay
+        self.slow = slow  # mode "delay": each chunk from the broker held this long (s, uniform), in order
+        self._rng = random.Random(1)
         self.mode = "pass"
         self.port = 0
         self.accepted = 0
@@ -89,6 +103,22 @@ class FaultProxy:
         """Close every connection now; return how many."""
         box: list[int] = []
         self._call(lambda: box.append(self._cut_all(reset)))
+        return box[0]
+
+    def shut(self) -> int:
+        """Close every connection as a stopping broker does (see the module docstring); return how many."""
+        box: list[int] = []
+
+        def run():
+            now = time.monotonic()
+            for pair in self._pairs:
+                pair.closing = pair.closing or now
+                pair.to_up.clear()  # read from the client, never given to the broker
+                pair.late_up.clear()
+            box.append(len(self._pairs))
+            if self._pairs:
+                self.cuts += 1
+        self._call(run)
         return box[0]
 
     def freeze(self) -> int:
@@ -209,15 +239,20 @@ class FaultProxy:
     def _step(self) -> None:
         forwarding = self.mode != "pause"
         wait = 0.2
-        if self.delay:
-            now = time.monotonic()
-            for p in self._pairs:
-                if forwarding and not p.frozen:
-                    _release(p.late_up, p.to_up, now)
-                    _release(p.late_client, p.to_client, now)
-                for late in (p.late_up, p.late_client):
-                    if late:
-                        wait = min(wait, max(0.0, late[0][0] - now))
+        now = time.monotonic()
+        for p in list(self._pairs):
+            if forwarding and not p.frozen:
+                _release(p.late_up, p.to_up, now)
+                _release(p.late_client, p.to_client, now)
+            for late in (p.late_up, p.late_client):
+                if late:
+                    wait = min(wait, max(0.0, late[0][0] - now))
+            if p.closing:
+                if now - p.closing >= SHUT_LIMIT or (now - max(p.heard, p.closing) >= SHUT_QUIET
+                                                    and not p.to_client and not p.late_client):
+                    self._close(p)
+                else:
+                    wait = min(wait, 0.05)
         rlist: list[socket.socket] = [self._wake_r]
         wlist: list[socket.socket] = []
         if self._listener is not None:
@@ -229,11 +264,11 @@ class FaultProxy:
             if not forwarding or p.frozen:
                 continue
             if not p.eof:
-                if len(p.to_up) < CHUNK:
-                    rlist.append(p.client)
+                if len(p.to_up) < CHUNK or p.closing:  # closing: read and discard (a close with
+                    rlist.append(p.client)               # unread bytes would send an RST)
                 if len(p.to_client) < CHUNK:
                     rlist.append(p.upstream)
-            if p.to_up:
+            if p.to_up and not p.closing:
                 wlist.append(p.upstream)
             if p.to_client:
                 wlist.append(p.client)
@@ -261,7 +296,7 @@ class FaultProxy:
                 data = p.client.recv(CHUNK)
                 if not data:
                     p.eof = True
-                elif p.upstream is not None:
+                elif p.upstream is not None and not p.closing:
                     if self.delay:
                         p.late_up.append((time.monotonic() + self.delay, data))
                     else:
@@ -271,8 +306,11 @@ class FaultProxy:
                 if not data:
                     p.eof = True
                 else:
-                    if self.delay:
-                        p.late_client.append((time.monotonic() + self.delay, data))
+                    p.heard = time.monotonic()
+                    hold = self.delay + (self._rng.uniform(*self.slow) if self.mode == "delay" else 0.0)
+                    if hold or p.late_client:  # behind what is held already: order is kept
+                        due = max(p.heard + hold, p.late_client[-1][0] if p.late_client else 0.0)
+                        p.late_client.append((due, data))
                     else:
                         p.to_client += data
                     self.bytes_down += len(data)

@@ -33,7 +33,6 @@ import pika  # noqa: E402
 import psycopg2  # noqa: E402
 from koji.context import context  # noqa: E402
 
-from devkit.amqp091 import decode_091  # noqa: E402
 from devkit.hubdb import DBWrapper  # noqa: E402
 from devkit.recorded import entries  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
@@ -170,17 +169,15 @@ class Arrivals:
         ch.basic_qos(prefetch_count=2000)
 
         def on_message(ch_, method, props, body):
+            # the message-id is the AMQP 1.0 message's (RabbitMQ maps it); no decoding, no acks: this
+            # consumer must keep up with a storm of resends, or its lag would pass for the sender's
             now = time.time()
-            try:
-                msg_id = decode_091(method, props, body).message_id
-            except Exception:  # noqa: BLE001 - not one of the plugin's messages
-                msg_id = f"foreign-{method.delivery_tag}"
+            msg_id = props.message_id or f"foreign-{method.delivery_tag}"
             with self._lock:
                 self.times.setdefault(msg_id, []).append(now)
                 self.count += 1
-            ch_.basic_ack(method.delivery_tag, multiple=False)
 
-        ch.basic_consume(self.queue, on_message)
+        ch.basic_consume(self.queue, on_message, auto_ack=True)
         while not self._stop:
             conn.process_data_events(time_limit=0.1)
         conn.close()
@@ -193,6 +190,26 @@ class Arrivals:
                     return True
             time.sleep(0.1)
         return False
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until the queue is empty and nothing arrived for a second (False on timeout)."""
+        deadline = time.monotonic() + timeout
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        try:
+            ch = conn.channel()
+            seen, quiet_since = -1, time.monotonic()
+            while time.monotonic() < deadline:
+                ready = ch.queue_declare(self.queue, passive=True).method.message_count
+                with self._lock:
+                    count = self.count
+                if count != seen:
+                    seen, quiet_since = count, time.monotonic()
+                elif not ready and time.monotonic() - quiet_since >= 1.0:
+                    return True
+                time.sleep(0.2)
+            return False
+        finally:
+            conn.close()
 
     def stop(self) -> None:
         self._stop = True
@@ -220,6 +237,47 @@ class Req:
     ids: list[str] = field(default_factory=list)
     lock_wait: float = 0.0  # always 0 (the one-lock design is gone; the column stays for old result files)
     in_send: float = 0.0  # waiting on the ticket
+
+
+@dataclass
+class ProcReport:
+    """What one hub process reports at its end."""
+
+    pid: int
+    reqs: list[Req]
+    #: (wall time, VmRSS in MiB) every RSS_EVERY s while it ran, and a last one at its end
+    rss: list[tuple[float, float]] = field(default_factory=list)
+    connects: int = 0  # the sender's connections (1 = never lost one)
+    idle: bool = True  # at its end the sender held nothing and the outbox was empty
+    given_up: int = 0  # messages its sender logged as lost (a poison message, a full max_pending)
+
+
+@dataclass
+class Collected:
+    """Every report collect_load() got (a killed process sends none)."""
+
+    reports: list[ProcReport]
+
+    @property
+    def reqs(self) -> list[Req]:
+        return [r for rep in self.reports for r in rep.reqs]
+
+
+RSS_EVERY = 0.25  # seconds between a hub process's RSS samples
+
+
+def rss_mib(pid: int | str = "self") -> float:
+    """VmRSS of a process, MiB (/proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _sample_rss(out: list[tuple[float, float]], stop: threading.Event) -> None:
+    while not stop.wait(RSS_EVERY):
+        out.append((time.time(), rss_mib()))
 
 
 @dataclass
@@ -368,6 +426,9 @@ def hub_process(load: Load, index: int, results: Any) -> None:
     rt = Runtime()
     mb_plugin.reset(rt)
     instrument(rt)
+    rss: list[tuple[float, float]] = [(time.time(), rss_mib())]
+    sampling = threading.Event()
+    threading.Thread(target=_sample_rss, args=(rss, sampling), name="rss", daemon=True).start()
     stop = threading.Event()
     outs: list[list[Req]] = [[] for _ in range(load.threads)]
     threads = [threading.Thread(target=_hub_thread, args=(load, index * 100 + i, outs[i], stop))
@@ -377,11 +438,13 @@ def hub_process(load: Load, index: int, results: Any) -> None:
     for t in threads:
         t.join()
     rt = mb_plugin.runtime()
+    idle, connects, given_up = True, 0, 0
     if rt.delivery is not None:  # a hub process lives on: let its sender and drainer finish their work
-        rt.delivery.sender.wait_idle(load.linger)
+        idle = rt.delivery.sender.wait_idle(load.linger)
         if rt.delivery.drainer is not None:
             deadline = time.monotonic() + load.linger
             cnx = psycopg2.connect(load.dsn)
+            left = 1
             while time.monotonic() < deadline:
                 cur = cnx.cursor()
                 cur.execute(f"SELECT count(*) FROM {outbox.TABLE}")
@@ -391,7 +454,11 @@ def hub_process(load: Load, index: int, results: Any) -> None:
                     break
                 time.sleep(0.5)
             cnx.close()
-    results.put([r for out in outs for r in out])
+            idle = idle and not left
+        connects, given_up = rt.delivery.sender.connects, rt.delivery.sender.lost
+    sampling.set()
+    rss.append((time.time(), rss_mib()))
+    results.put(ProcReport(os.getpid(), [r for out in outs for r in out], rss, connects, idle, given_up))
     mb_plugin.reset(None)
 
 
@@ -405,25 +472,25 @@ def start_load(load: Load) -> tuple[list[mp.Process], Any]:
     return procs, results
 
 
-def collect_load(load: Load, procs: list[mp.Process], results: Any, timeout: float) -> list[Req]:
-    """The figures of every process still alive (a killed one sends none), within `timeout`."""
-    reqs: list[Req] = []
+def collect_load(load: Load, procs: list[mp.Process], results: Any, timeout: float) -> Collected:
+    """The reports of every process still alive (a killed one sends none), within `timeout`."""
+    reports: list[ProcReport] = []
     deadline = time.monotonic() + timeout
     expected = sum(1 for p in procs if p.exitcode in (None, 0))
     for _ in range(expected):
         try:
-            reqs += results.get(timeout=max(0.1, deadline - time.monotonic()))
+            reports.append(results.get(timeout=max(0.1, deadline - time.monotonic())))
         except Exception:  # noqa: BLE001 - queue.Empty: a process died without reporting
             break
     for p in procs:
         p.join(max(0.1, deadline - time.monotonic()))
         if p.is_alive():
             p.kill()
-    return reqs
+    return Collected(reports)
 
 
 def run_load(load: Load) -> tuple[list[Req], list[mp.Process]]:
     """Start the processes; returns when all are done."""
     procs, results = start_load(load)
-    reqs = collect_load(load, procs, results, load.requests * (load.think + 5) * 2 + load.seconds + 120)
-    return reqs, procs
+    got = collect_load(load, procs, results, load.requests * (load.think + 5) * 2 + load.seconds + 120)
+    return got.reqs, procs

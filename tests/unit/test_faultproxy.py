@@ -137,3 +137,73 @@ def test_freeze_blackholes_existing_connections_only(proxy):
             old.recv(10)
         with connect(proxy) as new:
             assert roundtrip(new) == b"hello"
+
+
+def test_delay_holds_the_brokers_bytes_in_order_and_drops_nothing(echo):
+    with FaultProxy(echo, slow=(0.3, 0.5)) as proxy, connect(proxy, timeout=0.2) as s:
+        roundtrip(s)
+        proxy.set_mode("delay")
+        sent = b"".join(b"%05d" % i for i in range(2000))
+        for i in range(0, len(sent), 1000):  # several chunks, each held 0.3-0.5 s
+            s.sendall(sent[i:i + 1000])
+        with pytest.raises(socket.timeout):
+            s.recv(10)
+        s.settimeout(5)
+        got = b""
+        while len(got) < len(sent):
+            got += s.recv(65536)
+        assert got == sent
+        proxy.resume()
+        assert roundtrip(s) == b"hello"
+
+
+@pytest.fixture
+def late_answer():
+    """A server that answers each chunk 0.2 s late (a broker settling what it took)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    received: list[bytes] = []
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                received.append(data)
+                time.sleep(0.2)
+                try:
+                    conn.sendall(b"ok:" + data)
+                except OSError:
+                    return
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield srv.getsockname(), received
+    srv.close()
+
+
+def test_shut_forwards_the_answers_to_what_was_taken_then_closes(late_answer):
+    address, received = late_answer
+    with FaultProxy(address) as proxy, connect(proxy, timeout=5) as s:
+        s.sendall(b"taken")
+        deadline = time.monotonic() + 5
+        while proxy.bytes_up < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proxy.set_mode("refuse")
+        assert proxy.shut() == 1
+        s.sendall(b"never")  # after the shut: must not reach the server
+        got = b""
+        while True:
+            chunk = s.recv(100)
+            if not chunk:
+                break
+            got += chunk
+        assert got == b"ok:taken"
+        assert received == [b"taken"]
+        assert proxy.connections == 0
