@@ -57,8 +57,8 @@ from koji_messagebus.delivery.publisher import ConnectionFactory, SendResult, am
 from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, Quarantine
 from koji_messagebus.delivery.status import StatusFile, Waits
 from koji_messagebus.delivery.ticket import Hold, Item, State, Ticket
-from koji_messagebus.format.wire import Outgoing, describe
 from koji_messagebus.delivery.window import MAX_IN_FLIGHT, Window
+from koji_messagebus.format.wire import Outgoing, describe
 from koji_messagebus.log import log, log_cause
 
 QUIET_STATE = 1.0  # seconds without a settlement while messages are in flight: the broker is "quiet"
