@@ -62,7 +62,10 @@ from koji_messagebus.format.wire import Outgoing, describe
 from koji_messagebus.log import log, log_cause
 
 QUIET_STATE = 1.0  # seconds without a settlement while messages are in flight: the broker is "quiet"
-HARD_STALL = 4.0  # beyond `timeout`: a message unsettled this long gives its connection up (drainer.py)
+#: beyond `timeout`: a message unsettled this long gives its connection up, for a connection that is gone
+#: without a word when the heartbeat is off (with it on, the heartbeat says so first).  Generous: a frozen
+#: broker that resumes settles what is in flight, and a copy sent again would be a duplicate
+HARD_STALL = 30.0
 IDLE_TICK = 0.5  # the connection is checked (heartbeats, a close) this often when nothing arrives
 MAX_STRIKES = 3
 STRIKE_MEMORY = 10000  # message ids whose strikes are remembered
@@ -80,8 +83,7 @@ class SenderThread:
         self._pipe = pipe
         self._connect_for_quarantine = connect
         self.timeout = float(config.broker.timeout)
-        #: a message unsettled this long gives its connection up (a frozen broker the heartbeat has
-        #: not caught yet); within drainer.min_age, so the drain never takes a row still on the wire
+        #: a message unsettled this long gives its connection up (see HARD_STALL)
         self.hard_stall = self.timeout + HARD_STALL
         self.probe_max = min(PROBE_MAX, float(config.broker.retry_interval))
         self.max_pending = int(config.broker.max_pending)

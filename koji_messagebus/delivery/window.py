@@ -14,7 +14,7 @@ from __future__ import annotations
 MAX_IN_FLIGHT = 5000  # never more in flight on one connection, whatever the credit
 START = 8  # the window after a connect
 AFTER_CRASH = 1  # the window after a connection died with messages in flight (a poison message?)
-MIN_THRESHOLD = 4  # slow start goes on at least this far after a loss
+MIN_THRESHOLD = 512  # slow start goes on at least this far after a loss (a crash or an outage, rarely congestion)
 PROMPT_FLOOR = 0.05  # seconds: a settlement this fast is prompt whatever the smoothed round trip
 FRESH_SHARE = 4  # 1/FRESH_SHARE of the window is kept for new requests (none below FRESH_SHARE)
 

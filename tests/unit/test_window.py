@@ -42,12 +42,14 @@ def test_slow_settlements_and_an_unused_window_do_not_grow_it():
 
 def test_a_crash_restarts_from_one_message_and_halves_the_threshold():
     win = Window()
-    settle(win, 56)
-    assert win.size == 64
+    settle(win, 2000 - w.START)
+    assert win.size == 2000
     win.reset(crashed=True)
-    assert win.limit(0, 10**6) == w.AFTER_CRASH and win.threshold == 32
-    settle(win, 200)
-    assert 32 < win.size < 64  # past the threshold it grows by about one per round trip
+    assert win.limit(0, 10**6) == w.AFTER_CRASH and win.threshold == 1000
+    settle(win, 999)
+    assert win.size == 1000  # slow start: one more per settlement up to the threshold
+    settle(win, 1000)
+    assert 1000 < win.size < 1002  # past it, about one more per round trip
     win.reset(crashed=False)
     assert win.limit(0, 10**6) == w.START
 
