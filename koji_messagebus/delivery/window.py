@@ -9,7 +9,8 @@ by the link's credit (what the broker said it will take) and MAX_IN_FLIGHT.  A l
 threshold.  Prompt means within twice the fastest settlement seen on the connection (at least
 PROMPT_FLOOR): a window that only fills the broker's queues makes settlements slower, not more
 frequent, so it stops growing there; a broker that is slow by nature (its fastest settlement slow
-too) still gets the window its round trip needs.  A quarter of the window is kept for new requests: a backlog never fills it alone.
+too) still gets the window its round trip needs.  A quarter of the window is kept for new
+requests: a backlog never fills it alone.
 """
 
 from __future__ import annotations
