@@ -14,7 +14,7 @@ outbox); the thread probes with a short bounded backoff (PROBE_FIRST doubling to
 PROBE_MAX) and sends what it kept the moment a probe succeeds.
 
 Flow (issue 18): two queues, `_fresh` (requests submitted while connected) and `_backlog` (what was
-kept while down, resent after a loss, the drain's rows), both oldest first.  What goes on the wire
+kept while down or quiet, resent after a loss, the drain's rows), both oldest first.  What goes on the wire
 is bounded by a window (window.py) that follows the link's credit and how promptly the broker
 settles; new requests are taken first and a share of the window is kept for them, so a request
 never waits behind a backlog.
@@ -23,8 +23,8 @@ A slow broker is not a dead one: the connection is given up (and what was in fli
 only when it is really gone: closed, a transport error, the heartbeat, or a message unsettled for
 `timeout` + HARD_STALL.  A broker that settles nothing for QUIET_STATE seconds (or a few round
 trips, whichever is longer) while messages are in flight is *quiet*: requests stop waiting and
-return at once, their messages kept (in memory or as outbox rows), the connection and what is in
-flight on it kept too, settled normally if the broker resumes.
+return at once, their messages kept (in memory or as outbox rows) in the backlog, nothing more is
+sent, the connection and what is in flight on it are kept, settled normally if the broker resumes.
 
 Poison messages: when a connection dies, the first unsettled message (brokers settle in
 order, so it is the one the broker choked on, e.g. RabbitMQ 3.10's session crash on a full
@@ -175,8 +175,11 @@ class SenderThread:
         return 0.0
 
     def _quiet_error(self) -> BrokerError:
-        return BrokerError(Kind.TIMEOUT, f"no answer from the broker for {self.clock() - self._quiet_since:.1f}s "
-                           "(the connection is kept; messages are sent once it answers)")
+        """Under the lock: why a request returned while the broker is quiet."""
+        now = self.clock()
+        silent = now - self._quiet_since if self._quiet else self._silence(now)
+        return BrokerError(Kind.TIMEOUT, f"no answer from the broker for {silent:.1f}s (the connection "
+                           "is kept; messages are sent once it answers)")
 
     def submit(self, messages: list[Outgoing], hold: Hold = Hold.MEMORY, rows: list[int] | None = None,
                born: float = 0.0) -> Ticket:
@@ -194,7 +197,7 @@ class SenderThread:
                 if hold is not Hold.LOCKED:
                     self._keep(items)
                 return ticket
-            (self._backlog if hold is Hold.LOCKED else self._fresh).extend(items)
+            (self._backlog if hold is Hold.LOCKED or self._quiet else self._fresh).extend(items)
             if self._quiet:
                 ticket._release(self._quiet_error())  # known quiet: no waiting; the messages stay queued
             if self._waiting:
@@ -310,7 +313,11 @@ class SenderThread:
             if result.unsent and result.error is None:
                 if self._state is not State.UP and self._error:
                     result.error = self._error
-                elif self._quiet:
+                elif self._state is State.CONNECTING:
+                    result.error = BrokerError(Kind.TIMEOUT, f"no answer from the broker for "
+                                               f"{self.clock() - self._connecting_since:.1f}s while connecting "
+                                               "(messages kept, sent once it answers)")
+                elif self._quiet or self._silence(self.clock()) >= self.quiet_state_after:
                     result.error = self._quiet_error()
                 else:
                     result.error = BrokerError(Kind.TIMEOUT, "the broker did not settle in time")
@@ -478,6 +485,8 @@ class SenderThread:
         """Under the lock: the queued items to start now, within the window: new requests first
         (oldest first), then the backlog (oldest first) up to its share of the window."""
         now = self.clock()
+        if self._quiet and self._inflight:
+            return []  # nothing more on a connection the broker does not answer (it stays a backlog)
         inflight = len(self._inflight)
         items: list[Item] = []
         for queue, limit in ((self._fresh, self._window.limit(inflight, credit)),
@@ -573,6 +582,8 @@ class SenderThread:
                 self._quiet, self._quiet_since = True, now - silent
                 released = [i.ticket for i in list(self._fresh) + list(self._backlog)
                             + list(self._inflight.values())]
+                self._backlog.extend(self._fresh)  # kept: new requests after the broker resumes go first
+                self._fresh.clear()
                 error = self._quiet_error()
                 for ticket in released:
                     ticket._release(error)

@@ -319,7 +319,7 @@ def test_a_silent_broker_is_quiet_requests_return_and_the_connection_is_kept(sen
     result = s.send(msgs("a", "b"))  # without the outbox: its messages stay in memory
     assert time.monotonic() - start < s.timeout - 1  # quiet after about a second, not the timeout
     assert broker.connects == 1  # the connection is kept: nothing resent
-    assert s.quiet and result.kept and [m.msg_id for m in result.unsent] == ["a", "b"]
+    assert until(lambda: s.quiet) and result.kept and [m.msg_id for m in result.unsent] == ["a", "b"]
     assert "no answer from the broker" in str(result.error)
     later = s.send(msgs("c"))  # known quiet: returns at once, kept
     assert later.kept and later.unsent and s.quiet
@@ -353,3 +353,27 @@ def test_after_a_crash_the_next_connection_starts_with_one_message(sender, broke
     assert first.batches[0] == 8  # only the window was on the wire when it died: at most that is resent
     assert second.batches[0] == 1  # the next connection starts with one message, then grows
     assert poison.payload not in broker.received
+
+
+def test_without_the_outbox_a_request_does_not_wait_for_a_slow_connect(tmp_path, broker):
+    class SlowHandshake:
+        def __init__(self, config, endpoint):
+            self.inner = broker.pipe(config, endpoint)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def open(self, deadline):
+            time.sleep(2.5)  # TCP accepted, the AMQP handshake answered late (a frozen broker resuming)
+            self.inner.open(deadline)
+
+    s = SenderThread(make_config(tmp_path, timeout=5.0, connect_timeout=5.0), pipe=SlowHandshake,
+                     connect=broker.connection)
+    try:
+        start = time.monotonic()
+        result = s.send(msgs("a"))
+        assert time.monotonic() - start < 2.0  # quiet after about a second, not the connect (2.5 s)
+        assert result.unsent and result.kept  # kept in memory...
+        assert until(lambda: broker.received == [b"a"], timeout=5)  # ...and sent once connected
+    finally:
+        s.close(wait=0)
