@@ -93,7 +93,7 @@ class SenderThread:
         self._fresh: deque[Item] = deque()  # requests submitted while connected: first
         self._backlog: deque[Item] = deque()  # kept while down, resent after a loss, the drain's rows
         self._window = Window(MAX_IN_FLIGHT)
-        self._crashed = False  # the last connection died with messages in flight: restart small
+        self._crashed = False  # the broker ended the last connection with messages in flight: restart small
         self._quiet = False  # no settlement for quiet_state_after while in flight (see the docstring)
         self._quiet_since = 0.0
         self._blocked_since = 0.0  # new requests wait for credit with nothing in flight
@@ -644,7 +644,9 @@ class SenderThread:
             self._note_error(str(error))
             inflight = list(self._inflight.values())
             self._inflight.clear()
-            self._crashed = bool(inflight)
+            # the broker ended the session or connection with messages in flight: one of them may be
+            # what it chokes on (a poison message); a cut or the heartbeat is nobody's fault
+            self._crashed = bool(inflight) and error.kind is Kind.REFUSED
             self._quiet = False
             suspect = None
             if inflight and error.kind not in (Kind.NOT_FOUND, Kind.AUTH, Kind.TLS):

@@ -3,7 +3,8 @@
 Why a window: a connection that comes back with a backlog of thousands must not put them all on
 the wire at once.  A broker that is slow to settle them would look stalled, and a connection lost
 then costs a resend of everything in flight.  So the window starts small after each connect (1
-after a crash, so that the next crash costs one message), grows by one per settlement that comes
+after the broker ended the session with messages in flight, a crash that one of them may have
+caused, so that the next crash costs one message), grows by one per settlement that comes
 back promptly (doubling per round trip up to a threshold, then by one per round trip), and is capped
 by the link's credit (what the broker said it will take) and MAX_IN_FLIGHT.  A loss halves the
 threshold.  Prompt means within twice the fastest settlement seen on the connection (at least
