@@ -644,9 +644,9 @@ class SenderThread:
             self._note_error(str(error))
             inflight = list(self._inflight.values())
             self._inflight.clear()
-            # the broker ended the session or connection with messages in flight: one of them may be
-            # what it chokes on (a poison message); a cut or the heartbeat is nobody's fault
-            self._crashed = bool(inflight) and error.kind is Kind.REFUSED
+            # lost with messages in flight: one of them may be what the broker chokes on (RabbitMQ
+            # 3.10 resets the connection on a poison message): restart small
+            self._crashed = bool(inflight)
             self._quiet = False
             suspect = None
             if inflight and error.kind not in (Kind.NOT_FOUND, Kind.AUTH, Kind.TLS):
