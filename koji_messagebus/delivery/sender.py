@@ -197,7 +197,10 @@ class SenderThread:
                 if hold is not Hold.LOCKED:
                     self._keep(items)
                 return ticket
-            (self._backlog if hold is Hold.LOCKED or self._quiet else self._fresh).extend(items)
+            if hold is Hold.LOCKED:  # a drain holding row locks and waiting: the front of the backlog
+                self._backlog.extendleft(reversed(items))
+            else:
+                (self._backlog if self._quiet else self._fresh).extend(items)
             if self._quiet:
                 ticket._release(self._quiet_error())  # known quiet: no waiting; the messages stay queued
             if self._waiting:
