@@ -377,3 +377,18 @@ def test_without_the_outbox_a_request_does_not_wait_for_a_slow_connect(tmp_path,
         assert until(lambda: broker.received == [b"a"], timeout=5)  # ...and sent once connected
     finally:
         s.close(wait=0)
+
+
+def test_a_drains_rows_go_before_the_rest_of_the_backlog(sender, broker):
+    broker.down = True
+    s = sender(broker_opts={"max_pending": 1000})
+    s.send(msgs(*(f"b{i}" for i in range(100))))  # kept while down: the backlog
+    broker.hold = True
+    broker.down = False
+    assert until(lambda: s.state is State.UP and broker.pipes[-1].batches)
+    ticket = s.submit(msgs("row"), Hold.LOCKED)  # a drain holding the row's lock, waiting
+    broker.hold = False
+    broker.release()
+    assert ticket.wait(s, time.monotonic() + 2).accepted
+    assert until(lambda: len(broker.received) == 101)
+    assert broker.received.index(b"row") < 20  # not behind the 100 kept messages
