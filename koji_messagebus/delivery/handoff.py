@@ -2,8 +2,8 @@
 for their settlements only; nothing else on the request path when the drainer has a database.
 
 - Outbox off: the messages go to the sender as MEMORY; if the broker does not settle them within
-  `timeout` (or is known to be down) the request returns and the sender keeps them (bounded by
-  `max_pending`) until the broker takes them.
+  `timeout` (or is known to be down, or quiet: no settlement for about a second) the request
+  returns and the sender keeps them (bounded by `max_pending`) until the broker takes them.
 - Outbox on: the rows are already committed, so the request may stop waiting as soon as the
   broker goes quiet (no settlement for `SenderThread.quiet_after` while messages are in flight,
   or not connected at all): its rows are sent by the sender once it can, or by the drain.

@@ -23,6 +23,8 @@ class Pipe(Protocol):
 
     def poll(self) -> None: ...
 
+    def credit(self) -> int: ...
+
     def fileno(self) -> int: ...
 
     def wants_write(self) -> bool: ...
@@ -57,6 +59,10 @@ class AmqpPipe:
 
     def start(self, payload: bytes) -> str:
         return self._amqp.sender.start(payload)
+
+    def credit(self) -> int:
+        """Messages the broker will still take on the link now (its credit less what is queued)."""
+        return self._amqp.sender.credit
 
     def poll(self) -> None:
         """Write what is queued, read and dispatch what arrived; never waits."""

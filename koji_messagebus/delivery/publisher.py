@@ -54,7 +54,9 @@ def amqp_connection(config: Config, endpoint: BrokerEndpoint) -> BrokerConnectio
 @dataclass
 class SendResult:
     """`accepted` reached the broker; `lost` were refused by it (final); `unsent` may be retried.
-    `tried` is False when the call did not touch the network (breaker open, broker known down)."""
+    `tried` is False when the call did not touch the network (breaker open, broker known down).
+    `kept`: the unsent messages stay with the sender thread (in memory or as outbox rows) and are
+    sent once the broker takes them; nobody needs to send them again."""
 
     accepted: list[Outgoing] = field(default_factory=list)
     lost: list[tuple[Outgoing, str]] = field(default_factory=list)
@@ -62,6 +64,7 @@ class SendResult:
     error: BrokerError | None = None
     seconds: float = 0.0
     tried: bool = False
+    kept: bool = False
 
     @property
     def done(self) -> list[Outgoing]:

@@ -11,13 +11,26 @@ socket and on a pipe that `submit()` writes to, so nothing polls).
 Connecting, probing and reconnecting happen on this thread only.  While the broker is down,
 `submit()` answers at once (the messages are kept: in memory, bounded by `max_pending`, or in the
 outbox); the thread probes with a short bounded backoff (PROBE_FIRST doubling to at most
-PROBE_MAX) and sends what it kept the moment a probe succeeds.  A connection that stops settling
-while messages are in flight for STALL seconds is given up and its messages resent on a new one.
+PROBE_MAX) and sends what it kept the moment a probe succeeds.
 
-Poison messages: when a connection dies or stalls, the first unsettled message (brokers settle in
+Flow (issue 18): two queues, `_fresh` (requests submitted while connected) and `_backlog` (what was
+kept while down or quiet, resent after a loss, the drain's rows), both oldest first.  What goes on the wire
+is bounded by a window (window.py) that follows the link's credit and how promptly the broker
+settles; new requests are taken first and a share of the window is kept for them, so a request
+never waits behind a backlog.
+
+A slow broker is not a dead one: the connection is given up (and what was in flight on it resent)
+only when it is really gone: closed, a transport error, the heartbeat, or a message unsettled for
+`timeout` + HARD_STALL.  A broker that settles nothing for QUIET_STATE seconds (or a few round
+trips, whichever is longer) while messages are in flight is *quiet*: requests stop waiting and
+return at once, their messages kept (in memory or as outbox rows) in the backlog, nothing more is
+sent, the connection and what is in flight on it are kept, settled normally if the broker resumes.
+
+Poison messages: when a connection dies, the first unsettled message (brokers settle in
 order, so it is the one the broker choked on, e.g. RabbitMQ 3.10's session crash on a full
 `reject-publish` queue) is handed to a quarantine thread that sends suspects one at a time on a
-connection of their own, so the main stream goes on without it.  A suspect that fails alone while
+connection of their own, so the main stream goes on without it; the next connection starts with a
+window of one message, so that the next crash resends little.  A suspect that fails alone while
 the main connection settles others is struck; after MAX_STRIKES it is logged as lost with its
 type, routing key and reason.  Strikes are remembered by message id, so an outbox row resent by a
 later drain goes straight to quarantine.
@@ -28,6 +41,7 @@ started them; a forked child starts its own).
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import threading
@@ -43,12 +57,16 @@ from koji_messagebus.delivery.publisher import ConnectionFactory, SendResult, am
 from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, Quarantine
 from koji_messagebus.delivery.status import StatusFile, Waits
 from koji_messagebus.delivery.ticket import Hold, Item, State, Ticket
+from koji_messagebus.delivery.window import MAX_IN_FLIGHT, Window
 from koji_messagebus.format.wire import Outgoing, describe
-from koji_messagebus.log import log
+from koji_messagebus.log import log, log_cause
 
-STALL = 1.0  # seconds without a settlement while messages are in flight: the connection is given up
-IDLE_TICK = 0.5  # an idle connection is checked (heartbeats, a close) this often
-MAX_IN_FLIGHT = 5000
+QUIET_STATE = 1.0  # seconds without a settlement while messages are in flight: the broker is "quiet"
+#: beyond `timeout`: a message unsettled this long gives its connection up, for a connection that is gone
+#: without a word when the heartbeat is off (with it on, the heartbeat says so first).  Generous: a frozen
+#: broker that resumes settles what is in flight, and a copy sent again would be a duplicate
+HARD_STALL = 30.0
+IDLE_TICK = 0.5  # the connection is checked (heartbeats, a close) this often when nothing arrives
 MAX_STRIKES = 3
 STRIKE_MEMORY = 10000  # message ids whose strikes are remembered
 QUIET_MIN = 0.025  # the shortest silence that counts as "the broker has gone quiet" for outbox waits
@@ -65,13 +83,20 @@ class SenderThread:
         self._pipe = pipe
         self._connect_for_quarantine = connect
         self.timeout = float(config.broker.timeout)
-        self.stall = min(STALL, self.timeout)
+        #: a message unsettled this long gives its connection up (see HARD_STALL)
+        self.hard_stall = self.timeout + HARD_STALL
         self.probe_max = min(PROBE_MAX, float(config.broker.retry_interval))
         self.max_pending = int(config.broker.max_pending)
         #: an OWNED row is put on the wire only this long after it was stored (see runtime.OWNER_GRACE)
         self.own_window = self.timeout if own_window is None else own_window
         self._cond = threading.Condition()
-        self._queue: deque[Item] = deque()
+        self._fresh: deque[Item] = deque()  # requests submitted while connected: first
+        self._backlog: deque[Item] = deque()  # kept while down, resent after a loss, the drain's rows
+        self._window = Window(MAX_IN_FLIGHT)
+        self._crashed = False  # the broker ended the last connection with messages in flight: restart small
+        self._quiet = False  # no settlement for quiet_state_after while in flight (see the docstring)
+        self._quiet_since = 0.0
+        self._blocked_since = 0.0  # new requests wait for credit with nothing in flight
         self._inflight: dict[str, Item] = {}
         self._state = State.CONNECTING
         self._connecting_since = clock()
@@ -122,16 +147,39 @@ class SenderThread:
         """Silence that counts as quiet: a few smoothed round trips, at least QUIET_MIN."""
         return min(QUIET_MAX, max(QUIET_MIN, 4 * self._rtt))
 
+    @property
+    def quiet_state_after(self) -> float:
+        """Silence after which the broker is taken as quiet for every request (memory ones too)."""
+        return max(QUIET_STATE, 4 * self._rtt)
+
+    @property
+    def quiet(self) -> bool:
+        return self._quiet
+
     def quiet_for(self) -> float:
         """Seconds the broker has been silent while messages are in flight, or since the thread
         started connecting (a reconnect to a broker that may be frozen); 0 when idle and connected."""
         with self._cond:
             if self._state is State.CONNECTING:
                 return self.clock() - self._connecting_since
-            if not self._inflight:
-                return 0.0
+            return self._silence(self.clock())
+
+    def _silence(self, now: float) -> float:
+        """Under the lock: seconds without a settlement while messages are in flight (or new requests
+        wait for credit with nothing in flight); 0 otherwise."""
+        if self._inflight:
             oldest = next(iter(self._inflight.values())).sent_at
-            return self.clock() - max(self._progress, oldest)
+            return now - max(self._progress, oldest)
+        if self._blocked_since:
+            return now - max(self._progress, self._blocked_since)
+        return 0.0
+
+    def _quiet_error(self) -> BrokerError:
+        """Under the lock: why a request returned while the broker is quiet."""
+        now = self.clock()
+        silent = now - self._quiet_since if self._quiet else self._silence(now)
+        return BrokerError(Kind.TIMEOUT, f"no answer from the broker for {silent:.1f}s (the connection "
+                           "is kept; messages are sent once it answers)")
 
     def submit(self, messages: list[Outgoing], hold: Hold = Hold.MEMORY, rows: list[int] | None = None,
                born: float = 0.0) -> Ticket:
@@ -149,7 +197,12 @@ class SenderThread:
                 if hold is not Hold.LOCKED:
                     self._keep(items)
                 return ticket
-            self._queue.extend(items)
+            if hold is Hold.LOCKED:  # a drain holding row locks and waiting: the front of the backlog
+                self._backlog.extendleft(reversed(items))
+            else:
+                (self._backlog if self._quiet else self._fresh).extend(items)
+            if self._quiet:
+                ticket._release(self._quiet_error())  # known quiet: no waiting; the messages stay queued
             if self._waiting:
                 wake, self._waiting = True, False
             else:
@@ -183,16 +236,18 @@ class SenderThread:
         """Messages held (queued, in flight or in quarantine)."""
         with self._cond:
             q = self._quarantine
-            return len(self._queue) + len(self._inflight) + (len(q) if q else 0)
+            return len(self._fresh) + len(self._backlog) + len(self._inflight) + (len(q) if q else 0)
 
     def held_summary(self) -> tuple[int, float | None]:
         """(messages held, wall time the oldest of them was handed over) for the status."""
         with self._cond:
             q = self._quarantine
-            firsts = [i.queued for i in (self._queue[0] if self._queue else None,
+            firsts = [i.queued for i in (self._fresh[0] if self._fresh else None,
+                                         self._backlog[0] if self._backlog else None,
                                          next(iter(self._inflight.values()), None),
                                          q.first() if q else None) if i is not None]
-            return len(self._queue) + len(self._inflight) + (len(q) if q else 0), min(firsts, default=None)
+            held = len(self._fresh) + len(self._backlog) + len(self._inflight) + (len(q) if q else 0)
+            return held, min(firsts, default=None)
 
     @property
     def connection(self) -> Pipe | None:
@@ -223,7 +278,8 @@ class SenderThread:
         """The messages of `hold` this process still keeps (queued, in flight, in quarantine)."""
         with self._cond:
             q = self._quarantine
-            items = list(self._queue) + list(self._inflight.values()) + (q.items() if q else [])
+            items = (list(self._backlog) + list(self._fresh) + list(self._inflight.values())
+                     + (q.items() if q else []))
         return [i.msg for i in items if i.ticket.hold is hold]
 
     def wait_idle(self, timeout: float) -> bool:
@@ -258,10 +314,19 @@ class SenderThread:
             done = {id(m) for m in result.accepted} | {id(m) for m, _ in result.lost}
             result.unsent = [m for m in ticket.messages if id(m) not in done]
             if result.unsent and result.error is None:
-                result.error = self._error if self._state is not State.UP and self._error else BrokerError(
-                    Kind.TIMEOUT, "the broker did not settle in time")
+                if self._state is not State.UP and self._error:
+                    result.error = self._error
+                elif self._state is State.CONNECTING:
+                    result.error = BrokerError(Kind.TIMEOUT, f"no answer from the broker for "
+                                               f"{self.clock() - self._connecting_since:.1f}s while connecting "
+                                               "(messages kept, sent once it answers)")
+                elif self._quiet or self._silence(self.clock()) >= self.quiet_state_after:
+                    result.error = self._quiet_error()
+                else:
+                    result.error = BrokerError(Kind.TIMEOUT, "the broker did not settle in time")
             return SendResult(list(result.accepted), list(result.lost), list(result.unsent), result.error,
-                              tried=result.tried or self._state is State.UP)
+                              tried=result.tried or self._state is State.UP,
+                              kept=bool(result.unsent) and ticket.hold is not Hold.LOCKED)
 
     def _ensure_started(self) -> None:
         """Under the lock: start the thread in this process (again after a fork)."""
@@ -270,8 +335,12 @@ class SenderThread:
             return
         if self._pid and self._pid != pid:
             # a forked child: the parent's thread, connection and in-flight messages are not ours
-            self._queue.clear()
+            self._fresh.clear()
+            self._backlog.clear()
             self._inflight.clear()
+            self._window = Window(MAX_IN_FLIGHT)
+            self._crashed = self._quiet = False
+            self._blocked_since = 0.0
             self._conn = None
             self._quarantine = None
             self._state = State.CONNECTING
@@ -299,13 +368,13 @@ class SenderThread:
 
     def _keep(self, items: list[Item]) -> None:
         """Under the lock, broker down: keep MEMORY and OWNED items, bounded by max_pending."""
-        self._queue.extend(items)
-        if len(self._queue) <= self.max_pending:
+        self._backlog.extend(items)
+        if len(self._backlog) <= self.max_pending:
             return
         overflow = []
         kept: deque[Item] = deque()
-        excess = len(self._queue) - self.max_pending
-        for item in self._queue:
+        excess = len(self._backlog) - self.max_pending
+        for item in self._backlog:
             if excess > 0:
                 excess -= 1
                 if item.ticket.hold is Hold.MEMORY:
@@ -315,7 +384,7 @@ class SenderThread:
                     self._rows_waiting()
                 continue
             kept.append(item)
-        self._queue = kept
+        self._backlog = kept
         if overflow:
             self.lost += len(overflow)
             self._note_error(f"in-memory backlog full (max_pending = {self.max_pending}): {len(overflow)} lost")
@@ -371,7 +440,10 @@ class SenderThread:
             self._conn = conn
             self._state = State.UP
             self._progress = self.clock()
-            held = len(self._queue)
+            self._window.reset(self._crashed)
+            self._crashed = self._quiet = False
+            self._blocked_since = 0.0
+            held = len(self._backlog) + len(self._fresh)
         if was_down:
             log.warning("broker %s is back after %.1fs; sending %d held message(s)", conn.endpoint,
                         self.clock() - self._down_since, held)
@@ -402,29 +474,38 @@ class SenderThread:
                 self._down_since = self.clock()
             down = self._down_error()
             kept: deque[Item] = deque()
-            for item in self._queue:
+            for item in list(self._backlog) + list(self._fresh):
                 item.ticket._release(down)
                 if item.ticket.hold is not Hold.LOCKED:
                     kept.append(item)
-            self._queue = kept
+            self._backlog, self._fresh = kept, deque()
             held = [i.msg for i in kept]
         if first:
             log.error("broker unavailable: %s; probing every %.1fs at most in the background; held: %s",
                       error, self.probe_max, describe(held) if held else "nothing")
 
-    def _take(self) -> list[Item]:
-        """Under the lock: the queued items to start now (oldest first)."""
+    def _take(self, credit: int) -> list[Item]:
+        """Under the lock: the queued items to start now, within the window: new requests first
+        (oldest first), then the backlog (oldest first) up to its share of the window."""
         now = self.clock()
-        room = MAX_IN_FLIGHT - len(self._inflight)
+        if self._quiet and self._inflight:
+            return []  # nothing more on a connection the broker does not answer (it stays a backlog)
+        inflight = len(self._inflight)
         items: list[Item] = []
-        while self._queue and len(items) < room:
-            item = self._queue.popleft()
-            if not self._sendable(item, now):
-                continue
-            if self._strikes.get(item.msg.msg_id):
-                self._set_apart(item)  # struck before: never again on the main connection
-                continue
-            items.append(item)
+        for queue, limit in ((self._fresh, self._window.limit(inflight, credit)),
+                             (self._backlog, self._window.backlog_limit(inflight, credit))):
+            while queue and inflight + len(items) < limit:
+                item = queue.popleft()
+                if not self._sendable(item, now):
+                    continue
+                if self._strikes.get(item.msg.msg_id):
+                    self._set_apart(item)  # struck before: never again on the main connection
+                    continue
+                items.append(item)
+        if self._fresh and not items and not self._inflight:
+            self._blocked_since = self._blocked_since or now  # no credit: a broker in flow control
+        else:
+            self._blocked_since = 0.0
         return items
 
     def _sendable(self, item: Item, now: float) -> bool:
@@ -442,8 +523,9 @@ class SenderThread:
     def _step(self) -> None:
         conn = self._conn
         assert conn is not None
+        credit = conn.credit()
         with self._cond:
-            items = self._take()
+            items = self._take(credit)
             if not items and not self._stopping:
                 self._waiting = True
         if items:
@@ -453,13 +535,13 @@ class SenderThread:
                 try:
                     tag = conn.start(item.msg.payload)
                 except BaseException:
-                    with self._cond:  # not on the wire: back to the queue's front, not lost
-                        self._queue.extendleft(reversed(items[i:]))
+                    with self._cond:  # not on the wire: back to the front, not lost
+                        self._backlog.extendleft(reversed(items[i:]))
                     raise
                 with self._cond:
                     self._inflight[tag] = item
             conn.poll()
-            self._check_stall()  # also while new messages keep coming
+            self._check()  # also while new messages keep coming
             return
         fd = conn.fileno()
         timeout = IDLE_TICK
@@ -467,9 +549,15 @@ class SenderThread:
         if status_due is not None:
             timeout = min(timeout, max(0.001, status_due))
         with self._cond:
-            if self._inflight:
-                oldest = next(iter(self._inflight.values())).sent_at
-                timeout = max(0.001, min(timeout, max(self._progress, oldest) + self.stall - self.clock()))
+            now = self.clock()
+            silent = self._silence(now)
+            if silent:  # wake when the broker becomes quiet, and at the hard bound
+                if not self._quiet:
+                    timeout = min(timeout, self.quiet_state_after - silent)
+                if self._inflight:
+                    oldest = next(iter(self._inflight.values())).sent_at
+                    timeout = min(timeout, oldest + self.hard_stall - now)
+            timeout = max(0.001, timeout)
         readable, _, _ = select.select([fd, self._wake_r], [fd] if conn.wants_write() else [], [], timeout)
         with self._cond:
             self._waiting = False
@@ -479,34 +567,55 @@ class SenderThread:
             except OSError:
                 pass
         conn.poll()
-        self._check_stall()
-        if not readable and not self._inflight and not conn.healthy():
+        self._check()
+        if not readable and not conn.healthy():  # closed, or the heartbeat says the broker is gone
             raise conn.error or BrokerError(Kind.CONNECTION_LOST, "the connection is gone")
 
-    def _check_stall(self) -> None:
+    def _check(self) -> None:
+        """Quiet (requests stop waiting, nothing dropped), or past the hard bound (the connection
+        is given up)."""
+        released: list[Ticket] = []
         with self._cond:
-            if not self._inflight:
-                return
-            oldest = next(iter(self._inflight.values())).sent_at
             now = self.clock()
-            silent = now - max(self._progress, oldest)
+            silent = self._silence(now)
+            if not silent:
+                return
             count = len(self._inflight)
-        if silent >= self.stall:
-            raise BrokerError(Kind.TIMEOUT, f"no settlement from the broker for {silent:.1f}s with {count} "
-                              "message(s) in flight")
-        if now - oldest >= self.timeout + self.stall:
-            # others settle but this one does not (bounds an OWNED row's time on the wire, see drainer.py)
-            raise BrokerError(Kind.TIMEOUT, f"a message unsettled for {now - oldest:.1f}s while others settled")
+            if not self._quiet and silent >= self.quiet_state_after:
+                self._quiet, self._quiet_since = True, now - silent
+                released = [i.ticket for i in list(self._fresh) + list(self._backlog)
+                            + list(self._inflight.values())]
+                self._backlog.extend(self._fresh)  # kept: new requests after the broker resumes go first
+                self._fresh.clear()
+                error = self._quiet_error()
+                for ticket in released:
+                    ticket._release(error)
+            oldest = next(iter(self._inflight.values())).sent_at if count else now
+        if released:
+            self._note_error(f"no answer from the broker for {silent:.1f}s")
+            log_cause("quiet", logging.WARNING, "no answer from the broker for %.1fs with %d message(s) in "
+                      "flight; requests return at once, their messages kept (the connection is kept)",
+                      silent, count)
+        if count and now - oldest >= self.hard_stall:
+            # a frozen broker the heartbeat has not caught (or one message it never settles)
+            raise BrokerError(Kind.TIMEOUT, f"no answer from the broker for {silent:.1f}s: a message unsettled "
+                              f"for {now - oldest:.1f}s with {count} in flight; the connection is given up")
 
     def _settled(self, tag: str, settlement: Settlement) -> None:
         """A settlement arrived (inside conn.poll(), on this thread)."""
         with self._cond:
+            in_flight = len(self._inflight)
             item = self._inflight.pop(tag, None)
             if item is None:
                 return
             now = self.clock()
             self._progress = now
             self._rtt += 0.1 * ((now - item.sent_at) - self._rtt)
+            self._window.settled(now - item.sent_at, in_flight)
+            if self._quiet:
+                self._quiet = False
+                log_cause("quiet", logging.INFO, "the broker answers again after %.1fs without an answer",
+                          now - self._quiet_since)
             self._strikes.pop(item.msg.msg_id, None)
             self.outcomes[settlement.outcome] += 1
             if settlement.unroutable:  # released: no queue bound for it; not an error (amqp.sender)
@@ -525,7 +634,8 @@ class SenderThread:
         item.ticket._settled(item.msg, lost)
 
     def _failed(self, error: BrokerError) -> None:
-        """The connection broke or stalled: strike the first unsettled message, resend the rest."""
+        """The connection is gone: strike the first unsettled message, resend the rest of what was in
+        flight on it (to the backlog's front); the next connection starts with a small window."""
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close(0.0)
@@ -537,16 +647,23 @@ class SenderThread:
             self._note_error(str(error))
             inflight = list(self._inflight.values())
             self._inflight.clear()
+            # lost with messages in flight: one of them may be what the broker chokes on (RabbitMQ
+            # 3.10 resets the connection on a poison message): restart small
+            self._crashed = bool(inflight)
+            self._quiet = False
             suspect = None
             if inflight and error.kind not in (Kind.NOT_FOUND, Kind.AUTH, Kind.TLS):
                 suspect = inflight.pop(0)
                 self._strike(suspect.msg.msg_id)
                 self._set_apart(suspect)
             back = [i for i in inflight if self._sendable(i, now)]
-            self._queue.extendleft(reversed(back))
-        log.warning("%s; resending %d unsettled message(s) on a new connection%s", error, len(back),
-                    f"; set apart for a try alone: {describe([suspect.msg])} (id {suspect.msg.msg_id})" if suspect
-                    else "")
+            self._backlog.extendleft(reversed(back))
+        log_cause("resend", logging.WARNING, "%s; resending the %d message(s) that were in flight on it, "
+                  "on a new connection", error, len(back))
+        if suspect is not None:
+            log_cause("set-apart", logging.WARNING, "set apart for a try alone on a connection of its own "
+                      "(the first unsettled when the connection died): %s (id %s)", describe([suspect.msg]),
+                      suspect.msg.msg_id)
 
     def _strike(self, msg_id: str) -> int:
         strikes = self._strikes.get(msg_id, 0) + 1

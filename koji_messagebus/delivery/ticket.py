@@ -73,19 +73,18 @@ class Ticket:
 
     # ---- the caller's side ---------------------------------------------------------------------
     def wait(self, sender: SenderThread, deadline: float, quiet: bool = False) -> SendResult:
-        """Wait until every message is settled, the broker is down, or `deadline` (monotonic).  With
-        `quiet`, also stop once the broker has gone quiet (see SenderThread.quiet_for)."""
+        """Wait until every message is settled, the broker is down or quiet, or `deadline`
+        (monotonic).  Quiet: silent for `SenderThread.quiet_state_after` (about a second) while
+        messages are in flight or a (re)connect is in progress (see SenderThread.quiet_for); with
+        `quiet` (the rows are committed already) for `quiet_after`, a few round trips."""
         clock = sender.clock
         while True:
             left = deadline - clock()
             if left <= 0:
                 break
-            if not quiet:
-                if self._event.wait(left):
-                    break
-                continue
-            if self._event.wait(min(left, sender.quiet_after / 2)):
+            after = sender.quiet_after if quiet else sender.quiet_state_after
+            if self._event.wait(min(left, after / (2 if quiet else 4))):
                 break
-            if sender.quiet_for() >= sender.quiet_after:
+            if sender.quiet_for() >= after:
                 break
         return sender._close_ticket(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,11 +28,14 @@ def msgs(*ids: str, type: str = "Tag", created: float = 0.0) -> list[Outgoing]:
 @dataclass
 class FakeBroker:
     """`down`: connects fail (a count: fail that many times, True: always); `hold`: settlements wait
-    for release(); `poison`: payloads that kill the connection they are sent on (alone or not);
-    `reject`: payloads answered `rejected`."""
+    for release(); `delay`: each settlement comes this many seconds after its send (a slow broker);
+    `credit`: the link credit a pipe reports; `poison`: payloads that kill the connection they are
+    sent on (alone or not); `reject`: payloads answered `rejected`."""
 
     down: int | bool = 0
     hold: bool = False
+    delay: float = 0.0
+    credit: int = 1_000_000
     poison: set[bytes] = field(default_factory=set)
     reject: set[bytes] = field(default_factory=set)
     down_kind: Kind = Kind.UNREACHABLE
@@ -80,7 +84,9 @@ class FakePipe:
         self._r.setblocking(False)
         self._w.setblocking(False)
         self._tags = 0
-        self._started: list[tuple[str, bytes]] = []
+        self._started: list[tuple[str, bytes, float]] = []
+        #: how many messages each poll found started and not yet settled (what the sender had in flight)
+        self.batches: list[int] = []
         self._released = False
         self._error: BrokerError | None = None
         self._lock = threading.Lock()
@@ -92,9 +98,17 @@ class FakePipe:
         with self._lock:
             self._tags += 1
             tag = str(self._tags)
-            self._started.append((tag, payload))
+            self._started.append((tag, payload, time.monotonic()))
+        if self.broker.delay:
+            timer = threading.Timer(self.broker.delay, self._signal)
+            timer.daemon = True
+            timer.start()
         self._signal()
         return tag
+
+    def credit(self) -> int:
+        with self._lock:
+            return self.broker.credit - len(self._started)
 
     def _signal(self) -> None:
         """Make fileno() readable (once is enough: a full buffer is readable already)."""
@@ -116,11 +130,15 @@ class FakePipe:
         if self._error:
             raise self._error
         with self._lock:
+            if self._started:
+                self.batches.append(len(self._started))
             if self.broker.hold and not self._released:
                 return
             self._released = False
-            started, self._started = self._started, []
-        for tag, payload in started:
+            due = time.monotonic() - self.broker.delay
+            n = next((i for i, s in enumerate(self._started) if s[2] > due), len(self._started))
+            started, self._started = self._started[:n], self._started[n:]
+        for tag, payload, _ in started:
             outcome = self.broker.outcome(payload)
             if outcome is None:
                 self._error = BrokerError(Kind.REFUSED, "the broker ended the session (fake poison)")

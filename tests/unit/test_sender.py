@@ -149,12 +149,12 @@ def test_memory_backlog_is_bounded_and_overflow_is_logged_as_lost(sender, broker
     assert broker.received == [f"m{i}".encode() for i in range(3, 8)]
 
 
-def test_a_stalled_connection_is_replaced_and_the_unsettled_resent(sender, broker, monkeypatch):
-    monkeypatch.setattr(sendthread, "STALL", 0.2)
+def test_a_connection_past_the_hard_bound_is_replaced_and_the_unsettled_resent(sender, broker):
     broker.hold = True
     s = sender()
+    s.hard_stall = 0.2  # timeout + HARD_STALL in production
     ticket = s.submit(msgs("a", "b", "c"))
-    assert until(lambda: broker.connects >= 2, timeout=2)  # stalled for STALL: a new connection
+    assert until(lambda: broker.connects >= 2, timeout=2)  # unsettled for hard_stall: a new connection
     broker.hold = False
     result = ticket.wait(s, time.monotonic() + 2)
     assert {m.msg_id for m in result.accepted} == {"a", "b", "c"}
@@ -185,11 +185,11 @@ def test_a_poison_message_is_set_apart_and_the_rest_keeps_flowing(sender, broker
     assert s.pending() == 0
 
 
-def test_a_broker_wide_failure_strikes_nobody(sender, broker, monkeypatch):
+def test_a_broker_wide_failure_strikes_nobody(sender, broker):
     """A suspect that fails alone while the main connection settles nothing is not struck."""
-    monkeypatch.setattr(sendthread, "STALL", 0.1)
     broker.hold = True
     s = sender()
+    s.hard_stall = 0.1
     s.submit(msgs("a"))
     assert until(lambda: broker.connects >= 2, timeout=2)
     broker.down = True  # now everything fails: the quarantine's tries must not count
@@ -274,3 +274,121 @@ def test_with_the_outbox_a_request_does_not_wait_for_a_reconnect_to_a_frozen_bro
         assert result.unsent and time.monotonic() - start < 0.3  # the row is durable: no need to wait
     finally:
         s.close(wait=0)
+
+
+# ---- flow control (issue 18) ----------------------------------------------------------------------
+def test_a_new_request_goes_before_the_backlog(sender, broker):
+    broker.down = True
+    s = sender(broker_opts={"max_pending": 1000})
+    backlog = [f"b{i}" for i in range(200)]
+    assert s.send(msgs(*backlog)).unsent  # the broker is down: kept, a backlog
+    broker.hold = True  # what goes in flight stays there until release()
+    broker.down = False
+    assert until(lambda: s.state is State.UP and broker.pipes[-1].batches)
+    ticket = s.submit(msgs("fresh"))
+    # on the wire at once, beside the part of the backlog the window let through
+    assert until(lambda: any(p == b"fresh" for _, p, _ in broker.pipes[-1]._started))
+    broker.hold = False
+    broker.release()
+    assert ticket.wait(s, time.monotonic() + 2).accepted
+    assert until(lambda: len(broker.received) == 201)
+    # the backlog went out oldest first, through the window; the request was not behind it
+    assert [p for p in broker.received if p != b"fresh"] == [b.encode() for b in backlog]
+    assert broker.received.index(b"fresh") < 10
+    assert broker.connects == 1
+
+
+def test_in_flight_follows_the_window_and_the_link_credit(sender, broker):
+    broker.credit = 3
+    broker.hold = True
+    s = sender()
+    s.submit(msgs(*(f"m{i}" for i in range(20))))
+    assert until(lambda: broker.pipes and broker.pipes[0].batches)
+    assert broker.pipes[0].batches[0] == 3  # the window (8) capped by the credit
+    broker.hold = False
+    broker.release()
+    assert until(lambda: len(broker.received) == 20)
+    assert max(broker.pipes[0].batches) <= 3
+
+
+def test_a_silent_broker_is_quiet_requests_return_and_the_connection_is_kept(sender, broker):
+    s = sender(broker_opts={"timeout": 5})
+    assert s.send(msgs("warm")).accepted
+    broker.hold = True  # from now on the broker says nothing (SIGSTOP)
+    start = time.monotonic()
+    result = s.send(msgs("a", "b"))  # without the outbox: its messages stay in memory
+    assert time.monotonic() - start < s.timeout - 1  # quiet after about a second, not the timeout
+    assert broker.connects == 1  # the connection is kept: nothing resent
+    assert until(lambda: s.quiet) and result.kept and [m.msg_id for m in result.unsent] == ["a", "b"]
+    assert "no answer from the broker" in str(result.error)
+    later = s.send(msgs("c"))  # known quiet: returns at once, kept
+    assert later.kept and later.unsent and s.quiet
+    broker.hold = False
+    broker.release()  # the broker resumes: what was in flight settles on the same connection
+    assert until(lambda: len(broker.received) == 4)
+    assert sorted(broker.received) == [b"a", b"b", b"c", b"warm"]  # each once
+    assert broker.connects == 1 and not s.quiet and s.pending() == 0
+
+
+def test_a_slow_broker_keeps_its_connection_and_nothing_is_resent(sender, broker):
+    broker.delay = 1.2  # every settlement 1.2 s after its send
+    s = sender(broker_opts={"timeout": 5})
+    s.submit(msgs(*(f"m{i}" for i in range(12))))
+    assert until(lambda: len(broker.received) == 12, timeout=8)
+    assert broker.connects == 1 and len(broker.pipes) == 1
+    assert sorted(broker.received) == sorted(f"m{i}".encode() for i in range(12))
+
+
+def test_after_a_crash_the_next_connection_starts_with_one_message(sender, broker):
+    poison = msgs("poison")[0]
+    broker.poison = {poison.payload}
+    broker.hold = True
+    s = sender()
+    s.submit([poison] + msgs(*(f"m{i}" for i in range(30))))
+    assert until(lambda: broker.pipes and broker.pipes[0].batches)
+    broker.hold = False
+    broker.release()  # the poison kills the session with the window in flight
+    assert until(lambda: len(broker.received) == 30)
+    first, second = broker.pipes[0], broker.pipes[1]
+    assert first.batches[0] == 8  # only the window was on the wire when it died: at most that is resent
+    assert second.batches[0] == 1  # the next connection starts with one message, then grows
+    assert poison.payload not in broker.received
+
+
+def test_without_the_outbox_a_request_does_not_wait_for_a_slow_connect(tmp_path, broker):
+    class SlowHandshake:
+        def __init__(self, config, endpoint):
+            self.inner = broker.pipe(config, endpoint)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def open(self, deadline):
+            time.sleep(2.5)  # TCP accepted, the AMQP handshake answered late (a frozen broker resuming)
+            self.inner.open(deadline)
+
+    s = SenderThread(make_config(tmp_path, timeout=5.0, connect_timeout=5.0), pipe=SlowHandshake,
+                     connect=broker.connection)
+    try:
+        start = time.monotonic()
+        result = s.send(msgs("a"))
+        assert time.monotonic() - start < 2.0  # quiet after about a second, not the connect (2.5 s)
+        assert result.unsent and result.kept  # kept in memory...
+        assert until(lambda: broker.received == [b"a"], timeout=5)  # ...and sent once connected
+    finally:
+        s.close(wait=0)
+
+
+def test_a_drains_rows_go_before_the_rest_of_the_backlog(sender, broker):
+    broker.down = True
+    s = sender(broker_opts={"max_pending": 1000})
+    s.send(msgs(*(f"b{i}" for i in range(100))))  # kept while down: the backlog
+    broker.hold = True
+    broker.down = False
+    assert until(lambda: s.state is State.UP and broker.pipes[-1].batches)
+    ticket = s.submit(msgs("row"), Hold.LOCKED)  # a drain holding the row's lock, waiting
+    broker.hold = False
+    broker.release()
+    assert ticket.wait(s, time.monotonic() + 2).accepted
+    assert until(lambda: len(broker.received) == 101)
+    assert broker.received.index(b"row") < 20  # not behind the 100 kept messages
