@@ -19,7 +19,7 @@ from typing import Any
 from devkit.faultproxy import FaultProxy
 from devkit.load import Arrivals, Collected, Load, Setup, collect_load, start_load, stats_ms
 from devkit.rejectqueue import RejectQueue
-from koji_messagebus.delivery import sender as _sender
+from koji_messagebus.delivery.window import MAX_IN_FLIGHT
 from koji_messagebus.transaction import outbox
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/usr/bin"))
@@ -53,9 +53,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
 )}
 SHORT = ("stop", "kill9", "sigstop", "cut", "pgrestart", "hubkill")
 RETURN = ("outage30", "silent30", "slow", "rejectq")
-#: the sender's bound on messages in flight per connection, for the duplicates target (issue 18's sender
-#: replaces it with a window that follows credit and settlement rate: point this at its bound)
-MAX_IN_FLIGHT = int(getattr(_sender, "MAX_IN_FLIGHT", 5000))
+#: MAX_IN_FLIGHT (delivery/window.py), the window's cap, bounds the duplicates of one connection loss
 AFTER_WINDOW = 10.0  # the requests judged "after the return": started within this many seconds of the heal
 
 

@@ -60,8 +60,6 @@ def test_fault_under_load_loses_nothing_and_no_request_waits_past_timeout(fault,
 
 
 @pytest.mark.skipif(target().flavour != "rabbitmq3", reason="the proxy forwards to the RabbitMQ 3.x port")
-@pytest.mark.xfail(strict=False, reason="issue 18 (branch i18s): today's sender gives up a connection that settles "
-                   "nothing for 1 s (STALL) and resends what was in flight on it, though the broker is only slow")
 def test_a_slow_broker_is_not_taken_for_a_dead_one():
     """Settlements 1-2 s late, `timeout` above that: no connection is given up, so no message is sent twice."""
     out = run_fault("slow", True, dataclasses.replace(RUN, timeout=SLOW_TIMEOUT), None)
