@@ -46,7 +46,7 @@ import os
 import select
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 
 from koji_messagebus.amqp import BrokerError, Kind, Settlement, connect_first
@@ -55,22 +55,15 @@ from koji_messagebus.config.settings import Config
 from koji_messagebus.delivery.pipe import AmqpPipe, Pipe, PipeFactory
 from koji_messagebus.delivery.publisher import ConnectionFactory, SendResult, amqp_connection
 from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, Quarantine
+from koji_messagebus.delivery.quiet import HARD_STALL, Silence
 from koji_messagebus.delivery.status import StatusFile, Waits
+from koji_messagebus.delivery.strikes import Strikes
 from koji_messagebus.delivery.ticket import Hold, Item, State, Ticket
 from koji_messagebus.delivery.window import MAX_IN_FLIGHT, Window
 from koji_messagebus.format.wire import Outgoing, describe
 from koji_messagebus.log import log, log_cause
 
-QUIET_STATE = 1.0  # seconds without a settlement while messages are in flight: the broker is "quiet"
-#: beyond `timeout`: a message unsettled this long gives its connection up, for a connection that is gone
-#: without a word when the heartbeat is off (with it on, the heartbeat says so first).  Generous: a frozen
-#: broker that resumes settles what is in flight, and a copy sent again would be a duplicate
-HARD_STALL = 30.0
 IDLE_TICK = 0.5  # the connection is checked (heartbeats, a close) this often when nothing arrives
-MAX_STRIKES = 3
-STRIKE_MEMORY = 10000  # message ids whose strikes are remembered
-QUIET_MIN = 0.025  # the shortest silence that counts as "the broker has gone quiet" for outbox waits
-QUIET_MAX = 0.2  # and the longest (a few slow settlements must not make outbox requests wait long)
 
 class SenderThread:
     """See the module docstring.  Thread-safe; one per process (Runtime owns it)."""
@@ -94,9 +87,7 @@ class SenderThread:
         self._backlog: deque[Item] = deque()  # kept while down, resent after a loss, the drain's rows
         self._window = Window(MAX_IN_FLIGHT)
         self._crashed = False  # the broker ended the last connection with messages in flight: restart small
-        self._quiet = False  # no settlement for quiet_state_after while in flight (see the docstring)
-        self._quiet_since = 0.0
-        self._blocked_since = 0.0  # new requests wait for credit with nothing in flight
+        self._silent = Silence()  # quiet or stalled (quiet.py)
         self._inflight: dict[str, Item] = {}
         self._state = State.CONNECTING
         self._connecting_since = clock()
@@ -109,9 +100,7 @@ class SenderThread:
         self._waiting = False  # the thread is in select(): submit() writes a wake byte
         self._stopping = False
         self._close_wait = 0.5
-        self._progress = 0.0  # the last settlement
-        self._rtt = 0.001  # smoothed time from start to settlement
-        self._strikes: OrderedDict[str, int] = OrderedDict()
+        self._strikes = Strikes()  # poison suspects (strikes.py)
         self._quarantine: Quarantine | None = None
         #: OWNED rows settled (accepted or refused for good): to delete, in batches, by whoever has a DB
         self.settled_rows: list[int] = []
@@ -144,17 +133,15 @@ class SenderThread:
 
     @property
     def quiet_after(self) -> float:
-        """Silence that counts as quiet: a few smoothed round trips, at least QUIET_MIN."""
-        return min(QUIET_MAX, max(QUIET_MIN, 4 * self._rtt))
+        return self._silent.quiet_after
 
     @property
     def quiet_state_after(self) -> float:
-        """Silence after which the broker is taken as quiet for every request (memory ones too)."""
-        return max(QUIET_STATE, 4 * self._rtt)
+        return self._silent.quiet_state_after
 
     @property
     def quiet(self) -> bool:
-        return self._quiet
+        return self._silent.quiet
 
     def quiet_for(self) -> float:
         """Seconds the broker has been silent while messages are in flight, or since the thread
@@ -164,22 +151,17 @@ class SenderThread:
                 return self.clock() - self._connecting_since
             return self._silence(self.clock())
 
+    def _oldest_sent(self) -> float | None:
+        """Under the lock: when the oldest message in flight was sent (None: nothing in flight)."""
+        return next(iter(self._inflight.values())).sent_at if self._inflight else None
+
     def _silence(self, now: float) -> float:
-        """Under the lock: seconds without a settlement while messages are in flight (or new requests
-        wait for credit with nothing in flight); 0 otherwise."""
-        if self._inflight:
-            oldest = next(iter(self._inflight.values())).sent_at
-            return now - max(self._progress, oldest)
-        if self._blocked_since:
-            return now - max(self._progress, self._blocked_since)
-        return 0.0
+        """Under the lock: the broker's silence (quiet.py)."""
+        return self._silent.silence(now, self._oldest_sent())
 
     def _quiet_error(self) -> BrokerError:
         """Under the lock: why a request returned while the broker is quiet."""
-        now = self.clock()
-        silent = now - self._quiet_since if self._quiet else self._silence(now)
-        return BrokerError(Kind.TIMEOUT, f"no answer from the broker for {silent:.1f}s (the connection "
-                           "is kept; messages are sent once it answers)")
+        return self._silent.error(self.clock(), self._oldest_sent())
 
     def submit(self, messages: list[Outgoing], hold: Hold = Hold.MEMORY, rows: list[int] | None = None,
                born: float = 0.0) -> Ticket:
@@ -200,8 +182,8 @@ class SenderThread:
             if hold is Hold.LOCKED:  # a drain holding row locks and waiting: the front of the backlog
                 self._backlog.extendleft(reversed(items))
             else:
-                (self._backlog if self._quiet else self._fresh).extend(items)
-            if self._quiet:
+                (self._backlog if self._silent.quiet else self._fresh).extend(items)
+            if self._silent.quiet:
                 ticket._release(self._quiet_error())  # known quiet: no waiting; the messages stay queued
             if self._waiting:
                 wake, self._waiting = True, False
@@ -320,7 +302,7 @@ class SenderThread:
                     result.error = BrokerError(Kind.TIMEOUT, f"no answer from the broker for "
                                                f"{self.clock() - self._connecting_since:.1f}s while connecting "
                                                "(messages kept, sent once it answers)")
-                elif self._quiet or self._silence(self.clock()) >= self.quiet_state_after:
+                elif self._silent.quiet or self._silence(self.clock()) >= self.quiet_state_after:
                     result.error = self._quiet_error()
                 else:
                     result.error = BrokerError(Kind.TIMEOUT, "the broker did not settle in time")
@@ -339,8 +321,8 @@ class SenderThread:
             self._backlog.clear()
             self._inflight.clear()
             self._window = Window(MAX_IN_FLIGHT)
-            self._crashed = self._quiet = False
-            self._blocked_since = 0.0
+            self._crashed = self._silent.quiet = False
+            self._silent.blocked_since = 0.0
             self._conn = None
             self._quarantine = None
             self._state = State.CONNECTING
@@ -439,10 +421,10 @@ class SenderThread:
         with self._cond:
             self._conn = conn
             self._state = State.UP
-            self._progress = self.clock()
+            self._silent.progress = self.clock()
             self._window.reset(self._crashed)
-            self._crashed = self._quiet = False
-            self._blocked_since = 0.0
+            self._crashed = self._silent.quiet = False
+            self._silent.blocked_since = 0.0
             held = len(self._backlog) + len(self._fresh)
         if was_down:
             log.warning("broker %s is back after %.1fs; sending %d held message(s)", conn.endpoint,
@@ -488,7 +470,7 @@ class SenderThread:
         """Under the lock: the queued items to start now, within the window: new requests first
         (oldest first), then the backlog (oldest first) up to its share of the window."""
         now = self.clock()
-        if self._quiet and self._inflight:
+        if self._silent.quiet and self._inflight:
             return []  # nothing more on a connection the broker does not answer (it stays a backlog)
         inflight = len(self._inflight)
         items: list[Item] = []
@@ -503,9 +485,9 @@ class SenderThread:
                     continue
                 items.append(item)
         if self._fresh and not items and not self._inflight:
-            self._blocked_since = self._blocked_since or now  # no credit: a broker in flow control
+            self._silent.blocked_since = self._silent.blocked_since or now  # no credit: a broker in flow control
         else:
-            self._blocked_since = 0.0
+            self._silent.blocked_since = 0.0
         return items
 
     def _sendable(self, item: Item, now: float) -> bool:
@@ -552,7 +534,7 @@ class SenderThread:
             now = self.clock()
             silent = self._silence(now)
             if silent:  # wake when the broker becomes quiet, and at the hard bound
-                if not self._quiet:
+                if not self._silent.quiet:
                     timeout = min(timeout, self.quiet_state_after - silent)
                 if self._inflight:
                     oldest = next(iter(self._inflight.values())).sent_at
@@ -581,8 +563,7 @@ class SenderThread:
             if not silent:
                 return
             count = len(self._inflight)
-            if not self._quiet and silent >= self.quiet_state_after:
-                self._quiet, self._quiet_since = True, now - silent
+            if self._silent.went_quiet(now, silent):
                 released = [i.ticket for i in list(self._fresh) + list(self._backlog)
                             + list(self._inflight.values())]
                 self._backlog.extend(self._fresh)  # kept: new requests after the broker resumes go first
@@ -609,14 +590,12 @@ class SenderThread:
             if item is None:
                 return
             now = self.clock()
-            self._progress = now
-            self._rtt += 0.1 * ((now - item.sent_at) - self._rtt)
+            was_quiet = self._silent.settled(now, item.sent_at)
             self._window.settled(now - item.sent_at, in_flight)
-            if self._quiet:
-                self._quiet = False
+            if was_quiet is not None:
                 log_cause("quiet", logging.INFO, "the broker answers again after %.1fs without an answer",
-                          now - self._quiet_since)
-            self._strikes.pop(item.msg.msg_id, None)
+                          was_quiet)
+            self._strikes.forget(item.msg.msg_id)
             self.outcomes[settlement.outcome] += 1
             if settlement.unroutable:  # released: no queue bound for it; not an error (amqp.sender)
                 amqp_sender.UNROUTABLE.note(self.config.exchange.name, [item.msg])
@@ -650,11 +629,11 @@ class SenderThread:
             # lost with messages in flight: one of them may be what the broker chokes on (RabbitMQ
             # 3.10 resets the connection on a poison message): restart small
             self._crashed = bool(inflight)
-            self._quiet = False
+            self._silent.quiet = False
             suspect = None
             if inflight and error.kind not in (Kind.NOT_FOUND, Kind.AUTH, Kind.TLS):
                 suspect = inflight.pop(0)
-                self._strike(suspect.msg.msg_id)
+                self._strikes.strike(suspect.msg.msg_id)
                 self._set_apart(suspect)
             back = [i for i in inflight if self._sendable(i, now)]
             self._backlog.extendleft(reversed(back))
@@ -664,14 +643,6 @@ class SenderThread:
             log_cause("set-apart", logging.WARNING, "set apart for a try alone on a connection of its own "
                       "(the first unsettled when the connection died): %s (id %s)", describe([suspect.msg]),
                       suspect.msg.msg_id)
-
-    def _strike(self, msg_id: str) -> int:
-        strikes = self._strikes.get(msg_id, 0) + 1
-        self._strikes[msg_id] = strikes
-        self._strikes.move_to_end(msg_id)
-        while len(self._strikes) > STRIKE_MEMORY:
-            self._strikes.popitem(last=False)
-        return strikes
 
     def _set_apart(self, item: Item) -> None:
         """Under the lock: hand a suspect to the quarantine thread."""
@@ -687,7 +658,7 @@ class SenderThread:
             previous, item.tried_at = item.tried_at, self.clock()
             if result.accepted:
                 self.outcomes["accepted"] += 1
-                self._strikes.pop(item.msg.msg_id, None)
+                self._strikes.forget(item.msg.msg_id)
                 self._finish(item, None)
                 return True
             if result.lost:
@@ -695,12 +666,8 @@ class SenderThread:
                 return True
             if not self._sendable(item, self.clock()):
                 return True
-            # a strike counts only when the main connection settled others since the last try: the
-            # broker is fine and refuses this one message (a broker-wide problem strikes nobody)
-            if self._progress > previous:
-                strikes = self._strike(item.msg.msg_id)
-                if strikes >= MAX_STRIKES:
-                    self._finish(item, f"not settled in {strikes} tries, alone on its own connection "
-                                 f"({result.error}); given up as a poison message")
-                    return True
+            if self._strikes.failed_alone(item.msg.msg_id, self._silent.progress > previous):
+                self._finish(item, f"not settled in {self._strikes.get(item.msg.msg_id)} tries, alone on its "
+                             f"own connection ({result.error}); given up as a poison message")
+                return True
             return False
