@@ -7,12 +7,13 @@ hub_config`, read the way the hub reads them, `hubconf.py`).  Without one (no hu
 the hub's user), `Runtime` falls back to doing both on the request path after the broker wait, as
 before: a hub runs with its hub.conf, so the fallback is for odd set-ups and tests.
 
-Who sends which row (so that two processes never send the same one): a row belongs to the process
-that stored it while it is young.  That process's sender puts it on the wire only within
-`own_window` seconds of storing it and settles it within `timeout` of the last send; the drain here
+Who sends which row: a row belongs to the process that stored it while it is young.  That
+process's sender puts it on the wire only within `own_window` seconds of storing it; the drain here
 (and `koji-messagebus outbox flush`) takes only rows older than `min_age` = own_window + timeout +
-DELETE_SLACK, under FOR UPDATE SKIP LOCKED and the advisory drain lock.  A crash between a
-settlement and the delete of its row only ever causes a resend.
+DELETE_SLACK, under FOR UPDATE SKIP LOCKED and the advisory drain lock.  The sender gives a
+connection up only when it is closed, on the heartbeat, or after timeout + HARD_STALL (quiet.py),
+so a row still in flight on a frozen connection may be sent twice (by the drain too), never lost.
+A crash between a settlement and the delete of its row likewise only ever causes a resend.
 """
 
 from __future__ import annotations

@@ -13,18 +13,16 @@ Connecting, probing and reconnecting happen on this thread only.  While the brok
 outbox); the thread probes with a short bounded backoff (PROBE_FIRST doubling to at most
 PROBE_MAX) and sends what it kept the moment a probe succeeds.
 
-Flow (issue 18): two queues, `_fresh` (requests submitted while connected) and `_backlog` (what was
-kept while down or quiet, resent after a loss, the drain's rows), both oldest first.  What goes on the wire
-is bounded by a window (window.py) that follows the link's credit and how promptly the broker
-settles; new requests are taken first and a share of the window is kept for them, so a request
-never waits behind a backlog.
+Flow (issue 18): what is queued, in flight and done with is kept in the sender's books (books.py);
+what goes on the wire is bounded by a window (window.py), a share of it kept for new requests.
 
 A slow broker is not a dead one: the connection is given up (and what was in flight on it resent)
 only when it is really gone: closed, a transport error, the heartbeat, or a message unsettled for
 `timeout` + HARD_STALL.  A broker that settles nothing for QUIET_STATE seconds (or a few round
 trips, whichever is longer) while messages are in flight is *quiet*: requests stop waiting and
 return at once, their messages kept (in memory or as outbox rows) in the backlog, nothing more is
-sent, the connection and what is in flight on it are kept, settled normally if the broker resumes.
+sent, the connection and what is in flight on it are kept, settled normally if the broker
+resumes (quiet.py judges it).
 
 Poison messages: when a connection dies, the first unsettled message (brokers settle in
 order, so it is the one the broker choked on, e.g. RabbitMQ 3.10's session crash on a full
@@ -33,7 +31,7 @@ connection of their own, so the main stream goes on without it; the next connect
 window of one message, so that the next crash resends little.  A suspect that fails alone while
 the main connection settles others is struck; after MAX_STRIKES it is logged as lost with its
 type, routing key and reason.  Strikes are remembered by message id, so an outbox row resent by a
-later drain goes straight to quarantine.
+later drain goes straight to quarantine (strikes.py).
 
 Started lazily, and again after a fork (the thread and its connection belong to the pid that
 started them; a forked child starts its own).
@@ -46,12 +44,13 @@ import os
 import select
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from koji_messagebus.amqp import BrokerError, Kind, Settlement, connect_first
 from koji_messagebus.amqp import sender as amqp_sender
 from koji_messagebus.config.settings import Config
+from koji_messagebus.delivery.books import Books
 from koji_messagebus.delivery.pipe import AmqpPipe, Pipe, PipeFactory
 from koji_messagebus.delivery.publisher import ConnectionFactory, SendResult, amqp_connection
 from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, Quarantine
@@ -59,7 +58,6 @@ from koji_messagebus.delivery.quiet import HARD_STALL, Silence
 from koji_messagebus.delivery.status import StatusFile, Waits
 from koji_messagebus.delivery.strikes import Strikes
 from koji_messagebus.delivery.ticket import Hold, Item, State, Ticket
-from koji_messagebus.delivery.window import MAX_IN_FLIGHT, Window
 from koji_messagebus.format.wire import Outgoing, describe
 from koji_messagebus.log import log, log_cause
 
@@ -79,16 +77,10 @@ class SenderThread:
         #: a message unsettled this long gives its connection up (see HARD_STALL)
         self.hard_stall = self.timeout + HARD_STALL
         self.probe_max = min(PROBE_MAX, float(config.broker.retry_interval))
-        self.max_pending = int(config.broker.max_pending)
-        #: an OWNED row is put on the wire only this long after it was stored (see runtime.OWNER_GRACE)
-        self.own_window = self.timeout if own_window is None else own_window
+        #: queued, in flight, the window and the row lists (books.py)
+        self._books = Books(int(config.broker.max_pending), self.timeout if own_window is None else own_window)
         self._cond = threading.Condition()
-        self._fresh: deque[Item] = deque()  # requests submitted while connected: first
-        self._backlog: deque[Item] = deque()  # kept while down, resent after a loss, the drain's rows
-        self._window = Window(MAX_IN_FLIGHT)
-        self._crashed = False  # the broker ended the last connection with messages in flight: restart small
         self._silent = Silence()  # quiet or stalled (quiet.py)
-        self._inflight: dict[str, Item] = {}
         self._state = State.CONNECTING
         self._connecting_since = clock()
         self._error: BrokerError | None = None
@@ -102,17 +94,10 @@ class SenderThread:
         self._close_wait = 0.5
         self._strikes = Strikes()  # poison suspects (strikes.py)
         self._quarantine: Quarantine | None = None
-        #: OWNED rows settled (accepted or refused for good): to delete, in batches, by whoever has a DB
-        self.settled_rows: list[int] = []
-        #: OWNED rows given up after own_window (never sent, or not settled): this process may still send
-        #: them at once, but only under a row lock (drainer.py), never again on the sender's own
-        self.abandoned_rows: list[int] = []
         #: called (on this thread, without the lock) when the broker is back after being down
         self.on_recovery: list[Callable[[], None]] = []
         #: called (on this thread, without the lock) after every connect: the first, a recovery (spool.py)
         self.on_connect: list[Callable[[], None]] = []
-        #: called (under the lock: must not take locks of its own) when settled_rows or abandoned_rows grew
-        self.on_rows: list[Callable[[], None]] = []
         self.connects = 0
         self.lost = 0
         #: status figures: settlements by outcome, the last problem (wall time, text), request waits,
@@ -123,6 +108,26 @@ class SenderThread:
         self.status: StatusFile | None = None
 
     # ---- the callers' side ---------------------------------------------------------------------
+    @property
+    def own_window(self) -> float:
+        """An OWNED row is put on the wire only this long after it was stored (see runtime.OWNER_GRACE)."""
+        return self._books.own_window
+
+    @property
+    def settled_rows(self) -> list[int]:
+        """OWNED rows settled: to delete, in batches, by whoever has a DB (books.py)."""
+        return self._books.settled_rows
+
+    @property
+    def abandoned_rows(self) -> list[int]:
+        """OWNED rows given up after own_window: sent only under a row lock (drainer.py)."""
+        return self._books.abandoned_rows
+
+    @property
+    def on_rows(self) -> list[Callable[[], None]]:
+        """Called (under the lock: must not take locks of its own) when the row lists grew."""
+        return self._books.on_rows
+
     @property
     def state(self) -> State:
         return self._state
@@ -151,17 +156,13 @@ class SenderThread:
                 return self.clock() - self._connecting_since
             return self._silence(self.clock())
 
-    def _oldest_sent(self) -> float | None:
-        """Under the lock: when the oldest message in flight was sent (None: nothing in flight)."""
-        return next(iter(self._inflight.values())).sent_at if self._inflight else None
-
     def _silence(self, now: float) -> float:
         """Under the lock: the broker's silence (quiet.py)."""
-        return self._silent.silence(now, self._oldest_sent())
+        return self._silent.silence(now, self._books.oldest_sent())
 
     def _quiet_error(self) -> BrokerError:
         """Under the lock: why a request returned while the broker is quiet."""
-        return self._silent.error(self.clock(), self._oldest_sent())
+        return self._silent.error(self.clock(), self._books.oldest_sent())
 
     def submit(self, messages: list[Outgoing], hold: Hold = Hold.MEMORY, rows: list[int] | None = None,
                born: float = 0.0) -> Ticket:
@@ -180,9 +181,9 @@ class SenderThread:
                     self._keep(items)
                 return ticket
             if hold is Hold.LOCKED:  # a drain holding row locks and waiting: the front of the backlog
-                self._backlog.extendleft(reversed(items))
+                self._books.put_back(items)
             else:
-                (self._backlog if self._silent.quiet else self._fresh).extend(items)
+                (self._books.backlog if self._silent.quiet else self._books.fresh).extend(items)
             if self._silent.quiet:
                 ticket._release(self._quiet_error())  # known quiet: no waiting; the messages stay queued
             if self._waiting:
@@ -200,35 +201,29 @@ class SenderThread:
 
     def take_settled_rows(self, limit: int = 10000) -> list[int]:
         with self._cond:
-            rows, self.settled_rows = self.settled_rows[:limit], self.settled_rows[limit:]
-            return rows
+            return self._books.take_settled_rows(limit)
 
     def take_abandoned_rows(self, limit: int = 10000) -> list[int]:
         with self._cond:
-            rows, self.abandoned_rows = self.abandoned_rows[:limit], self.abandoned_rows[limit:]
-            return rows
+            return self._books.take_abandoned_rows(limit)
 
     def return_rows(self, settled: Sequence[int] = (), abandoned: Sequence[int] = ()) -> None:
         """Rows taken with take_*_rows whose database work failed: back in front, for the next try."""
         with self._cond:
-            self.settled_rows[:0] = list(settled)
-            self.abandoned_rows[:0] = list(abandoned)
+            self._books.return_rows(settled, abandoned)
 
     def pending(self) -> int:
         """Messages held (queued, in flight or in quarantine)."""
         with self._cond:
             q = self._quarantine
-            return len(self._fresh) + len(self._backlog) + len(self._inflight) + (len(q) if q else 0)
+            return len(self._books) + (len(q) if q else 0)
 
     def held_summary(self) -> tuple[int, float | None]:
         """(messages held, wall time the oldest of them was handed over) for the status."""
         with self._cond:
             q = self._quarantine
-            firsts = [i.queued for i in (self._fresh[0] if self._fresh else None,
-                                         self._backlog[0] if self._backlog else None,
-                                         next(iter(self._inflight.values()), None),
-                                         q.first() if q else None) if i is not None]
-            held = len(self._fresh) + len(self._backlog) + len(self._inflight) + (len(q) if q else 0)
+            firsts = [i.queued for i in self._books.firsts() + [q.first() if q else None] if i is not None]
+            held = len(self._books) + (len(q) if q else 0)
             return held, min(firsts, default=None)
 
     @property
@@ -248,10 +243,6 @@ class SenderThread:
     def _note_error(self, text: str) -> None:
         self.last_error = (time.time(), text)
 
-    def _rows_waiting(self) -> None:
-        for callback in self.on_rows:
-            callback()
-
     def ours(self) -> bool:
         """True when the thread was started by this process (not a forked child's copy)."""
         return self._pid == os.getpid() and self._thread is not None
@@ -260,8 +251,7 @@ class SenderThread:
         """The messages of `hold` this process still keeps (queued, in flight, in quarantine)."""
         with self._cond:
             q = self._quarantine
-            items = (list(self._backlog) + list(self._fresh) + list(self._inflight.values())
-                     + (q.items() if q else []))
+            items = self._books.items() + (q.items() if q else [])
         return [i.msg for i in items if i.ticket.hold is hold]
 
     def wait_idle(self, timeout: float) -> bool:
@@ -317,11 +307,8 @@ class SenderThread:
             return
         if self._pid and self._pid != pid:
             # a forked child: the parent's thread, connection and in-flight messages are not ours
-            self._fresh.clear()
-            self._backlog.clear()
-            self._inflight.clear()
-            self._window = Window(MAX_IN_FLIGHT)
-            self._crashed = self._silent.quiet = False
+            self._books.clear()
+            self._silent.quiet = False
             self._silent.blocked_since = 0.0
             self._conn = None
             self._quarantine = None
@@ -350,28 +337,13 @@ class SenderThread:
 
     def _keep(self, items: list[Item]) -> None:
         """Under the lock, broker down: keep MEMORY and OWNED items, bounded by max_pending."""
-        self._backlog.extend(items)
-        if len(self._backlog) <= self.max_pending:
-            return
-        overflow = []
-        kept: deque[Item] = deque()
-        excess = len(self._backlog) - self.max_pending
-        for item in self._backlog:
-            if excess > 0:
-                excess -= 1
-                if item.ticket.hold is Hold.MEMORY:
-                    overflow.append(item.msg)
-                elif item.row is not None:
-                    self.abandoned_rows.append(item.row)  # the row stays in the outbox for the drain
-                    self._rows_waiting()
-                continue
-            kept.append(item)
-        self._backlog = kept
+        overflow = self._books.keep(items)
         if overflow:
+            max_pending = self._books.max_pending
             self.lost += len(overflow)
-            self._note_error(f"in-memory backlog full (max_pending = {self.max_pending}): {len(overflow)} lost")
+            self._note_error(f"in-memory backlog full (max_pending = {max_pending}): {len(overflow)} lost")
             log.error("lost %s: in-memory backlog full (max_pending = %d); enable the outbox to "
-                      "keep messages in the database", describe(overflow), self.max_pending)
+                      "keep messages in the database", describe(overflow), max_pending)
 
     # ---- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -422,10 +394,10 @@ class SenderThread:
             self._conn = conn
             self._state = State.UP
             self._silent.progress = self.clock()
-            self._window.reset(self._crashed)
-            self._crashed = self._silent.quiet = False
+            self._books.window.reset(self._books.crashed)
+            self._books.crashed = self._silent.quiet = False
             self._silent.blocked_since = 0.0
-            held = len(self._backlog) + len(self._fresh)
+            held = len(self._books.backlog) + len(self._books.fresh)
         if was_down:
             log.warning("broker %s is back after %.1fs; sending %d held message(s)", conn.endpoint,
                         self.clock() - self._down_since, held)
@@ -454,53 +426,25 @@ class SenderThread:
             if first:
                 self._state = State.DOWN
                 self._down_since = self.clock()
-            down = self._down_error()
-            kept: deque[Item] = deque()
-            for item in list(self._backlog) + list(self._fresh):
-                item.ticket._release(down)
-                if item.ticket.hold is not Hold.LOCKED:
-                    kept.append(item)
-            self._backlog, self._fresh = kept, deque()
-            held = [i.msg for i in kept]
+            held = [i.msg for i in self._books.release_queued(self._down_error())]
         if first:
             log.error("broker unavailable: %s; probing every %.1fs at most in the background; held: %s",
                       error, self.probe_max, describe(held) if held else "nothing")
 
     def _take(self, credit: int) -> list[Item]:
-        """Under the lock: the queued items to start now, within the window: new requests first
-        (oldest first), then the backlog (oldest first) up to its share of the window."""
+        """Under the lock: the queued items to start now (books.py); those struck before are set apart."""
         now = self.clock()
-        if self._silent.quiet and self._inflight:
+        books = self._books
+        if self._silent.quiet and books.inflight:
             return []  # nothing more on a connection the broker does not answer (it stays a backlog)
-        inflight = len(self._inflight)
-        items: list[Item] = []
-        for queue, limit in ((self._fresh, self._window.limit(inflight, credit)),
-                             (self._backlog, self._window.backlog_limit(inflight, credit))):
-            while queue and inflight + len(items) < limit:
-                item = queue.popleft()
-                if not self._sendable(item, now):
-                    continue
-                if self._strikes.get(item.msg.msg_id):
-                    self._set_apart(item)  # struck before: never again on the main connection
-                    continue
-                items.append(item)
-        if self._fresh and not items and not self._inflight:
+        items, apart = books.take(credit, now, lambda msg_id: bool(self._strikes.get(msg_id)))
+        for item in apart:
+            self._set_apart(item)  # struck before: never again on the main connection
+        if books.fresh and not items and not books.inflight:
             self._silent.blocked_since = self._silent.blocked_since or now  # no credit: a broker in flow control
         else:
             self._silent.blocked_since = 0.0
         return items
-
-    def _sendable(self, item: Item, now: float) -> bool:
-        hold = item.ticket.hold
-        if hold is Hold.LOCKED and item.ticket.closed:
-            return False  # the drain gave the row back
-        if hold is Hold.OWNED and now - item.born >= self.own_window:
-            if item.row is not None:
-                self.abandoned_rows.append(item.row)  # too old to send without a row lock
-                item.row = None
-                self._rows_waiting()
-            return False
-        return True
 
     def _step(self) -> None:
         conn = self._conn
@@ -518,10 +462,10 @@ class SenderThread:
                     tag = conn.start(item.msg.payload)
                 except BaseException:
                     with self._cond:  # not on the wire: back to the front, not lost
-                        self._backlog.extendleft(reversed(items[i:]))
+                        self._books.put_back(items[i:])
                     raise
                 with self._cond:
-                    self._inflight[tag] = item
+                    self._books.inflight[tag] = item
             conn.poll()
             self._check()  # also while new messages keep coming
             return
@@ -536,8 +480,8 @@ class SenderThread:
             if silent:  # wake when the broker becomes quiet, and at the hard bound
                 if not self._silent.quiet:
                     timeout = min(timeout, self.quiet_state_after - silent)
-                if self._inflight:
-                    oldest = next(iter(self._inflight.values())).sent_at
+                oldest = self._books.oldest_sent()
+                if oldest is not None:
                     timeout = min(timeout, oldest + self.hard_stall - now)
             timeout = max(0.001, timeout)
         readable, _, _ = select.select([fd, self._wake_r], [fd] if conn.wants_write() else [], [], timeout)
@@ -562,16 +506,14 @@ class SenderThread:
             silent = self._silence(now)
             if not silent:
                 return
-            count = len(self._inflight)
+            count = len(self._books.inflight)
             if self._silent.went_quiet(now, silent):
-                released = [i.ticket for i in list(self._fresh) + list(self._backlog)
-                            + list(self._inflight.values())]
-                self._backlog.extend(self._fresh)  # kept: new requests after the broker resumes go first
-                self._fresh.clear()
+                released = self._books.hold_back()  # kept: new requests after the broker resumes go first
                 error = self._quiet_error()
                 for ticket in released:
                     ticket._release(error)
-            oldest = next(iter(self._inflight.values())).sent_at if count else now
+            sent = self._books.oldest_sent()
+            oldest = now if sent is None else sent
         if released:
             self._note_error(f"no answer from the broker for {silent:.1f}s")
             log_cause("quiet", logging.WARNING, "no answer from the broker for %.1fs with %d message(s) in "
@@ -585,13 +527,13 @@ class SenderThread:
     def _settled(self, tag: str, settlement: Settlement) -> None:
         """A settlement arrived (inside conn.poll(), on this thread)."""
         with self._cond:
-            in_flight = len(self._inflight)
-            item = self._inflight.pop(tag, None)
+            in_flight = len(self._books.inflight)
+            item = self._books.inflight.pop(tag, None)
             if item is None:
                 return
             now = self.clock()
             was_quiet = self._silent.settled(now, item.sent_at)
-            self._window.settled(now - item.sent_at, in_flight)
+            self._books.window.settled(now - item.sent_at, in_flight)
             if was_quiet is not None:
                 log_cause("quiet", logging.INFO, "the broker answers again after %.1fs without an answer",
                           was_quiet)
@@ -607,9 +549,7 @@ class SenderThread:
             self.lost += 1
             self._note_error(f"lost {item.msg.type} {item.msg.routing_key}: {lost}")
             log.error("lost %s: the broker answered %s", describe([item.msg]), lost)
-        if item.ticket.hold is Hold.OWNED and item.row is not None:
-            self.settled_rows.append(item.row)
-            self._rows_waiting()
+        self._books.row_done(item)
         item.ticket._settled(item.msg, lost)
 
     def _failed(self, error: BrokerError) -> None:
@@ -624,19 +564,19 @@ class SenderThread:
             self._connecting_since = now
             self._error = error
             self._note_error(str(error))
-            inflight = list(self._inflight.values())
-            self._inflight.clear()
+            inflight = list(self._books.inflight.values())
+            self._books.inflight.clear()
             # lost with messages in flight: one of them may be what the broker chokes on (RabbitMQ
             # 3.10 resets the connection on a poison message): restart small
-            self._crashed = bool(inflight)
+            self._books.crashed = bool(inflight)
             self._silent.quiet = False
             suspect = None
             if inflight and error.kind not in (Kind.NOT_FOUND, Kind.AUTH, Kind.TLS):
                 suspect = inflight.pop(0)
                 self._strikes.strike(suspect.msg.msg_id)
                 self._set_apart(suspect)
-            back = [i for i in inflight if self._sendable(i, now)]
-            self._backlog.extendleft(reversed(back))
+            back = [i for i in inflight if self._books.sendable(i, now)]
+            self._books.put_back(back)
         log_cause("resend", logging.WARNING, "%s; resending the %d message(s) that were in flight on it, "
                   "on a new connection", error, len(back))
         if suspect is not None:
@@ -664,7 +604,7 @@ class SenderThread:
             if result.lost:
                 self._finish(item, result.lost[0][1])
                 return True
-            if not self._sendable(item, self.clock()):
+            if not self._books.sendable(item, self.clock()):
                 return True
             if self._strikes.failed_alone(item.msg.msg_id, self._silent.progress > previous):
                 self._finish(item, f"not settled in {self._strikes.get(item.msg.msg_id)} tries, alone on its "
