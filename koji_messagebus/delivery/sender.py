@@ -51,6 +51,7 @@ from koji_messagebus.amqp import BrokerError, Kind, Settlement, connect_first
 from koji_messagebus.amqp import sender as amqp_sender
 from koji_messagebus.config.settings import Config
 from koji_messagebus.delivery.books import Books
+from koji_messagebus.delivery.heaptrim import HeapTrim
 from koji_messagebus.delivery.pipe import AmqpPipe, Pipe, PipeFactory
 from koji_messagebus.delivery.publisher import ConnectionFactory, SendResult, amqp_connection
 from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, Quarantine
@@ -78,6 +79,7 @@ class SenderThread:
         self.hard_stall = self.timeout + HARD_STALL
         self.probe_max = min(PROBE_MAX, float(config.broker.retry_interval))
         #: queued, in flight, the window and the row lists (books.py)
+        self._heap = HeapTrim()
         self._books = Books(int(config.broker.max_pending), self.timeout if own_window is None else own_window)
         self._cond = threading.Condition()
         self._silent = Silence()  # quiet or stalled (quiet.py)
@@ -353,6 +355,7 @@ class SenderThread:
                 if self._stopping:
                     break
             self._status_tick()
+            self._heap.note(self.pending())
             if self._conn is None:
                 try:
                     self._open()
