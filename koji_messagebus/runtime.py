@@ -144,7 +144,6 @@ class Runtime:
             batch.seconds += time.perf_counter() - start
             if batch.messages:
                 log.debug("request spent %.2f ms in the plugin", batch.seconds * 1000)
-            flush_causes()  # a count whose minute is over (a clock read until one is)
 
     def _post_commit(self, batch: RequestBatch, cnx: Any) -> None:
         cfg = self.config

@@ -60,7 +60,7 @@ from koji_messagebus.delivery.status import StatusFile, Waits
 from koji_messagebus.delivery.strikes import Strikes
 from koji_messagebus.delivery.ticket import Hold, Item, State, Ticket
 from koji_messagebus.format.wire import Outgoing, describe
-from koji_messagebus.log import log, log_cause
+from koji_messagebus.log import flush_causes, log, log_cause
 
 IDLE_TICK = 0.5  # the connection is checked (heartbeats, a close) this often when nothing arrives
 
@@ -355,6 +355,7 @@ class SenderThread:
                 if self._stopping:
                     break
             self._status_tick()
+            flush_causes()  # a count whose minute is over, said from here rather than a hub request
             self._heap.note(self.pending())
             if self._conn is None:
                 try:
