@@ -53,6 +53,9 @@ class Runtime:
                     log.logger.error("messagebus plugin disabled: %s", problem)  # its own wording, no prefix
         self._lock = threading.Lock()
         self._shut = False
+        #: hub threads between preCommit and the end of postCommit (thread id -> monotonic since):
+        #: the exit waits for them, as mod_wsgi runs its shutdown hook while requests still run
+        self._committing: dict[int, float] = {}
         self._outbox_broken_until = 0.0
         if self.config:
             for warning in self.config.warnings:
@@ -92,6 +95,7 @@ class Runtime:
         if not batch.messages:
             return
         start = time.perf_counter()
+        self._committing[threading.get_ident()] = time.monotonic()
         try:
             self._pre_commit(batch, cnx)
         finally:
@@ -141,6 +145,7 @@ class Runtime:
         try:
             self._post_commit(batch, cnx)
         finally:
+            self._committing.pop(threading.get_ident(), None)
             batch.seconds += time.perf_counter() - start
             if batch.messages:
                 log.debug("request spent %.2f ms in the plugin", batch.seconds * 1000)
@@ -180,6 +185,8 @@ class Runtime:
                     self.delivery = Delivery(cfg, connect_db=connect_db)
                     sender = self.delivery.sender
                     sender.status = StatusFile(cfg.status.dir, lambda: snapshot(sender))
+                    if self._shut:  # the process is exiting: a closed sender (what comes is spooled or kept)
+                        sender.close(0.0)
                 delivery = self.delivery
         return delivery
 
@@ -191,13 +198,23 @@ class Runtime:
                 return
             self._shut = True
         try:
-            if self.delivery is not None and self.config is not None:
-                self.delivery.shutdown(float(self.config.broker.timeout))
-                self.delivery = None
+            if self.config is not None:
+                budget = float(self.config.broker.timeout)
+                deadline = time.monotonic() + budget
+                self._wait_committing(time.monotonic() + budget / 2)
+                delivery = self.delivery
+                if delivery is not None:  # kept: a request still running hands over late (Delivery._late)
+                    delivery.shutdown(max(0.0, deadline - time.monotonic()))
         except Exception:  # noqa: BLE001 - an exit hook must not raise
             log.exception("clean exit failed")
         flush_causes(force=True)  # the counts not said yet
         self.close()
+
+    def _wait_committing(self, until: float) -> None:
+        """Exit: let requests past their preCommit hand their messages to the sender first (bounded;
+        one whose COMMIT failed never ends its postCommit)."""
+        while self._committing and time.monotonic() < until:
+            time.sleep(0.005)
 
     def close(self) -> None:
         if self.delivery is not None:

@@ -24,6 +24,7 @@ from koji_messagebus.delivery.drainer import DRAIN_EVERY, Drainer, min_age
 from koji_messagebus.delivery.outbox_step import OutboxStep
 from koji_messagebus.delivery.publisher import SendResult
 from koji_messagebus.delivery.sender import Hold, SenderThread
+from koji_messagebus.delivery.ticket import Item
 from koji_messagebus.errors import first_line
 from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.log import log, log_cause
@@ -67,6 +68,7 @@ class Delivery:
         self._drain_at = 0.0
         self.sender.on_recovery.append(self._recovered)
         self.spool = spool.for_config(config, self.sender)  # sends spooled files after each connect
+        self.sender.on_late = self._late
 
     def _recovered(self) -> None:
         self._drain_at = 0.0  # request-path fallback: the next request drains
@@ -152,9 +154,10 @@ class Delivery:
         elif self.sender.settled_rows:
             log.info("%d sent outbox row(s) not deleted at exit (no database connection of the plugin's "
                      "own); the drain deletes them (and may send them again)", len(self.sender.settled_rows))
-        held = self.sender.held(Hold.MEMORY) if self.sender.ours() else []
-        rows = self.sender.held(Hold.OWNED) if self.sender.ours() else []
-        self.sender.close(min(CLOSE_WAIT, max(0.0, deadline - clock())))
+        ours = self.sender.ours()
+        self.sender.close(min(CLOSE_WAIT, max(0.0, deadline - clock())))  # a later submit() is late (_late)
+        held = self.sender.held(Hold.MEMORY) if ours else []
+        rows = self.sender.held(Hold.OWNED) if ours else []
         if self.spool is not None:
             self.spool.hand_over(held, budget)  # the held messages to the spool, or one ERROR line
         else:
@@ -162,6 +165,18 @@ class Delivery:
         if rows:
             log.warning("%d outbox message(s) not sent at process exit; they stay in the outbox and "
                         "another hub process sends them", len(rows))
+
+    def _late(self, items: list[Item]) -> None:
+        """A request committed after this process's exit closed the sender (mod_wsgi runs its
+        shutdown hook while requests are still running): its memory messages go to the spool (or
+        one ERROR line); its outbox rows stay for another process's drain."""
+        memory = [i.msg for i in items if i.ticket.hold is Hold.MEMORY]
+        rows = sum(1 for i in items if i.ticket.hold is Hold.OWNED)
+        spool.hand_over(self.spool.spool if self.spool is not None else None, memory, self.sender.timeout,
+                        late=True)
+        if rows:
+            log.info("%d outbox message(s) committed while the process exits: they stay in the outbox and "
+                     "another hub process sends them", rows)
 
     def close(self) -> None:
         if self.spool is not None:

@@ -93,6 +93,7 @@ class SenderThread:
         self._wake_r = self._wake_w = -1
         self._waiting = False  # the thread is in select(): submit() writes a wake byte
         self._stopping = False
+        self._closed = False  # close() was called in this process: a later submit() takes the late path
         self._close_wait = 0.5
         self._strikes = Strikes()  # poison suspects (strikes.py)
         self._quarantine: Quarantine | None = None
@@ -100,6 +101,9 @@ class SenderThread:
         self.on_recovery: list[Callable[[], None]] = []
         #: called (on this thread, without the lock) after every connect: the first, a recovery (spool.py)
         self.on_connect: list[Callable[[], None]] = []
+        #: called (on the caller's thread) with what is submitted after close(): a hub thread still in
+        #: a request while its process exits (mod_wsgi's shutdown hook runs before requests end)
+        self.on_late: Callable[[list[Item]], None] | None = None
         self.connects = 0
         self.lost = 0
         #: status figures: settlements by outcome, the last problem (wall time, text), request waits,
@@ -176,25 +180,50 @@ class SenderThread:
         items = [Item(m, ticket, rows[i] if rows else None, born, queued=now) for i, m in enumerate(messages)]
         wake = False
         with self._cond:
-            self._ensure_started()
-            if self._state is State.DOWN:
-                ticket._release(self._down_error())
-                if hold is not Hold.LOCKED:
-                    self._keep(items)
-                return ticket
-            if hold is Hold.LOCKED:  # a drain holding row locks and waiting: the front of the backlog
-                self._books.put_back(items)
+            if self._closed and self._pid in (0, os.getpid()):
+                ticket._release(BrokerError(Kind.CONNECTION_LOST, "the hub process is exiting (its sender is closed)"))
+                late = True
             else:
-                (self._books.backlog if self._silent.quiet else self._books.fresh).extend(items)
-            if self._silent.quiet:
-                ticket._release(self._quiet_error())  # known quiet: no waiting; the messages stay queued
-            if self._waiting:
-                wake, self._waiting = True, False
-            else:
-                self._cond.notify()
-        if wake:
+                late = False
+                wake = self._queue(ticket, items)
+        if late:
+            self._late(items)
+        elif wake:
             self._wake()
         return ticket
+
+    def _queue(self, ticket: Ticket, items: list[Item]) -> bool:
+        """Under the lock: queue (or keep) the items; True when the thread must be woken."""
+        hold = ticket.hold
+        wake = False
+        self._ensure_started()
+        if self._state is State.DOWN:
+            ticket._release(self._down_error())
+            if hold is not Hold.LOCKED:
+                self._keep(items)
+            return False
+        if hold is Hold.LOCKED:  # a drain holding row locks and waiting: the front of the backlog
+            self._books.put_back(items)
+        else:
+            (self._books.backlog if self._silent.quiet else self._books.fresh).extend(items)
+        if self._silent.quiet:
+            ticket._release(self._quiet_error())  # known quiet: no waiting; the messages stay queued
+        if self._waiting:
+            wake, self._waiting = True, False
+        else:
+            self._cond.notify()
+        return wake
+
+    def _late(self, items: list[Item]) -> None:
+        """Submitted after close(): nothing will send them here.  The owner (Delivery) spools or
+        reports them; without one, memory messages are logged as lost (outbox rows stay)."""
+        if self.on_late is not None:
+            self.on_late(items)
+            return
+        memory = [i.msg for i in items if i.ticket.hold is Hold.MEMORY]
+        if memory:
+            self.lost += len(memory)
+            log.error("lost %s: handed over after the sender was closed (process exit)", describe(memory))
 
     def send(self, messages: list[Outgoing], hold: Hold = Hold.MEMORY, quiet: bool = False) -> SendResult:
         """submit() and wait (at most `timeout`)."""
@@ -270,6 +299,7 @@ class SenderThread:
         with self._cond:
             self._close_wait = min(0.5, wait)
             self._stopping = True
+            self._closed = self._pid in (0, os.getpid())
             self._cond.notify_all()
             thread = self._thread if self._pid == os.getpid() else None
         if thread is not None:
@@ -316,6 +346,7 @@ class SenderThread:
             self._quarantine = None
             self._state = State.CONNECTING
             self._connecting_since = self.clock()
+            self._closed = False
             self.outcomes, self.lost, self.connects, self.last_error = Counter(), 0, 0, None  # its own figures
             self.waits = Waits()
         self._pid = pid

@@ -311,12 +311,15 @@ class Resender:
             self.spool.done(claim)
 
 
-def hand_over(spool: Spool | None, messages: list[Outgoing], budget: float) -> bool:
-    """Write `messages` to the spool (True), or log them as lost, one ERROR with the reason."""
+def hand_over(spool: Spool | None, messages: list[Outgoing], budget: float, late: bool = False) -> bool:
+    """Write `messages` to the spool (True), or log them as lost, one ERROR with the reason.
+    `late`: committed by a request that ended after the process's exit had closed its sender."""
     from koji_messagebus.format.wire import describe
 
     if not messages:
         return True
+    why = ("their request ended after the process's exit had closed its sender" if late
+           else f"the broker did not take them within timeout = {budget:g}s")
     if spool is None:
         reason = "no spool: [broker] spool_dir is empty"
     else:
@@ -325,12 +328,10 @@ def hand_over(spool: Spool | None, messages: list[Outgoing], budget: float) -> b
         except OSError as exc:
             reason = f"cannot write to the spool {spool.directory}: {describe_error(exc)}"
         else:
-            log.warning("%d message(s) not sent at process exit (the broker did not take them within "
-                        "timeout = %gs): spooled to %s; the next hub process sends them",
-                        len(messages), budget, path)
+            log.warning("%d message(s) not sent at process exit (%s): spooled to %s; the next hub process "
+                        "sends them", len(messages), why, path)
             return True
-    log.error("lost at process exit: %s: the broker did not take them within timeout = %gs (%s; enable "
-              "the outbox to keep them)", describe(messages), budget, reason)
+    log.error("lost at process exit: %s: %s (%s; enable the outbox to keep them)", describe(messages), why, reason)
     return False
 
 

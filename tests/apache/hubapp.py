@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import koji
@@ -64,7 +65,14 @@ def failTag(seq: int) -> int:  # noqa: N802 - a hub method name
     raise koji.GenericError(f"failTag {seq}: refused after its callback ran")
 
 
-HANDLERS = {"tagBuild": tagBuild, "failTag": failTag}
+def slowTag(seq: int, seconds: float) -> int:  # noqa: N802 - a hub method name
+    """A long hub call: its event is collected, then the call goes on (a slow query) before its COMMIT."""
+    _fire_tag(seq)
+    time.sleep(seconds)
+    return seq
+
+
+HANDLERS = {"tagBuild": tagBuild, "failTag": failTag, "slowTag": slowTag}
 
 
 def _server_setup(environ: dict) -> None:

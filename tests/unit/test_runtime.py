@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from koji_messagebus import runtime as mb_runtime
 from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.handoff import Delivery
 from koji_messagebus.delivery.sender import SenderThread
+from koji_messagebus.delivery.spool import Spool
 from koji_messagebus.runtime import RequestBatch, Runtime
 from tests.support.fakebroker import FakeBroker, msgs
 
@@ -205,3 +207,32 @@ def test_shutdown_sends_what_is_held_then_reports_what_it_could_not_once(make_ru
         rt.shutdown()
     lost = [r.getMessage() for r in caplog.records if "lost at process exit" in r.getMessage()]
     assert len(lost) == 1 and "3 message(s) (Tag x3)" in lost[0]
+
+
+def test_a_request_that_ends_after_the_exit_began_is_spooled_not_lost(make_runtime, broker, tmp_path):
+    """mod_wsgi's shutdown hook runs while requests still run: a postCommit after the exit closed
+    the sender writes its messages to the spool at once (no new sender in a dying process)."""
+    spool_dir = tmp_path / "spool"
+    rt = make_runtime(timeout=0.5, spool_dir=str(spool_dir))
+    rt.post_commit(RequestBatch(messages=msgs("a")), None)
+    rt.shutdown()
+    start = time.monotonic()
+    rt.post_commit(RequestBatch(messages=msgs("late1", "late2")), None)
+    assert time.monotonic() - start < 0.5
+    assert broker.received == [b"a"]
+    claim = Spool(str(spool_dir)).claim()
+    assert claim is not None and [m.msg_id for m in claim.messages] == ["late1", "late2"]
+
+
+def test_the_exit_waits_for_a_request_between_its_precommit_and_postcommit(make_runtime, broker, tmp_path):
+    """A request past its preCommit when the exit begins (its COMMIT under way) is sent, not spooled."""
+    rt = make_runtime(timeout=2.0, spool_dir=str(tmp_path / "spool"))
+    batch = RequestBatch(messages=msgs("committing"))
+    rt.pre_commit(batch, None)
+    exiting = threading.Thread(target=rt.shutdown)
+    exiting.start()
+    time.sleep(0.2)  # the COMMIT
+    rt.post_commit(batch, None)
+    exiting.join(5)
+    assert broker.received == [b"committing"]
+    assert Spool(str(tmp_path / "spool")).claim() is None

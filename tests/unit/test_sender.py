@@ -392,3 +392,30 @@ def test_a_drains_rows_go_before_the_rest_of_the_backlog(sender, broker):
     assert ticket.wait(s, time.monotonic() + 2).accepted
     assert until(lambda: len(broker.received) == 101)
     assert broker.received.index(b"row") < 20  # not behind the 100 kept messages
+
+
+def test_what_is_submitted_after_close_is_handed_to_its_owner_at_once(sender, broker):
+    """mod_wsgi runs its shutdown hook while requests still run: a submit after close() must not
+    queue into the stopped thread (lost silently) nor wait; the owner gets the items."""
+    s = sender()
+    assert not s.send(msgs("a")).unsent
+    s.close()
+    late = []
+    s.on_late = late.extend
+    start = time.monotonic()
+    result = s.submit(msgs("b", "c"), Hold.MEMORY).wait(s, time.monotonic() + 5)
+    assert time.monotonic() - start < 1.0
+    assert [i.msg.msg_id for i in late] == ["b", "c"]
+    assert len(result.unsent) == 2 and result.kept and "exiting" in str(result.error)
+    assert broker.received == [b"a"] and not s.pending()
+
+
+def test_without_an_owner_late_memory_messages_are_logged_as_lost(sender, broker, caplog):
+    s = sender()
+    s.send(msgs("a"))
+    s.close()
+    with caplog.at_level(logging.ERROR, logger="koji.plugin.messagebus"):
+        s.submit(msgs("b"), Hold.MEMORY)
+        s.submit(msgs("c"), Hold.OWNED, rows=[7])  # a row stays in the outbox: not lost
+    lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(lost) == 1 and "1 message(s)" in lost[0] and s.lost == 1
