@@ -215,15 +215,18 @@ def test_apache(shape, scenario, outbox, schema, exchange_name, tmp_path):
     assert not clean, "; ".join(clean)
 
 
-SLOW_CALL = 1.0  # seconds a hub call runs after its event, before its COMMIT (within mod_wsgi's grace)
+#: seconds a hub call runs after its event, before its COMMIT: well after the shutdown hook (~0.5 s after
+#: `graceful`), within mod_wsgi's grace (it cut calls ~3 s after the hook)
+SLOW_CALL = 2.0
 
 
 @pytest.mark.parametrize("outbox", [True, False], ids=["outbox", "no-outbox"])
 def test_a_request_running_through_graceful_is_delivered(outbox, schema, exchange_name, tmp_path):
     """mod_wsgi calls its shutdown hook (process_stopping) as soon as a daemon process is told to
-    stop, while its requests still run: calls that commit after the plugin's exit began are
-    answered at once and their messages sent (spool, or the outbox) by the next processes, never lost
-    silently (the CI failure of 2026-12-05: a request cut with a 500 after a 3 s wait, its message lost)."""
+    stop, while its requests still run: calls that commit after the plugin's exit closed the sender
+    are answered at once, their messages spooled (outbox off) or left as rows (outbox on), and the
+    next processes deliver them.  (The unit tests in test_runtime/test_sender pin the race that lost
+    a message in CI on 2026-12-05: a submit into the stopped sender.)"""
     harness.reset_schema()
     inst = harness.Instance("daemon")
     receiver = Receiver(exchange_name)
@@ -242,7 +245,7 @@ def test_a_request_running_through_graceful_is_delivered(outbox, schema, exchang
         calls = [threading.Thread(target=slow, args=(seq,)) for seq in range(101, 101 + THREADS)]
         for c in calls:
             c.start()
-        time.sleep(SLOW_CALL / 3)  # the calls have collected their events and not committed yet
+        time.sleep(0.3)  # the calls have collected their events and not committed yet
         inst.apachectl("graceful")
         for c in calls:
             c.join(30)
@@ -266,4 +269,6 @@ def test_a_request_running_through_graceful_is_delivered(outbox, schema, exchang
     lost = sorted(set(committed) - set(seen))
     assert not lost, f"{len(lost)} of {len(committed)} lost ({harness.reported_lost(log)} reported lost): {lost}"
     assert all(answers[s] == str(s) for s in slow_committed), answers  # answered, not cut by a wait
+    if not outbox:  # they committed after the exit had closed the sender: the spool carried them
+        assert harness.spooled(log) >= 1, "no call committed after the exit began: the scenario did not happen"
     assert not harness.plugin_errors(log), harness.plugin_errors(log)[:5]
