@@ -629,6 +629,43 @@ def test_outbox_flush_sends_everything(pg, exchanges, conf):
     assert pg.rows() == 0
 
 
+def test_outbox_flush_sends_through_the_sender_thread(pg, exchanges, conf, capsys, monkeypatch):
+    """One sending path (issue 17): flush hands its locked rows to the hub's sender thread
+    (Hold.LOCKED: sent only while flush waits), settled there; and it ends with no thread left."""
+    from koji_messagebus.delivery.sender import SenderThread
+    from koji_messagebus.delivery.ticket import Hold
+
+    pg.create_table()
+    exchange = exchanges()
+    ids = pg.store(STORY * 2)
+    submitted: list[tuple[Hold, int]] = []
+    settled: list[str] = []
+    submit, finish = SenderThread.submit, SenderThread._finish
+
+    def recording_submit(self, messages, hold=Hold.MEMORY, *args, **kws):
+        submitted.append((hold, len(messages)))
+        return submit(self, messages, hold, *args, **kws)
+
+    def recording_finish(self, item, lost):
+        settled.append(item.msg.msg_id)
+        return finish(self, item, lost)
+
+    monkeypatch.setattr(SenderThread, "submit", recording_submit)
+    monkeypatch.setattr(SenderThread, "_finish", recording_finish)
+    consumer = Consumer(exchange, declare=False)
+    try:
+        path = conf(exchange, outbox={"batch_size": "5"})
+        assert cli.main(["--config", path, "outbox", "flush", "--hub-config", pg.hub_conf]) == 0
+        got = consumer.collect(expect=len(ids))
+    finally:
+        consumer.close(delete_exchange=False)
+    assert capsys.readouterr().out.strip() == "sent 18 message(s); the outbox is empty"
+    assert submitted == [(Hold.LOCKED, 5)] * 3 + [(Hold.LOCKED, 3)]
+    assert sorted(settled) == sorted(ids)  # settled by the sender thread, each once
+    assert [r.message_id for r in got] == ids and pg.rows() == 0
+    assert [t.name for t in threading.enumerate() if t.name.startswith("messagebus-")] == []
+
+
 @pytest.mark.parametrize("case", ["unreachable", "password"])
 def test_outbox_flush_stops_when_the_broker_fails(pg, exchanges, conf, case):
     pg.create_table()

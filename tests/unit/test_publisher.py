@@ -6,7 +6,8 @@ from devkit.config import make_config
 from koji_messagebus.amqp import BrokerError, Kind
 from koji_messagebus.config.sections import Endpoint
 from koji_messagebus.delivery.breaker import Role
-from koji_messagebus.delivery.publisher import Publisher, SendResult
+from koji_messagebus.delivery.publisher import Publisher
+from koji_messagebus.delivery.result import SendResult
 from tests.support.fakebroker import FakeBroker, FakeConnection, msgs
 
 
