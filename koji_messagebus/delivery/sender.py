@@ -53,8 +53,7 @@ from koji_messagebus.config.settings import Config
 from koji_messagebus.delivery.books import Books
 from koji_messagebus.delivery.heaptrim import HeapTrim
 from koji_messagebus.delivery.pipe import AmqpPipe, Pipe, PipeFactory
-from koji_messagebus.delivery.publisher import ConnectionFactory, amqp_connection
-from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, Quarantine
+from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, ConnectionFactory, Quarantine, amqp_connection
 from koji_messagebus.delivery.quiet import HARD_STALL, Silence
 from koji_messagebus.delivery.result import SendResult
 from koji_messagebus.delivery.status import StatusFile, Waits

@@ -26,9 +26,9 @@ from psycopg2.extensions import parse_dsn
 from devkit.config import write_config
 from koji_messagebus import cli
 from koji_messagebus.cli import examples
+from koji_messagebus.cli.command_sender import CommandSender
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery import outbox_rows
-from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.format.wire import encode
 from koji_messagebus.rabbitmq import QUEUE_EXPIRES_MS
@@ -139,11 +139,8 @@ def publish(config_path: str, kwargs_list: list[tuple[str, dict]]) -> list[str]:
     config = load_config(config_path)
     messages = [encode(format_event(CALLBACK_TYPES[cb], encode_datetime_recurse(kw),
                                     config.topic.prefix)) for cb, kw in kwargs_list]
-    publisher = Publisher(config)
-    try:
-        result = publisher.send(messages)
-    finally:
-        publisher.close()
+    with CommandSender(config) as sender:
+        result = sender.send(messages)
     assert result.error is None and len(result.accepted) == len(messages)
     return [m.msg_id for m in messages]
 
