@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from koji_messagebus.amqp import BrokerError
+from koji_messagebus.amqp import BrokerError, Kind
 from koji_messagebus.config.settings import Config
 from koji_messagebus.delivery.pipe import Pipe
 from koji_messagebus.delivery.result import SendResult
@@ -42,9 +42,9 @@ class CommandSender:
     """A sender thread for one command: it connects at the first send (a command with nothing to
     send never touches the broker), and `close()` stops and joins the thread."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, sender: SenderThread | None = None):
         self.config = config
-        self.sender = SenderThread(config)
+        self.sender = sender or SenderThread(config)
         self._conn: Pipe | None = None
         self._error: BrokerError | None = None
         self._said = _SaidByTheCommand()
@@ -70,9 +70,15 @@ class CommandSender:
             self.connect()
         except BrokerError as exc:
             return SendResult(unsent=list(messages), error=exc)
-        if through is not None:
-            return through(messages)
-        return self.sender.send(messages, Hold.LOCKED)
+        failed_before = self.sender.error
+        result = through(messages) if through is not None else self.sender.send(messages, Hold.LOCKED)
+        failed = self.sender.error
+        if result.unsent and failed is not None and failed is not failed_before and \
+                (result.error is None or result.error.kind is Kind.TIMEOUT):
+            # the connection the messages were on failed (e.g. RabbitMQ 3.x refusing the exchange at the
+            # first message): that is the command's error, not the wait's end
+            result.error = failed
+        return result
 
     def close(self) -> None:
         self.sender.close(CLOSE_WAIT)

@@ -139,6 +139,12 @@ class SenderThread:
         return self._state is State.DOWN
 
     @property
+    def error(self) -> BrokerError | None:
+        """The last connection failure (None: none yet): why the broker is down, or why the
+        connection a caller's messages were on was given up."""
+        return self._error
+
+    @property
     def quiet_after(self) -> float:
         return self._silent.quiet_after
 
