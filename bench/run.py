@@ -15,9 +15,9 @@ Not part of the test suite.  What it measures, in one run:
    messages sent the way Koji's protonmsg plugin does (a new proton Container and connection per
    request), and next to proton's reactor sending them on one warm connection.  The post*
    callbacks themselves (the collect step) are shown separately.
-2. Outbox drain throughput for a backlog of 10,000 rows (outbox_rows.drain with the Publisher, batch
-   after batch, as `koji-messagebus outbox flush` does) next to a bare proton sender pipelining
-   the same messages on one connection.
+2. Outbox drain throughput for a backlog of 10,000 rows (`koji-messagebus outbox flush`'s loop,
+   cli.outbox.flush: the outbox step batch after batch through a sender thread) next to a bare
+   proton sender pipelining the same messages on one connection.
 3. Time per request while the broker is down (closed port; a port that accepts TCP but never
    answers), after the first failure.
 4. Formatting cost per message for a BuildStateChange with a real build map.
@@ -65,9 +65,9 @@ from bench.baseline import Broker, per_request_send, pipelined_send, warm_batche
 from devkit.hubdb import DBWrapper  # noqa: E402
 from devkit.recorded import entries  # noqa: E402
 from koji_messagebus import plugin as mb_plugin  # noqa: E402
+from koji_messagebus.cli import outbox as outbox_cli  # noqa: E402
+from koji_messagebus.cli.command_sender import CommandSender  # noqa: E402
 from koji_messagebus.config.settings import load_config  # noqa: E402
-from koji_messagebus.delivery import outbox_rows  # noqa: E402
-from koji_messagebus.delivery.publisher import Publisher  # noqa: E402
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event  # noqa: E402
 from koji_messagebus.format.wire import Outgoing, encode  # noqa: E402
 from koji_messagebus.runtime import RequestBatch, Runtime  # noqa: E402
@@ -126,9 +126,7 @@ def write_config(path: Path, port: int = 5672, outbox_on: bool = False, **broker
 
 def connects(rt: Runtime) -> int:
     """Connections the process's plugin opened (its sender thread)."""
-    if rt.delivery is not None:
-        return rt.delivery.sender.connects
-    return rt.publisher.connects if rt.publisher else 0
+    return rt.delivery.sender.connects if rt.delivery is not None else 0
 
 
 def held(rt: Runtime) -> int:
@@ -367,25 +365,15 @@ def fill_outbox(raw, messages: list[Outgoing]) -> None:
     raw.commit()
 
 
-def flush(publisher: Publisher, cnx, cfg) -> int:
-    """Empty the outbox the way `koji-messagebus outbox flush` does: outbox_rows.drain one batch at a
-    time with the Publisher as the sender, until nothing is left; return how many were sent."""
-    sent = 0
-
-    def send(batch: list[Outgoing]):
-        result = publisher.send(batch)
-        if result.error and result.unsent:
-            raise RuntimeError(f"the broker failed during the drain: {result.error}")
-        return result
-
-    while True:
-        result = outbox_rows.drain(cnx, send, cfg.outbox.batch_size, max_age=cfg.outbox.max_age,
-                              max_batches=1)
-        if result.locked_out:
-            raise RuntimeError("another process holds the outbox drain lock")
-        sent += result.sent
-        if not result.left:
-            return sent
+def flush(sender: CommandSender, cnx, cfg) -> int:
+    """Empty the outbox as `koji-messagebus outbox flush` does (cli.outbox.flush: the one outbox step,
+    batch after batch, through a sender thread), every row whatever its age; return how many were sent."""
+    done = outbox_cli.flush(cnx, cfg, sender, min_age=0.0)
+    if done.failure is not None:
+        raise RuntimeError(f"the broker failed during the drain: {done.failure}")
+    if done.taken_over:
+        raise RuntimeError("another process holds the outbox drain lock")
+    return done.sent
 
 
 def bench_drain(setup: Setup, tmp: Path, backlog: int, rounds: int) -> dict:
@@ -399,15 +387,15 @@ def bench_drain(setup: Setup, tmp: Path, backlog: int, rounds: int) -> dict:
                     for i, m in enumerate(messages)]
         setup.clear_outbox()
         fill_outbox(setup.raw, messages)
-        publisher = Publisher(conf)
-        publisher.check()  # open the connection first: both sides are timed warm
+        sender = CommandSender(conf)
+        sender.connect()  # open the connection first: both sides are timed warm
         cnx = db_connect()
         gc.collect()
         t0 = perf()
-        sent = flush(publisher, cnx, conf)
+        sent = flush(sender, cnx, conf)
         seconds = perf() - t0
         cnx.close()
-        publisher.close()
+        sender.close()
         left = setup.outbox_rows()
         if sent != backlog or left:
             raise RuntimeError(f"drain: sent {sent} of {backlog}; {left} rows left; errors: {ERRORS.take()[:3]}")
@@ -624,7 +612,7 @@ def report(setup: Setup, req: dict, drain: dict, outage: list[dict], fmt: dict, 
     lines += [
         f"## 2. Outbox drain, backlog of {drain['backlog']:,} rows (best of {len(drain['ours'])})",
         "",
-        "| outbox_rows.drain + Publisher, as `outbox flush` (msg/s) "
+        "| `outbox flush`: the outbox step + a sender thread (msg/s) "
         "| bare proton sender, pipelined, one connection (msg/s) | ratio |",
         "|---:|---:|---:|",
         f"| {ours:,.0f} | {bare:,.0f} | {ours / bare:.2f} |",

@@ -1,6 +1,6 @@
 """The request cycle, independent of koji: collect -> store (preCommit) -> send (postCommit).
 
-One `Runtime` per hub process holds the config, the publisher and the backlogs; each request
+One `Runtime` per hub process holds the config, the sender thread and the backlogs; each request
 has its own `RequestBatch`.  Nothing here raises into the caller for broker or database trouble:
 problems are logged with what was lost or deferred.
 """

@@ -19,7 +19,7 @@ the whole Config.
   `on_settled(tag, settlement)`.  Unroutable (released) messages are counted and said at INFO
   at most once a minute by `sender.UNROUTABLE`.
 - `sender.AmqpConnection(broker, exchange, endpoint)`: a connection plus the sender to the configured
-  exchange, what the publisher keeps warm (`open`, `send`, `healthy`, `close`, `broker`,
+  exchange, what the sender thread keeps warm (`open`, `send`, `healthy`, `close`, `broker`,
   `route`).  Opening reads the open frame, picks the address (`address.route`: `[exchange]
   address = auto` per broker, or the template as written), creates the exchange where the
   broker lets a client, then attaches the sender.

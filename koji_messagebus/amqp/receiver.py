@@ -309,7 +309,7 @@ class Listener:
 def open_listener(broker: BrokerSettings, exchange: ExchangeSettings, topic: TopicSettings,
                   endpoints: Sequence[BrokerEndpoint], sources: list[Any] | None = None, keys: list[str] | None = None,
                   queue: str | None = None, durable: bool = False) -> Listener:
-    """Connect to the first endpoint that works (like the publisher: each endpoint with its own
+    """Connect to the first endpoint that works (like the sender thread: each endpoint with its own
     connect_timeout) and attach the receivers: to `sources`, or for binding `keys` the broker's way
     (into the named `queue` or subscription, kept after the listener leaves if `durable`)."""
     listener, _ = connect_first(endpoints, broker.connect_timeout,

@@ -2,7 +2,7 @@
 
 Two ways to use it:
 - `send(batch, deadline) -> BatchOutcome`: send every message, then wait for all settlements
-  together (what the publisher does per request);
+  together (what the quarantine's probe does, one message at a time);
 - non-blocking: `start(msg) -> tag` queues a message (frames go out at the next `flush()` or
   I/O loop run), `Connection.process(until, done)` runs the loop, and each settlement is in
   `settlements[tag]` (and given to `on_settled(tag, settlement)`) as soon as the broker sends it.
@@ -237,7 +237,7 @@ class Sender:
 
 
 class AmqpConnection:
-    """A connection with one sender link to the configured exchange: what the publisher keeps
+    """A connection with one sender link to the configured exchange: what the sender thread keeps
     warm.  Opening reads the broker's open frame, picks the address (`address.route`), creates
     the exchange where the broker lets a client (RabbitMQ 4.x, Broker-J) and attaches the
     sender.  `connection`, `sender` and `route` are the parts, for callers that drive them."""

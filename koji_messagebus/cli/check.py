@@ -51,18 +51,17 @@ def run(args: argparse.Namespace) -> int:
     if config.broker.test_mode:
         err(f"note: {path}: [broker] test_mode = true: the plugin logs messages instead of sending them; "
             "checking the broker anyway")
-    from koji_messagebus.delivery.publisher import Publisher
+    from koji_messagebus.cli.command_sender import CommandSender
 
-    publisher = Publisher(config)
     start = time.monotonic()
     try:
-        endpoint = publisher.check()
-        route = publisher.route_description()  # what `auto` chose for this broker
+        with CommandSender(config) as sender:  # the hub's sender thread, connected and attached; nothing sent
+            conn = sender.connect()
+            endpoint = str(conn.endpoint)
+            route = conn.address()  # what `auto` chose for this broker
     except BrokerError as exc:
         err(f"error: {exc}")
         return EXIT_FAIL
-    finally:
-        publisher.close()
     target = route or config.exchange.target_address() or "per-message addresses ({routing_key} in [exchange] address)"
     out(f"ok: broker {describe_connection(config, endpoint)} accepted the login and the sender attached to "
         f"exchange '{config.exchange.name}' (address {target}) in {(time.monotonic() - start) * 1000:.0f} ms; "

@@ -6,8 +6,9 @@ import argparse
 import contextlib
 import re
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from koji_messagebus.amqp import BrokerError
 from koji_messagebus.cli import outbox_admin
@@ -26,6 +27,11 @@ from koji_messagebus.cli.progress import Progress
 from koji_messagebus.config.hubconf import DatabaseSettings, HubConfigError, read_database_settings
 from koji_messagebus.config.settings import Config
 from koji_messagebus.errors import first_line
+
+if TYPE_CHECKING:
+    from koji_messagebus.cli.command_sender import CommandSender
+    from koji_messagebus.delivery.result import SendResult
+    from koji_messagebus.format.wire import Outgoing
 
 LOCK_WAIT = 10.0
 HELP = "status, flush, purge or create the outbox table"
@@ -168,63 +174,80 @@ def run_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@dataclass
+class Flushed:
+    """What one flush did: rows done with (`sent`, the refused among them), dropped as older than
+    max_age, the broker's failure, and whether another process held the drain lock too long."""
+
+    sent: int = 0
+    refused: int = 0
+    expired: int = 0
+    locked_out: int = 0  # looks that found the drain lock taken
+    failure: BrokerError | None = None
+    taken_over: bool = False
+
+
+def flush(cnx: Any, config: Config, sender: CommandSender, min_age: float,
+          progress: Callable[[int], None] = lambda sent: None) -> Flushed:
+    """Drain the outbox through the one outbox step (delivery/outbox_step.py) and the sender thread,
+    batch by batch, until it is empty, the broker fails or another process keeps the drain lock
+    for LOCK_WAIT (it is draining)."""
+    from koji_messagebus.delivery.outbox_step import OutboxStep
+
+    step = OutboxStep(config.outbox, sender.sender, min_age)
+    done = Flushed()
+
+    def send(batch: list[Outgoing]) -> SendResult:
+        result = sender.send(batch, step.send_locked)
+        if result.error and result.unsent and done.failure is None:
+            done.failure = result.error
+        return result
+
+    lock_wait_until = time.monotonic() + LOCK_WAIT
+    while True:
+        result = step.drain(cnx, send, log_expired=False)
+        done.expired += result.expired
+        if result.locked_out:
+            done.locked_out += 1
+            if time.monotonic() < lock_wait_until:
+                time.sleep(0.2)  # a hub process holds the drain lock for one batch at a time
+                continue
+            done.taken_over = True  # another process kept draining for LOCK_WAIT: it is doing the job
+            return done
+        lock_wait_until = time.monotonic() + LOCK_WAIT
+        done.sent += result.sent
+        done.refused += result.lost
+        progress(done.sent)
+        if done.failure or not result.left:
+            return done
+
+
 def run_flush(args: argparse.Namespace) -> int:
+    from koji_messagebus.cli.command_sender import CommandSender
     from koji_messagebus.delivery.drainer import min_age
-    from koji_messagebus.delivery.outbox_step import drain_once
-    from koji_messagebus.delivery.publisher import Publisher, SendResult
     from koji_messagebus.transaction import outbox
 
     config = get_config(args)
     timeout = float(config.broker.timeout)
     young = 0.0 if args.all else min_age(timeout, timeout)  # as a hub's drainer: own_window = timeout
-    counts = {"sent": 0, "refused": 0}
-    failure: list[BrokerError] = []
-    expired = 0
-    taken_over = False
-    with database(args, config) as (settings, cnx):
-        publisher = Publisher(config)
-
-        def send(batch: list[Any]) -> SendResult:
-            result = publisher.send(batch)
-            counts["refused"] += len(result.lost)
-            if result.error and result.unsent:
-                failure.append(result.error)
-            return result
-
-        try:
-            total, _age = outbox_admin.status(cnx)
-            progress = Progress(f"flushing {outbox.TABLE} ({settings.describe()})", total)
-            lock_wait_until = time.monotonic() + LOCK_WAIT
-            while True:
-                result = drain_once(cnx, send, config.outbox, min_age=young, log_expired=False)
-                expired += result.expired
-                if result.locked_out:
-                    if time.monotonic() < lock_wait_until:
-                        time.sleep(0.2)  # a hub process holds the drain lock for one batch at a time
-                        continue
-                    taken_over = True  # another process kept draining for LOCK_WAIT: it is doing the job
-                    break
-                lock_wait_until = time.monotonic() + LOCK_WAIT
-                counts["sent"] += result.sent
-                progress.update(counts["sent"])
-                if failure or not result.left:
-                    break
-            remaining = 0 if args.all or failure or taken_over else outbox_admin.status(cnx)[0]
-        finally:
-            publisher.close()
+    with database(args, config) as (settings, cnx), CommandSender(config) as sender:
+        total, _age = outbox_admin.status(cnx)
+        progress = Progress(f"flushing {outbox.TABLE} ({settings.describe()})", total)
+        done = flush(cnx, config, sender, young, progress.update)
+        remaining = 0 if args.all or done.failure or done.taken_over else outbox_admin.status(cnx)[0]
     progress.done()
-    left = total - counts["sent"] - expired
-    summary = f"sent {counts['sent'] - counts['refused']} message(s)"
-    if counts["refused"]:
-        summary += f", {counts['refused']} refused by the broker (dropped)"
-    if expired:
-        summary += f", {expired} older than max_age dropped"
-    if taken_over:
+    left = total - done.sent - done.expired
+    summary = f"sent {done.sent - done.refused} message(s)"
+    if done.refused:
+        summary += f", {done.refused} refused by the broker (dropped)"
+    if done.expired:
+        summary += f", {done.expired} older than max_age dropped"
+    if done.taken_over:
         out(f"{summary}; stopped: another process (a hub process) held the outbox's drain lock for "
             f"{LOCK_WAIT:g}s and is draining it")
         return EXIT_OK  # the outbox is being drained: nothing failed (a timer's run stays green)
-    if failure:
-        err(f"error: {failure[0]}")
+    if done.failure:
+        err(f"error: {done.failure}")
         out(f"{summary}; stopped: the broker failed, {max(left, 0)} row(s) stay in the outbox")
         return EXIT_FAIL
     if remaining:

@@ -49,8 +49,8 @@ def _time(text: str | None, what: str) -> dt.datetime | None:
 
 def run(args: argparse.Namespace) -> int:
     from koji_messagebus.cli import replay_rows as replay
+    from koji_messagebus.cli.command_sender import CommandSender
     from koji_messagebus.cli.outbox import database
-    from koji_messagebus.delivery.publisher import Publisher
 
     config = get_config(args)
     if not config.outbox.enabled or not config.outbox.keep:
@@ -86,13 +86,13 @@ def run(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 out("nothing sent")
                 return EXIT_OK
-        publisher = Publisher(config)
+        sender = CommandSender(config)
         sent = refused = 0
         progress = Progress(f"replaying to {config.exchange.name}", len(kept))
         failure: BrokerError | None = None
         try:
             for batch in replay.payloads(cnx, [k.id for k in kept], config.outbox.batch_size):
-                result = publisher.send(batch)
+                result = sender.send(batch)
                 sent += len(result.accepted)
                 refused += len(result.lost)
                 progress.update(sent + refused)
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                     failure = result.error or BrokerError(Kind.TIMEOUT, "the broker did not settle in time")
                     break
         finally:
-            publisher.close()
+            sender.close()
             progress.done()
     summary = f"replayed {sent} message(s) ({types}) {window}"
     if refused:

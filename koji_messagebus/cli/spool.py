@@ -55,17 +55,17 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_flush(args: argparse.Namespace) -> int:
+    from koji_messagebus.cli.command_sender import CommandSender
     from koji_messagebus.delivery import spool as mb_spool
-    from koji_messagebus.delivery.publisher import Publisher
 
     config = get_config(args)
     spool = _spool(args, config)
     assert isinstance(spool, mb_spool.Spool)
-    publisher = Publisher(config)
+    sender = CommandSender(config)
     failure: list[str] = []
 
     def send(messages):
-        result = publisher.send(messages)
+        result = sender.send(messages)
         if result.unsent:
             failure.append(str(result.error or "the broker did not settle in time"))
         return result
@@ -75,7 +75,7 @@ def run_flush(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot use the spool {spool.directory}: {exc.strerror or exc}") from None
     finally:
-        publisher.close()
+        sender.close()
     summary = f"sent {settled} spooled message(s) from {files} file(s)"
     if failure:
         err(f"error: {failure[0]}")

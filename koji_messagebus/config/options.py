@@ -166,8 +166,7 @@ OPTIONS: tuple[Option, ...] = (
            "AMQP idle timeout; a connection silent for longer is treated as dead and replaced."),
     Option("broker", "retry_interval", 30.0, _positive_float, "a number of seconds > 0",
            "After a broker failure the hub's sender thread probes in the background, at most this long (and "
-           "at most 1 s) apart; `koji-messagebus outbox flush` does not try again for this long (grows to at "
-           "most 10x)."),
+           "at most 1 s) apart."),
     Option("broker", "max_pending", 10000, _int_range(0, 10_000_000), "an integer >= 0",
            "Without the outbox: messages kept in memory while the broker is down."),
     Option("broker", "spool_dir", "/var/spool/koji-messagebus", _text, "a directory path, or empty",

@@ -22,7 +22,7 @@ from koji_messagebus.config.settings import Config
 from koji_messagebus.delivery import spool
 from koji_messagebus.delivery.drainer import DRAIN_EVERY, Drainer, min_age
 from koji_messagebus.delivery.outbox_step import OutboxStep
-from koji_messagebus.delivery.publisher import SendResult
+from koji_messagebus.delivery.result import SendResult
 from koji_messagebus.delivery.sender import Hold, SenderThread
 from koji_messagebus.delivery.ticket import Item
 from koji_messagebus.errors import first_line

@@ -110,7 +110,7 @@ def remove_kept(cur, keep: float, limit: int = KEPT_BATCH) -> int:
 
 
 class Sent(Protocol):
-    """A send's outcome (publisher.SendResult): `split()` gives (done, unsent), `lost` the refused."""
+    """A send's outcome (result.SendResult): `split()` gives (done, unsent), `lost` the refused."""
 
     lost: list[tuple[Outgoing, str]]
 

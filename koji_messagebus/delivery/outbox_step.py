@@ -2,7 +2,7 @@
 process's rows its sender gave up (under row locks), drain what is left to the drain (oldest
 first, one look).  Run by the drainer on its own database connection, by a request on the hub's
 connection when there is no drainer (handoff.py), and its drain by `koji-messagebus outbox flush`
-(with a sender of its own)."""
+(with a sender thread of its own, cli/command_sender.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from koji_messagebus.config.sections import OutboxSettings
 from koji_messagebus.delivery import outbox_rows
-from koji_messagebus.delivery.publisher import SendResult
+from koji_messagebus.delivery.result import SendResult
 from koji_messagebus.delivery.sender import Hold, SenderThread
 from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.log import log
@@ -73,11 +73,11 @@ class OutboxStep:
                 return sent, True  # the broker failed again: the rest waits for the next look (or the drain)
         return sent, False
 
-    def drain(self, cnx) -> outbox_rows.DrainResult:
-        """One look of the drain (rows older than min_age, or of a dead process), sent by our sender."""
-        return drain_once(cnx, self.send_locked, self.settings, self.min_age)
+    def drain(self, cnx, send: outbox_rows.SendFn | None = None, log_expired: bool = True) -> outbox_rows.DrainResult:
+        """One look of the drain (rows older than min_age, or of a dead process), sent by our sender
+        (`send`: send_locked, or a command's wrapper around it)."""
+        return drain_once(cnx, send or self.send_locked, self.settings, self.min_age, log_expired)
 
     def send_locked(self, messages: list[Outgoing]) -> SendResult:
         """Send rows held under row locks through the process's sender; wait for them (bounded by timeout)."""
-        ticket = self.sender.submit(messages, Hold.LOCKED)
-        return ticket.wait(self.sender, self.clock() + self.sender.timeout)
+        return self.sender.send(messages, Hold.LOCKED)

@@ -53,9 +53,9 @@ from koji_messagebus.config.settings import Config
 from koji_messagebus.delivery.books import Books
 from koji_messagebus.delivery.heaptrim import HeapTrim
 from koji_messagebus.delivery.pipe import AmqpPipe, Pipe, PipeFactory
-from koji_messagebus.delivery.publisher import ConnectionFactory, SendResult, amqp_connection
-from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, Quarantine
+from koji_messagebus.delivery.quarantine import PROBE_FIRST, PROBE_MAX, ConnectionFactory, Quarantine, amqp_connection
 from koji_messagebus.delivery.quiet import HARD_STALL, Silence
+from koji_messagebus.delivery.result import SendResult
 from koji_messagebus.delivery.status import StatusFile, Waits
 from koji_messagebus.delivery.strikes import Strikes
 from koji_messagebus.delivery.ticket import Hold, Item, State, Ticket
@@ -141,6 +141,12 @@ class SenderThread:
     @property
     def down(self) -> bool:
         return self._state is State.DOWN
+
+    @property
+    def error(self) -> BrokerError | None:
+        """The last connection failure (None: none yet): why the broker is down, or why the
+        connection a caller's messages were on was given up."""
+        return self._error
 
     @property
     def quiet_after(self) -> float:
@@ -284,6 +290,24 @@ class SenderThread:
             q = self._quarantine
             items = self._books.items() + (q.items() if q else [])
         return [i.msg for i in items if i.ticket.hold is hold]
+
+    def wait_up(self, timeout: float) -> Pipe:
+        """Start the thread and wait (at most `timeout`) for its connection; raise the BrokerError
+        that kept it from coming up.  For the commands that connect before they send (`check`,
+        `outbox flush`, `replay`, `spool flush`): a hub request never waits for a connect, a command
+        waits for it once, so that a wrong password is its error rather than a request's timeout."""
+        deadline = self.clock() + timeout
+        with self._cond:
+            self._ensure_started()
+        while True:
+            with self._cond:
+                if self._state is State.UP and self._conn is not None:
+                    return self._conn
+                if self._state is State.DOWN and self._error is not None:
+                    raise self._error
+                if self.clock() >= deadline:
+                    raise BrokerError(Kind.TIMEOUT, f"no answer from the broker for {timeout:g}s while connecting")
+            time.sleep(0.01)  # once per command, while it connects
 
     def wait_idle(self, timeout: float) -> bool:
         """Tests and shutdown: wait until nothing is held (False on timeout)."""

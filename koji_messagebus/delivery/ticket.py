@@ -9,7 +9,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from koji_messagebus.amqp import BrokerError
-from koji_messagebus.delivery.publisher import SendResult
+from koji_messagebus.delivery.result import SendResult
 from koji_messagebus.format.wire import Outgoing
 
 if TYPE_CHECKING:

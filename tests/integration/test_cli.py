@@ -26,9 +26,9 @@ from psycopg2.extensions import parse_dsn
 from devkit.config import write_config
 from koji_messagebus import cli
 from koji_messagebus.cli import examples
+from koji_messagebus.cli.command_sender import CommandSender
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery import outbox_rows
-from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.format.wire import encode
 from koji_messagebus.rabbitmq import QUEUE_EXPIRES_MS
@@ -139,11 +139,8 @@ def publish(config_path: str, kwargs_list: list[tuple[str, dict]]) -> list[str]:
     config = load_config(config_path)
     messages = [encode(format_event(CALLBACK_TYPES[cb], encode_datetime_recurse(kw),
                                     config.topic.prefix)) for cb, kw in kwargs_list]
-    publisher = Publisher(config)
-    try:
-        result = publisher.send(messages)
-    finally:
-        publisher.close()
+    with CommandSender(config) as sender:
+        result = sender.send(messages)
     assert result.error is None and len(result.accepted) == len(messages)
     return [m.msg_id for m in messages]
 
@@ -627,6 +624,43 @@ def test_outbox_flush_sends_everything(pg, exchanges, conf):
     assert progress[0].endswith(": 27 row(s)") and progress[-1].endswith(": 27/27")
     assert [r.message_id for r in got] == ids  # oldest first, each once
     assert pg.rows() == 0
+
+
+def test_outbox_flush_sends_through_the_sender_thread(pg, exchanges, conf, capsys, monkeypatch):
+    """One sending path (issue 17): flush hands its locked rows to the hub's sender thread
+    (Hold.LOCKED: sent only while flush waits), settled there; and it ends with no thread left."""
+    from koji_messagebus.delivery.sender import SenderThread
+    from koji_messagebus.delivery.ticket import Hold
+
+    pg.create_table()
+    exchange = exchanges()
+    ids = pg.store(STORY * 2)
+    submitted: list[tuple[Hold, int]] = []
+    settled: list[str] = []
+    submit, finish = SenderThread.submit, SenderThread._finish
+
+    def recording_submit(self, messages, hold=Hold.MEMORY, *args, **kws):
+        submitted.append((hold, len(messages)))
+        return submit(self, messages, hold, *args, **kws)
+
+    def recording_finish(self, item, lost):
+        settled.append(item.msg.msg_id)
+        return finish(self, item, lost)
+
+    monkeypatch.setattr(SenderThread, "submit", recording_submit)
+    monkeypatch.setattr(SenderThread, "_finish", recording_finish)
+    consumer = Consumer(exchange, declare=False)
+    try:
+        path = conf(exchange, outbox={"batch_size": "5"})
+        assert cli.main(["--config", path, "outbox", "flush", "--hub-config", pg.hub_conf]) == 0
+        got = consumer.collect(expect=len(ids))
+    finally:
+        consumer.close(delete_exchange=False)
+    assert capsys.readouterr().out.strip() == "sent 18 message(s); the outbox is empty"
+    assert submitted == [(Hold.LOCKED, 5)] * 3 + [(Hold.LOCKED, 3)]
+    assert sorted(settled) == sorted(ids)  # settled by the sender thread, each once
+    assert [r.message_id for r in got] == ids and pg.rows() == 0
+    assert [t.name for t in threading.enumerate() if t.name.startswith("messagebus-")] == []
 
 
 @pytest.mark.parametrize("case", ["unreachable", "password"])

@@ -19,7 +19,7 @@ from koji_messagebus.cli import outbox_admin
 from koji_messagebus.cli.check import check_outbox
 from koji_messagebus.config.settings import load_config
 from koji_messagebus.delivery import outbox_rows
-from koji_messagebus.delivery.publisher import SendResult
+from koji_messagebus.delivery.result import SendResult
 from koji_messagebus.transaction import outbox
 from tests.support.hub import DSN, Hub, dml, load_plugin, unload_plugin
 from tests.support.pika_consumer import Consumer

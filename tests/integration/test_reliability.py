@@ -27,11 +27,10 @@ from devkit.faultproxy import FaultProxy
 from devkit.recorded import entries
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus import runtime as mb_runtime
+from koji_messagebus.cli import outbox as outbox_cli
+from koji_messagebus.cli.command_sender import CommandSender
 from koji_messagebus.config.settings import load_config
-from koji_messagebus.delivery import outbox_rows
-from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.delivery.ticket import Hold
-from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.runtime import Runtime
 from koji_messagebus.transaction import outbox
 from tests.support.hub import DSN, DBWrapper, Hub, load_plugin, unload_plugin
@@ -362,31 +361,22 @@ print("postCommit ran: the process was not killed")
 """
 
 
-def cli_flush(config, cnx, pause: float = 0.0) -> tuple[outbox_rows.DrainResult, list[str]]:
-    """Drain as `koji-messagebus outbox flush` does: outbox_rows.drain with a Publisher of its own, one
-    batch per call, until nothing is left, the broker fails or another process holds the lock.
-    Returns the last result and the ids this drainer sent."""
-    publisher = Publisher(config)
+def cli_flush(config, cnx, pause: float = 0.0) -> tuple[outbox_cli.Flushed, list[str]]:
+    """Drain as `koji-messagebus outbox flush` does (cli.outbox.flush: the one outbox step, a sender
+    thread of its own), every row whatever its age (--all), until nothing is left, the broker fails
+    or another process keeps the drain lock.  Returns what it did and the ids it sent; `pause`
+    holds each batch's rows a little after their send (another drainer runs meanwhile)."""
     sent: list[str] = []
 
-    def send(batch: list[Outgoing]):
-        result = publisher.send(batch)
-        done = result.accepted + [m for m, _ in result.lost]
-        sent.extend(m.msg_id for m in done)
-        time.sleep(pause)  # hold the rows a little: another drainer runs meanwhile
-        return result
+    class Recording(CommandSender):
+        def send(self, messages, through=None):
+            result = super().send(messages, through)
+            sent.extend(m.msg_id for m in result.done)
+            time.sleep(pause)
+            return result
 
-    total = outbox_rows.DrainResult()
-    try:
-        while True:
-            result = outbox_rows.drain(cnx, send, config.outbox.batch_size,
-                                  max_age=config.outbox.max_age)
-            total.sent += result.sent
-            total.left, total.locked_out = result.left, result.locked_out
-            if result.locked_out or not result.left:
-                return total, sent
-    finally:
-        publisher.close()
+    with Recording(config) as sender:
+        return outbox_cli.flush(cnx, config, sender, min_age=0.0), sent
 
 
 def run_killed_request(conf: str) -> None:
@@ -414,7 +404,7 @@ def test_hub_killed_after_commit(bus, recovery):
             result, _sent = cli_flush(load_config(b.conf), cnx)
         finally:
             cnx.close()
-        assert result.sent == 3 and not result.left and not result.locked_out
+        assert result.sent == 3 and result.failure is None and not result.locked_out and not result.taken_over
         assert assert_all_arrived(kept, b.collect(3)) == 0
     assert b.settle() == []
 
@@ -525,7 +515,7 @@ def test_two_processes_draining_at_once_send_nothing_twice(bus):
                 result, sent = cli_flush(config, DBWrapper(cnx), pause=0.005)
                 sent_by[name] += sent
                 locked_out[name] += result.locked_out
-                if not result.locked_out and not result.left:
+                if not result.taken_over and result.failure is None:
                     break
                 time.sleep(0.002)
         finally:

@@ -21,7 +21,7 @@ from devkit.recorded import entries
 from koji_messagebus import plugin as mb_plugin
 from koji_messagebus.cli import main, outbox_admin
 from koji_messagebus.delivery import outbox_rows
-from koji_messagebus.delivery.publisher import SendResult
+from koji_messagebus.delivery.result import SendResult
 from koji_messagebus.runtime import Runtime
 from koji_messagebus.transaction import outbox
 from tests.support.hub import DSN, Hub, load_plugin, unload_plugin

@@ -18,8 +18,8 @@ from devkit.config import write_config
 from devkit.recorded import first
 from koji_messagebus import cli
 from koji_messagebus.amqp import AmqpConnection, BrokerError
+from koji_messagebus.cli.command_sender import CommandSender
 from koji_messagebus.config.settings import ConfigError, load_config, parse_config
-from koji_messagebus.delivery.publisher import Publisher
 from koji_messagebus.format.messages import CALLBACK_TYPES, format_event
 from koji_messagebus.format.wire import encode
 from tests.support import tls
@@ -71,17 +71,14 @@ def tag_message(cfg=None):
 
 
 def publish(path: str):
-    """Send one message with a Publisher of its own; return the SendResult and the publisher."""
+    """Send one message through a sender thread of its own, as the commands do; return the SendResult."""
     cfg = load_config(path)
-    pub = Publisher(cfg)
-    try:
-        return pub.send([tag_message(cfg)]), pub
-    finally:
-        pub.close()
+    with CommandSender(cfg) as sender:
+        return sender.send([tag_message(cfg)])
 
 
 def refusal(path: str) -> BrokerError:
-    result, _ = publish(path)
+    result = publish(path)
     assert result.error is not None and not result.accepted, "the broker should have refused"
     return result.error
 
@@ -147,21 +144,21 @@ def test_external_with_client_certificate_delivers_as_the_certificates_user(tmp_
 
 
 def test_external_with_one_combined_pem(tmp_path, exchange_name, consumer):
-    result, pub = publish(conf(tmp_path, exchange_name, auth="EXTERNAL", cert=tls.CLIENT_COMBINED, key="",
+    result = publish(conf(tmp_path, exchange_name, auth="EXTERNAL", cert=tls.CLIENT_COMBINED, key="",
                                username=None, password_file=None))
     assert result.error is None and len(result.accepted) == 1
     assert len(consumer.collect(expect=1)) == 1
 
 
 def test_anonymous_over_tls_delivers(tmp_path, exchange_name, consumer):
-    result, _ = publish(conf(tmp_path, exchange_name, auth="ANONYMOUS", username=None, password_file=None))
+    result = publish(conf(tmp_path, exchange_name, auth="ANONYMOUS", username=None, password_file=None))
     assert result.error is None and len(result.accepted) == 1
     assert len(consumer.collect(expect=1)) == 1
 
 
 def test_amqps_url_verifies_like_ssl_true(tmp_path, exchange_name, consumer):
     good = conf(tmp_path, exchange_name, host=None, port=None, ssl=None, urls=f"amqps://localhost:{tls.PORT}")
-    result, _ = publish(good)
+    result = publish(good)
     assert result.error is None and len(consumer.collect(expect=1)) == 1
     bad = conf(tmp_path, exchange_name, host=None, port=None, ssl=None, cacert=tls.UNTRUSTED_CA,
                urls=f"amqps://localhost:{tls.PORT}")
@@ -172,13 +169,9 @@ def test_ssl_verify_false_connects_but_warns_at_every_connect(tmp_path, exchange
     path = conf(tmp_path, exchange_name, cacert=tls.UNTRUSTED_CA, ssl_verify="false")
     cfg = load_config(path)
     assert any("ssl_verify = false" in w for w in cfg.warnings)
-    pub = Publisher(cfg)
-    try:
-        assert pub.send([tag_message(cfg)]).error is None
-        pub.close()  # a second connection: warned again
-        assert pub.send([tag_message(cfg)]).error is None
-    finally:
-        pub.close()
+    for _ in range(2):  # a second connection: warned again
+        with CommandSender(cfg) as sender:
+            assert sender.send([tag_message(cfg)]).error is None
     assert len(consumer.collect(expect=2)) == 2
     insecure = [r for r in plugin_log.records if "INSECURE" in r.getMessage()]
     assert len(insecure) == 2 and all(r.levelno == logging.WARNING for r in insecure)
@@ -294,7 +287,7 @@ def test_no_secret_in_any_log_line_or_error(tmp_path, exchange_name, consumer, h
     for over in cases:
         path = conf(tmp_path, exchange_name, **over)
         os.chmod(path, 0o644)  # readable: the warning names the file, never the password
-        result, _ = publish(path)
+        result = publish(path)
         texts.append(str(result.error))
         hub(path).request(fire("postTag", first("postTag")))
         unload_plugin()
@@ -437,9 +430,8 @@ def test_gssapi_end_to_end_with_a_cyrus_sasl_peer(tmp_path, realm, exchange_name
                                             "PN_SASL_CONFIG_PATH": str(sasl_dir)})
     try:
         cfg = load_config(gss_config(tmp_path, realm, exchange_name, port=port))
-        pub = Publisher(cfg)
-        result = pub.send([tag_message(cfg)])
-        pub.close()
+        with CommandSender(cfg) as sender:
+            result = sender.send([tag_message(cfg)])
     finally:
         out = stop(proc)
     assert result.error is None and len(result.accepted) == 1, result.error

@@ -1,8 +1,8 @@
-"""A scripted broker for unit tests of the publisher and the sender thread: what cannot be had
+"""A scripted broker for unit tests of the sender thread and its quarantine's probe: what cannot be had
 from a real broker on demand (a connection refused for exactly three tries, a message that kills
 exactly its own session, a settlement held until the test releases it).
 
-`FakeBroker` decides; `FakePipe` (sendthread.Pipe) and `FakeConnection` (publisher.BrokerConnection)
+`FakeBroker` decides; `FakePipe` (sender's Pipe) and `FakeConnection` (quarantine.BrokerConnection)
 talk to it.  A pipe's `fileno()` is one end of a socketpair the broker writes to when it has
 something for the pipe, so the sender thread's select() wakes as it would on a real socket.
 """
@@ -169,7 +169,7 @@ class FakePipe:
 
 
 class FakeConnection:
-    """publisher.BrokerConnection: a synchronous send."""
+    """quarantine.BrokerConnection: a synchronous send (the probe's)."""
 
     def __init__(self, broker: FakeBroker, endpoint: BrokerEndpoint):
         self.broker = broker

@@ -16,7 +16,7 @@ from devkit.config import make_config, until
 from koji_messagebus.cli import metrics
 from koji_messagebus.delivery import spool
 from koji_messagebus.delivery.handoff import Delivery
-from koji_messagebus.delivery.publisher import SendResult
+from koji_messagebus.delivery.result import SendResult
 from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.format.wire import Outgoing
 from tests.support.fakebroker import FakeBroker, msgs
