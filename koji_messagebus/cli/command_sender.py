@@ -45,6 +45,7 @@ class CommandSender:
     def __init__(self, config: Config, sender: SenderThread | None = None):
         self.config = config
         self.sender = sender or SenderThread(config)
+        self.sender.patient = True  # a slow broker: wait up to timeout, do not fail the command at ~1 s
         self._conn: Pipe | None = None
         self._error: BrokerError | None = None
         self._said = _SaidByTheCommand()

@@ -95,6 +95,9 @@ class SenderThread:
         self._stopping = False
         self._closed = False  # close() was called in this process: a later submit() takes the late path
         self._close_wait = 0.5
+        #: a command's sender (cli/command_sender.py): send() waits up to `timeout` even for a quiet
+        #: broker (a slow broker is not a dead one; a hub request returns, a command would fail)
+        self.patient = False
         self._strikes = Strikes()  # poison suspects (strikes.py)
         self._quarantine: Quarantine | None = None
         #: called (on this thread, without the lock) when the broker is back after being down
@@ -212,7 +215,7 @@ class SenderThread:
             self._books.put_back(items)
         else:
             (self._books.backlog if self._silent.quiet else self._books.fresh).extend(items)
-        if self._silent.quiet:
+        if self._silent.quiet and not self.patient:
             ticket._release(self._quiet_error())  # known quiet: no waiting; the messages stay queued
         if self._waiting:
             wake, self._waiting = True, False
@@ -232,9 +235,9 @@ class SenderThread:
             log.error("lost %s: handed over after the sender was closed (process exit)", describe(memory))
 
     def send(self, messages: list[Outgoing], hold: Hold = Hold.MEMORY, quiet: bool = False) -> SendResult:
-        """submit() and wait (at most `timeout`)."""
+        """submit() and wait (at most `timeout`; a `patient` sender's callers ignore a quiet broker)."""
         ticket = self.submit(messages, hold)
-        return ticket.wait(self, self.clock() + self.timeout, quiet)
+        return ticket.wait(self, self.clock() + self.timeout, quiet, patient=self.patient)
 
     def take_settled_rows(self, limit: int = 10000) -> list[int]:
         with self._cond:
@@ -569,7 +572,7 @@ class SenderThread:
             if self._silent.went_quiet(now, silent):
                 released = self._books.hold_back()  # kept: new requests after the broker resumes go first
                 error = self._quiet_error()
-                for ticket in released:
+                for ticket in released if not self.patient else []:  # a command waits up to timeout
                     ticket._release(error)
             sent = self._books.oldest_sent()
             oldest = now if sent is None else sent

@@ -72,7 +72,7 @@ class Ticket:
         self._event.set()
 
     # ---- the caller's side ---------------------------------------------------------------------
-    def wait(self, sender: SenderThread, deadline: float, quiet: bool = False) -> SendResult:
+    def wait(self, sender: SenderThread, deadline: float, quiet: bool = False, patient: bool = False) -> SendResult:
         """Wait until every message is settled, the broker is down or quiet, or `deadline`
         (monotonic).  Quiet: silent for `SenderThread.quiet_state_after` (about a second) while
         messages are in flight or a (re)connect is in progress (see SenderThread.quiet_for); with
@@ -85,6 +85,6 @@ class Ticket:
             after = sender.quiet_after if quiet else sender.quiet_state_after
             if self._event.wait(min(left, after / (2 if quiet else 4))):
                 break
-            if sender.quiet_for() >= after:
+            if not patient and sender.quiet_for() >= after:
                 break
         return sender._close_ticket(self)

@@ -69,3 +69,14 @@ def test_a_connection_lost_under_the_messages_is_the_commands_error_not_a_timeou
         result = cs.send(msgs("p"))
     assert [m.msg_id for m in result.unsent] == ["p"]
     assert result.error is not None and "ended the session" in str(result.error), result.error
+
+
+def test_a_command_waits_for_a_slow_broker_up_to_timeout(tmp_path):
+    """A hub request stops waiting once the broker is quiet (~1 s); a command's batch waits up to
+    [broker] timeout for it: a slow broker is not a dead one, and the rows would be sent again."""
+    broker = FakeBroker()
+    broker.delay = 1.6  # past the quiet judgement (about a second), within timeout
+    cfg = make_config(tmp_path, timeout=4)
+    with CommandSender(cfg, SenderThread(cfg, pipe=broker.pipe, connect=broker.connection)) as command:
+        result = command.send(msgs("a", "b"))
+    assert [m.msg_id for m in result.accepted] == ["a", "b"] and not result.unsent
