@@ -164,8 +164,11 @@ def test_the_whole_request_stays_within_timeout_not_only_the_wait(make_runtime, 
     batch = RequestBatch(messages=msgs("held"), seconds=0.3)  # 0.3 s already spent before postCommit
     start = time.monotonic()
     rt.post_commit(batch, None)
-    assert 0.15 < time.monotonic() - start < 0.3
-    assert batch.seconds <= 0.5
+    waited = time.monotonic() - start
+    # the wait is cut to timeout - spent (0.2 s), not the whole timeout (0.5 s); the margins are for
+    # a loaded machine's scheduling, not for the rule (a full wait would be 0.5 s, batch.seconds 0.8)
+    assert 0.15 < waited < 0.45
+    assert batch.seconds < 0.5 + 0.15
     broker.hold = False
     broker.release()
 
