@@ -93,7 +93,7 @@ def test_broker_down_requests_return_at_once_and_messages_go_out_on_recovery(sen
         r = s.send(msgs(f"m{i}"))
         timings.append(time.monotonic() - start)
         assert r.unsent and not r.accepted
-    assert max(timings) < 0.02
+    assert max(timings) < 0.2  # at once: a wait would be the timeout (s.timeout), a loaded machine aside
     broker.down = False
     back = time.monotonic()
     assert until(lambda: len(broker.received) == 21, timeout=3)
