@@ -224,6 +224,7 @@ class Drainer:
     def _drain(self) -> None:
         cnx = self._db()
         while not self.sender.down:
+            self._delete_settled()  # a settled row not yet deleted must not look like one left to the drain
             result = self.step.drain(cnx)
             self.drained += result.sent
             if not result.left or result.locked_out:
