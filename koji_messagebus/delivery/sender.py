@@ -537,7 +537,7 @@ class SenderThread:
                 return
             now = self.clock()
             was_quiet = self._silent.settled(now, item.sent_at)
-            self._books.window.settled(now - item.sent_at, in_flight)
+            self._books.window.settled(now - item.sent_at, in_flight, now)
             if was_quiet is not None:
                 log_cause("quiet", logging.INFO, "the broker answers again after %.1fs without an answer",
                           was_quiet)
