@@ -16,13 +16,15 @@ Faults (the proxy stands for the broker; PostgreSQL is a private cluster started
 - cut: every connection is reset once, the broker stays up;
 - pgrestart: the private PostgreSQL cluster restarts (pg_ctl restart -m fast);
 - hubkill: one hub process is killed with SIGKILL mid-run (its unsent rows are the drain's).
-The broker's return (`--long` runs these four):
+The broker's return (`--long` runs these four, after `none`):
 - outage30: a refused outage, 30 s (stop, for 30 s);
 - silent30: a silent broker, 30 s (sigstop, for 30 s);
 - slow: a slow broker: the proxy holds every byte the broker sends (its settlements) 1-2 s, in
   order, nothing dropped, for --fault-seconds;
 - rejectq: a full `x-overflow: reject-publish` queue bound for koji.event.Tag.# on the run's
-  exchange (RabbitMQ 3.10's AMQP 1.0 session crashes on its refusal), removed after --fault-seconds.
+  exchange (RabbitMQ 3.10's AMQP 1.0 session crashes on its refusal), removed after --fault-seconds;
+- none: no fault, the same load and windows: the floor the others are read against (what the load
+  alone costs a request on this machine).
 
 `--long` also takes the sample config's broker settings (timeout = 10, connect_timeout = 5,
 heartbeat = 60, retry_interval = 30, max_pending = 10000), 50 ms between a thread's requests, the
@@ -81,6 +83,19 @@ def options() -> tuple[argparse.Namespace, Run]:
     return args, Run(**chosen)
 
 
+def floor_lines(outcomes: list[Outcome]) -> list[str]:
+    """What each fault adds to the p99 after the return over the no-fault run (`none`) of the same outbox
+    setting: the load alone sets that floor on this machine."""
+    floors = {o.outbox: o.after for o in outcomes if o.fault == "none"}
+    added = [f"{o.fault} {'on' if o.outbox else 'off'} {o.after[1] - floors[o.outbox][1]:+.1f}"
+             for o in outcomes if o.fault != "none" and o.outbox in floors]
+    if not added:
+        return []
+    floor = "; ".join(f"outbox {'on' if ob else 'off'} {after[1]:.1f} / {after[2]:.1f}" for ob, after in floors.items())
+    return ["", f"The floor (`none`: the same load, no fault), p99 / max ms of the requests in the same 10 s window: "
+            f"{floor}. Added to that p99 by the fault (ms): {', '.join(added)}."]
+
+
 def main() -> None:
     args, run = options()
     faults = args.faults.split(",")
@@ -125,6 +140,7 @@ def main() -> None:
         "",
         Outcome.TARGET_HEADER,
         *[o.target_row() for o in outcomes],
+        *floor_lines(outcomes),
     ])
     print()
     print(text)

@@ -28,12 +28,13 @@ PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/us
 @dataclass(frozen=True)
 class Fault:
     name: str
-    action: str  # refuse, reset, pause, delay, rejectq (these last a while), cut, pgrestart, hubkill (at once)
+    action: str  # refuse, reset, pause, delay, rejectq, none (these last a while), cut, pgrestart, hubkill (at once)
     seconds: float | None  # how long it lasts: None = Run.fault_seconds; 0 = an instant
     doc: str
 
 
-#: every fault, by name; the first six are the short faults, the last four the "broker's return" ones
+#: every fault, by name; the first six are the short faults, the next four the "broker's return" ones, and
+#: `none` the floor they are read against: the same load and windows with nothing injected
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("stop", "refuse", None, "the broker stops: it settles what it had taken, closes every connection "
           "(FIN) and refuses new ones (the proxy's shut() and mode refuse), then starts again"),
@@ -50,9 +51,11 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           "order, nothing dropped; messages reach it at once"),
     Fault("rejectq", "rejectq", None, "a full `x-overflow: reject-publish` queue (devkit/rejectqueue.py) bound "
           "for koji.event.Tag.# on the run's exchange, removed at the end of the fault"),
+    Fault("none", "none", None, "no fault: the same load and the same windows (\"during\", \"after the return\"), "
+          "nothing injected; the floor each fault's figures are read against"),
 )}
 SHORT = ("stop", "kill9", "sigstop", "cut", "pgrestart", "hubkill")
-RETURN = ("outage30", "silent30", "slow", "rejectq")
+RETURN = ("none", "outage30", "silent30", "slow", "rejectq")
 #: MAX_IN_FLIGHT (delivery/window.py), the window's cap, bounds the duplicates of one connection loss
 AFTER_WINDOW = 10.0  # the requests judged "after the return": started within this many seconds of the heal
 
@@ -197,8 +200,9 @@ class Outcome:
 
     @property
     def refused(self) -> bool:
-        """A refused outage: the broker took nothing it did not settle, so any copy is self-inflicted."""
-        return FAULTS[self.fault].action == "refuse"
+        """A refused outage (or no fault): the broker took nothing it did not settle, so any copy is
+        self-inflicted."""
+        return FAULTS[self.fault].action in ("refuse", "none")
 
     @property
     def duplicate_bound(self) -> int:
@@ -277,7 +281,7 @@ def _inject(fault: Fault, length: float, proxy: Proxy, setup: Setup, pg: Private
     if action == "rejectq":
         with RejectQueue(setup.exchange):
             time.sleep(length)
-    elif action in ("refuse", "reset", "pause", "delay"):
+    elif action in ("refuse", "reset", "pause", "delay", "none"):
         time.sleep(length)
         proxy.do("mode", "pass")
 

@@ -4,8 +4,9 @@ Why apart from the thread: which message goes next, how much may be in flight, w
 the broker is down (bounded by `max_pending`) and which rows are settled or given up are one
 ledger, changed under the sender's lock; the thread only moves messages between it and the wire.
 Two queues, both oldest first: `fresh` (requests submitted while connected) and `backlog` (kept
-while down or quiet, resent after a loss, the drain's rows).  New requests are taken first and a
-share of the window (window.py) is kept for them, so a request never waits behind a backlog.
+while down or quiet, resent after a loss, the drain's rows).  New requests are taken first, a
+share of the window (window.py) is kept for them, and the backlog is paced (window.py: `paced`),
+so a request waits behind little of a backlog.
 """
 
 from __future__ import annotations

@@ -8,12 +8,14 @@ the hub's user), `Runtime` falls back to doing both on the request path after th
 before: a hub runs with its hub.conf, so the fallback is for odd set-ups and tests.
 
 Who sends which row: a row belongs to the process that stored it while it is young.  That
-process's sender puts it on the wire only within `own_window` seconds of storing it; the drain here
-(and `koji-messagebus outbox flush`) takes only rows older than `min_age` = own_window + timeout +
-DELETE_SLACK, under FOR UPDATE SKIP LOCKED and the advisory drain lock.  The sender gives a
-connection up only when it is closed, on the heartbeat, or after timeout + HARD_STALL (quiet.py),
-so a row still in flight on a frozen connection may be sent twice (by the drain too), never lost.
-A crash between a settlement and the delete of its row likewise only ever causes a resend.
+process's sender puts it on the wire only within `own_window` seconds of storing it, and keeps it
+in flight at most timeout + HARD_STALL more (quiet.py: a frozen broker's connection is kept that
+long, then given up and its OWNED rows handed back here under row locks); the drain here (and
+`koji-messagebus outbox flush`) takes only rows older than `min_age` = own_window + timeout +
+HARD_STALL + DELETE_SLACK, under FOR UPDATE SKIP LOCKED and the advisory drain lock.  So a row in
+flight on a frozen connection is not sent again by a drain (that was 33-120 duplicates after a
+30 s silent broker, issue 18).  A crash between a settlement and the delete of its row only ever
+causes a resend.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from koji_messagebus.config.settings import Config
 from koji_messagebus.delivery import outbox_rows
 from koji_messagebus.delivery.outbox_step import OutboxStep
+from koji_messagebus.delivery.quiet import HARD_STALL
 from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.errors import first_line
 from koji_messagebus.log import log, log_cause
@@ -41,8 +44,9 @@ ELECT_EVERY = 5.0  # while busy, a process that lost the election tries again th
 
 
 def min_age(own_window: float, timeout: float) -> float:
-    """The age from which a row is the drain's (see the module docstring)."""
-    return own_window + timeout + DELETE_SLACK
+    """The age from which a row is the drain's (see the module docstring): past the longest its
+    sender may keep it in flight."""
+    return own_window + timeout + HARD_STALL + DELETE_SLACK
 
 
 class Drainer:
@@ -224,6 +228,7 @@ class Drainer:
     def _drain(self) -> None:
         cnx = self._db()
         while not self.sender.down:
+            self._delete_settled()  # a settled row not yet deleted must not look like one left to the drain
             result = self.step.drain(cnx)
             self.drained += result.sent
             if not result.left or result.locked_out:

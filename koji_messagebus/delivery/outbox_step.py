@@ -69,6 +69,9 @@ class OutboxStep:
                 raise
             sent += result.sent
             done += 1
+            # the rows the sender settled meanwhile: deleted now, not after the whole backlog (a drain
+            # takes any row older than min_age, and would send a settled one again)
+            self.delete_settled(cnx)
             if result.left:
                 return sent, True  # the broker failed again: the rest waits for the next look (or the drain)
         return sent, False

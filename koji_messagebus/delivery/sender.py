@@ -14,7 +14,8 @@ outbox); the thread probes with a short bounded backoff (PROBE_FIRST doubling to
 PROBE_MAX) and sends what it kept the moment a probe succeeds.
 
 Flow (issue 18): what is queued, in flight and done with is kept in the sender's books (books.py);
-what goes on the wire is bounded by a window (window.py), a share of it kept for new requests.
+what goes on the wire is bounded by a window (window.py), a share of it kept for new requests,
+and the backlog paced so that a new request's messages wait behind little of it at the broker.
 
 A slow broker is not a dead one: the connection is given up (and what was in flight on it resent)
 only when it is really gone: closed, a transport error, the heartbeat, or a message unsettled for
@@ -595,7 +596,7 @@ class SenderThread:
                 return
             now = self.clock()
             was_quiet = self._silent.settled(now, item.sent_at)
-            self._books.window.settled(now - item.sent_at, in_flight)
+            self._books.window.settled(now - item.sent_at, in_flight, now)
             if was_quiet is not None:
                 log_cause("quiet", logging.INFO, "the broker answers again after %.1fs without an answer",
                           was_quiet)

@@ -39,3 +39,11 @@ def test_lengths():
     assert run.length(FAULTS["stop"]) == run.length(FAULTS["slow"]) == run.length(FAULTS["rejectq"]) == 3.0
     assert run.length(FAULTS["sigstop"]) == 7.0
     assert run.length(FAULTS["cut"]) == 0
+
+
+def test_the_no_fault_reference_runs_the_same_windows_and_allows_no_duplicate():
+    run = Run(fault_seconds=3.0)
+    assert run.length(FAULTS["none"]) == 3.0  # "during" and "after the return" as long as a fault's
+    none = dataclasses.replace(GOOD, fault="none", losses=0)
+    assert none.duplicate_bound == 0 and none.judge() == []
+    assert dataclasses.replace(none, duplicates=1).judge() == ["duplicates"]

@@ -60,3 +60,30 @@ def test_a_share_of_the_window_is_kept_for_new_requests():
     assert win.limit(0, 10**6) == 16 and win.backlog_limit(0, 10**6) == 12
     win.reset(crashed=True)
     assert win.backlog_limit(0, 10**6) == 1  # a tiny window is shared: the backlog still moves
+
+
+def test_the_backlog_is_paced_by_how_fast_the_broker_settles_new_requests_are_not():
+    win = Window()
+    settle(win, 200, 0.002)  # prompt: the window and the backlog's pace grow together
+    assert win.backlog_limit(0, 10**6) > 100
+    for _ in range(300):  # settlements slower than PACE_DELAY: a queue at the broker, behind which new requests wait
+        win.settled(w.PACE_DELAY * 3, 150)
+    assert win.backlog_limit(0, 10**6) == w.PACE_MIN
+    assert win.limit(0, 10**6) > 150  # new requests still have the whole window
+
+
+def test_a_broker_slow_by_nature_is_not_held_back_once_its_fastest_settlement_is_slow_too():
+    win = Window()
+    now = 1000.0
+    for _ in range(50):
+        now += 0.01
+        win.settled(0.002, 8, now)  # a fast broker first
+    for _ in range(100):  # then every settlement takes 1-2 s (the fault proxy's slow broker)
+        now += 0.05
+        win.settled(1.5, 8, now)
+    assert win.backlog_limit(0, 10**6) == w.PACE_MIN  # at first: as for a queue at the broker
+    for _ in range(400):  # BASE_MEMORY later, 1-2 s is what this broker takes: twice the fastest is prompt
+        now += 0.05
+        win.settled(1.5, int(win.paced), now)
+    assert win.paced > 100  # the pace holds nothing back: the backlog has the window less the new requests' share
+    assert win.backlog_limit(0, 10**6) == win.limit(0, 10**6) - int(win.size) // w.FRESH_SHARE
