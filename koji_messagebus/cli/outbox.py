@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
                         "batch_size, with a progress line; stops when empty (exit 0) or when the broker fails "
                         "(exit 1; the rest stays). Rows older than [outbox] max_age are dropped, as the plugin "
                         "does. Young rows of a running hub process (stored less than 2 x [broker] timeout "
-                        "+ 5 s ago by a database connection that is still open) are left to it, which sends "
+                        "+ 35 s ago by a database connection that is still open) are left to it, which sends "
                         "them itself; rows of a process that died are sent at once. "
                         "koji-messagebus-flush.timer runs this periodically.")
     o.add_argument("--all", action="store_true",
