@@ -419,3 +419,71 @@ def test_without_an_owner_late_memory_messages_are_logged_as_lost(sender, broker
         s.submit(msgs("c"), Hold.OWNED, rows=[7])  # a row stays in the outbox: not lost
     lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(lost) == 1 and "1 message(s)" in lost[0] and s.lost == 1
+
+
+def _starts_recorded(broker, where: list[str]):
+    """broker.pipe, each start() noting the thread it ran on."""
+    def pipe(config, endpoint):
+        p = broker.pipe(config, endpoint)
+        start = p.start
+
+        def recorded(payload: bytes) -> str:
+            where.append(threading.current_thread().name)
+            return start(payload)
+
+        p.start = recorded  # type: ignore[method-assign]
+        return p
+    return pipe
+
+
+def test_on_an_idle_connection_a_request_starts_its_messages_itself(tmp_path, broker):
+    where: list[str] = []
+    s = SenderThread(make_config(tmp_path), pipe=_starts_recorded(broker, where), connect=broker.connection)
+    try:
+        assert s.send(msgs("warm")).accepted
+        assert until(lambda: s._waiting)  # the thread is in select()
+        where.clear()
+        result = s.send(msgs("a", "b", "c"))
+        assert [m.msg_id for m in result.accepted] == ["a", "b", "c"]
+        assert where == [threading.current_thread().name] * 3  # not the sender thread's wake-up
+    finally:
+        s.close()
+
+
+def test_while_the_thread_uses_the_connection_a_request_hands_its_messages_over(tmp_path, broker):
+    where: list[str] = []
+    s = SenderThread(make_config(tmp_path), pipe=_starts_recorded(broker, where), connect=broker.connection)
+    try:
+        assert s.send(msgs("warm")).accepted
+        assert until(lambda: s._waiting)
+        where.clear()
+        with s._wire:  # as the thread holds it around every use of the connection
+            ticket = s.submit(msgs("a", "b"))
+            assert where == []  # the caller never touches a connection in use
+        result = ticket.wait(s, time.monotonic() + 2)
+        assert [m.msg_id for m in result.accepted] == ["a", "b"]
+        assert where == ["messagebus-sender"] * 2
+    finally:
+        s.close()
+
+
+def test_a_request_starting_its_own_messages_keeps_to_the_link_credit(tmp_path, broker):
+    where: list[str] = []
+    s = SenderThread(make_config(tmp_path), pipe=_starts_recorded(broker, where), connect=broker.connection)
+    try:
+        assert s.send(msgs("warm")).accepted
+        assert until(lambda: s._waiting)
+        where.clear()
+        broker.hold = True
+        broker.credit = 2
+        ticket = s.submit(msgs("a", "b", "c"))
+        assert where == [threading.current_thread().name] * 2  # the credit: the third stays queued
+        assert len(s._books.fresh) == 1
+        broker.credit = 1_000_000
+        broker.hold = False
+        broker.release()
+        result = ticket.wait(s, time.monotonic() + 2)
+        assert [m.msg_id for m in result.accepted] == ["a", "b", "c"]
+        assert where[2] == "messagebus-sender"  # the thread, woken, sends the rest
+    finally:
+        s.close()
