@@ -96,6 +96,7 @@ class SenderThread:
         #: held by whoever uses the connection (proton is not thread-safe): the thread, except while in
         #: select(); a submitting thread takes it (never blocking) to start its messages itself
         self._wire = threading.Lock()
+        self._wire_error: BaseException | None = None  # met by _start_here: the thread's to handle
         self._stopping = False
         self._closed = False  # close() was called in this process: a later submit() takes the late path
         self._close_wait = 0.5
@@ -259,9 +260,9 @@ class SenderThread:
                 with self._cond:
                     if not self._books.fresh and not self._books.backlog:
                         return
-        except Exception:  # noqa: BLE001 - never in a hub thread: the thread meets the error on its poll()
-            log.debug("starting messages on the submitting thread failed; the sender thread takes over",
-                      exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - never in a hub thread: the thread handles it as its own
+            with self._cond:
+                self._wire_error = exc
         with self._cond:
             wake, self._waiting = self._waiting, False
         if wake:
@@ -420,6 +421,7 @@ class SenderThread:
             self._closed = False
             self._waiting = False
             self._wire = threading.Lock()  # the parent's thread may have held it at the fork
+            self._wire_error = None
             self.outcomes, self.lost, self.connects, self.last_error = Counter(), 0, 0, None  # its own figures
             self.waits = Waits()
         self._pid = pid
@@ -590,6 +592,9 @@ class SenderThread:
             self._wire.acquire()
             with self._cond:
                 self._waiting = False
+                error, self._wire_error = self._wire_error, None
+        if error is not None:
+            raise error  # met by a caller's _start_here on this connection (a bug, or the connection lost)
         if self._wake_r in readable:
             try:
                 os.read(self._wake_r, 4096)

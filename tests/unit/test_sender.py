@@ -487,3 +487,34 @@ def test_a_request_starting_its_own_messages_keeps_to_the_link_credit(tmp_path, 
         assert where[2] == "messagebus-sender"  # the thread, woken, sends the rest
     finally:
         s.close()
+
+
+def test_an_error_met_by_a_request_starting_its_messages_is_the_threads_to_handle(tmp_path, broker, caplog):
+    where: list[str] = []
+    failing = []
+
+    def pipe(config, endpoint):
+        p = _starts_recorded(broker, where)(config, endpoint)
+        start = p.start
+
+        def broken(payload: bytes) -> str:
+            if failing:
+                failing.pop()
+                raise RuntimeError("simulated bug")
+            return start(payload)
+
+        p.start = broken  # type: ignore[method-assign]
+        return p
+
+    s = SenderThread(make_config(tmp_path), pipe=pipe, connect=broker.connection)
+    try:
+        assert s.send(msgs("warm")).accepted
+        assert until(lambda: s._waiting)
+        failing.append(1)
+        with caplog.at_level(logging.ERROR, logger="koji.plugin.messagebus"):
+            result = s.send(msgs("a", "b"))  # the caller sees no exception
+        assert [m.msg_id for m in result.accepted] == ["a", "b"]  # resent on a new connection
+        assert any("unexpected error in the sender thread" in r.getMessage() for r in caplog.records)
+        assert broker.connects == 2  # handled as the thread's own: the connection given up
+    finally:
+        s.close()
