@@ -205,7 +205,7 @@ class SenderThread:
                     late = False
                     go = self._queue(ticket, items, wire if held else None)
             if go is _HERE:
-                self._start_here()
+                self._start_here(ticket)
         finally:
             if held:
                 wire.release()
@@ -244,7 +244,7 @@ class SenderThread:
         self._cond.notify()
         return _STAY
 
-    def _start_here(self) -> None:
+    def _start_here(self, ticket: Ticket) -> None:
         """On a submitting thread, holding the wire lock while the sender thread waits in select():
         start what is queued on the link as the thread would (window, strikes; books.take), and write
         it.  The thread wakes on the broker's answer and reads the settlements as always.  Anything
@@ -259,6 +259,7 @@ class SenderThread:
             if not conn.wants_write():
                 with self._cond:
                     if not self._books.fresh and not self._books.backlog:
+                        ticket.lead = conn  # all of them on the wire: it may read its settlements itself
                         return
         except Exception as exc:  # noqa: BLE001 - never in a hub thread: the thread handles it as its own
             with self._cond:
@@ -604,6 +605,37 @@ class SenderThread:
         self._check()
         if not readable and not conn.healthy():  # closed, or the heartbeat says the broker is gone
             raise conn.error or BrokerError(Kind.CONNECTION_LOST, "the connection is gone")
+
+    def _lead(self, ticket: Ticket, conn: Pipe, until: float) -> None:
+        """On the caller's thread, for a ticket started by _start_here, while the sender thread still
+        waits in select(): read the broker's answer here (until `until`, monotonic) rather than be
+        woken by the thread (a hand-off back).  Holds the wire lock throughout, so the thread (which
+        wakes on the same socket) waits for it; gives way at once when anything else needs the thread
+        (a wake byte: another request, close()), and for good at `until`."""
+        wire = self._wire
+        if not wire.acquire(blocking=False):
+            return
+        try:
+            with self._cond:
+                if not (self._waiting and self._conn is conn):  # woken meanwhile, or another connection
+                    return
+            fd = conn.fileno()
+            while not ticket._event.is_set():
+                left = until - self.clock()
+                if left <= 0:
+                    return
+                readable, _, _ = select.select([fd, self._wake_r], [], [], left)
+                if self._wake_r in readable or not readable:
+                    return
+                conn.poll()
+        except Exception as exc:  # noqa: BLE001 - never in a hub thread: the thread handles it as its own
+            with self._cond:
+                self._wire_error = exc
+                wake, self._waiting = self._waiting, False
+            if wake:
+                self._wake()
+        finally:
+            wire.release()
 
     def _start(self, conn: Pipe, items: list[Item]) -> None:
         """Holding the wire lock: put `items` on the link and write them."""

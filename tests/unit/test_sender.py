@@ -518,3 +518,32 @@ def test_an_error_met_by_a_request_starting_its_messages_is_the_threads_to_handl
         assert broker.connects == 2  # handled as the thread's own: the connection given up
     finally:
         s.close()
+
+
+def test_on_an_idle_connection_a_request_reads_its_own_settlements(tmp_path, broker):
+    readers: list[str] = []
+
+    def pipe(config, endpoint):
+        p = broker.pipe(config, endpoint)
+        poll = p.poll
+
+        def recorded() -> None:
+            before = len(broker.received)
+            poll()
+            if len(broker.received) > before:
+                readers.append(threading.current_thread().name)
+
+        p.poll = recorded  # type: ignore[method-assign]
+        return p
+
+    s = SenderThread(make_config(tmp_path), pipe=pipe, connect=broker.connection)
+    try:
+        assert s.send(msgs("warm")).accepted
+        assert until(lambda: s._waiting)
+        readers.clear()
+        broker.delay = 0.05  # the settlements come after the request is waiting
+        result = s.send(msgs("a", "b"))
+        assert [m.msg_id for m in result.accepted] == ["a", "b"]
+        assert readers == [threading.current_thread().name]  # not the sender thread's, handed back
+    finally:
+        s.close()
