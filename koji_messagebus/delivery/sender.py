@@ -6,7 +6,11 @@ ahead of it, and a thread that is connecting to a dead broker holds every other 
 threads `submit()` their messages and wait on their own `Ticket`; the thread starts them on the
 link at once, pipelined with whatever is already in flight, so concurrent requests share the
 round trip and each waits only for its own settlements (the select() loop wakes on the broker's
-socket and on a pipe that `submit()` writes to, so nothing polls).
+socket and on a pipe that `submit()` writes to, so nothing polls).  On an idle connection (the
+thread in select(), nothing queued) a request starts its own messages and reads its own
+settlements instead (leader/follower, issue 17): two thread hand-offs fewer.  The wire lock keeps
+proton to one thread at a time: the thread holds it except inside select(); a request only takes
+it when free, and otherwise hands over as usual.
 
 Connecting, probing and reconnecting happen on this thread only.  While the broker is down,
 `submit()` answers at once (the messages are kept: in memory, bounded by `max_pending`, or in the
