@@ -6,7 +6,11 @@ ahead of it, and a thread that is connecting to a dead broker holds every other 
 threads `submit()` their messages and wait on their own `Ticket`; the thread starts them on the
 link at once, pipelined with whatever is already in flight, so concurrent requests share the
 round trip and each waits only for its own settlements (the select() loop wakes on the broker's
-socket and on a pipe that `submit()` writes to, so nothing polls).
+socket and on a pipe that `submit()` writes to, so nothing polls).  On an idle connection (the
+thread in select(), nothing queued) a request starts its own messages and reads its own
+settlements instead (leader/follower, issue 17): two thread hand-offs fewer.  The wire lock keeps
+proton to one thread at a time: the thread holds it except inside select(); a request only takes
+it when free, and otherwise hands over as usual.
 
 Connecting, probing and reconnecting happen on this thread only.  While the broker is down,
 `submit()` answers at once (the messages are kept: in memory, bounded by `max_pending`, or in the
@@ -64,6 +68,7 @@ from koji_messagebus.format.wire import Outgoing, describe
 from koji_messagebus.log import flush_causes, log, log_cause
 
 IDLE_TICK = 0.5  # the connection is checked (heartbeats, a close) this often when nothing arrives
+_STAY, _WAKE, _HERE = 0, 1, 2  # after submit: nothing to do, wake the thread, start the messages here
 
 class SenderThread:
     """See the module docstring.  Thread-safe; one per process (Runtime owns it)."""
@@ -92,7 +97,11 @@ class SenderThread:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._wake_r = self._wake_w = -1
-        self._waiting = False  # the thread is in select(): submit() writes a wake byte
+        self._waiting = False  # the thread is in select(): submit() writes a wake byte, or sends itself
+        #: held by whoever uses the connection (proton is not thread-safe): the thread, except while in
+        #: select(); a submitting thread takes it (never blocking) to start its messages itself
+        self._wire = threading.Lock()
+        self._wire_error: BaseException | None = None  # met by _start_here: the thread's to handle
         self._stopping = False
         self._closed = False  # close() was called in this process: a later submit() takes the late path
         self._close_wait = 0.5
@@ -188,41 +197,82 @@ class SenderThread:
             return ticket
         now = time.time()
         items = [Item(m, ticket, rows[i] if rows else None, born, queued=now) for i, m in enumerate(messages)]
-        wake = False
-        with self._cond:
-            if self._closed and self._pid in (0, os.getpid()):
-                ticket._release(BrokerError(Kind.CONNECTION_LOST, "the hub process is exiting (its sender is closed)"))
-                late = True
-            else:
-                late = False
-                wake = self._queue(ticket, items)
+        go = _STAY
+        wire = self._wire
+        held = wire.acquire(blocking=False)  # free: the thread waits in select() (or is not connected)
+        try:
+            with self._cond:
+                if self._closed and self._pid in (0, os.getpid()):
+                    ticket._release(BrokerError(Kind.CONNECTION_LOST, "the hub process is exiting (its sender is "
+                                                "closed)"))
+                    late = True
+                else:
+                    late = False
+                    go = self._queue(ticket, items, wire if held else None)
+            if go is _HERE:
+                self._start_here(ticket)
+        finally:
+            if held:
+                wire.release()
         if late:
             self._late(items)
-        elif wake:
+        elif go is _WAKE:
             self._wake()
         return ticket
 
-    def _queue(self, ticket: Ticket, items: list[Item]) -> bool:
-        """Under the lock: queue (or keep) the items; True when the thread must be woken."""
+    def _queue(self, ticket: Ticket, items: list[Item], wire: threading.Lock | None = None) -> int:
+        """Under the lock: queue (or keep) the items; _WAKE when the thread must be woken, _HERE when
+        the caller (holding `wire`) starts them on the link itself."""
         hold = ticket.hold
-        wake = False
         self._ensure_started()
         if self._state is State.DOWN:
             ticket._release(self._down_error())
             if hold is not Hold.LOCKED:
                 self._keep(items)
-            return False
+            return _STAY
+        books = self._books
+        # the connection idle, the thread in select() and nothing queued before these: sending them here
+        # spares the thread's wake-up (issue 17); the thread still reads the settlements
+        here = (wire is self._wire and self._waiting and self._state is State.UP and self._conn is not None
+                and not self._silent.quiet and not books.fresh and not books.backlog)
         if hold is Hold.LOCKED:  # a drain holding row locks and waiting: the front of the backlog
-            self._books.put_back(items)
+            books.put_back(items)
         else:
-            (self._books.backlog if self._silent.quiet else self._books.fresh).extend(items)
+            (books.backlog if self._silent.quiet else books.fresh).extend(items)
         if self._silent.quiet and not self.patient:
             ticket._release(self._quiet_error())  # known quiet: no waiting; the messages stay queued
+        if here:
+            return _HERE
         if self._waiting:
-            wake, self._waiting = True, False
-        else:
-            self._cond.notify()
-        return wake
+            self._waiting = False
+            return _WAKE
+        self._cond.notify()
+        return _STAY
+
+    def _start_here(self, ticket: Ticket) -> None:
+        """On a submitting thread, holding the wire lock while the sender thread waits in select():
+        start what is queued on the link as the thread would (window, strikes; books.take), and write
+        it.  The thread wakes on the broker's answer and reads the settlements as always.  Anything
+        left (no credit, a partial write, an error) is the thread's: it is woken."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            credit = conn.credit()
+            with self._cond:
+                items = self._take(credit)
+            self._start(conn, items)
+            if not conn.wants_write():
+                with self._cond:
+                    if not self._books.fresh and not self._books.backlog:
+                        ticket.lead = conn  # all of them on the wire: it may read its settlements itself
+                        return
+        except Exception as exc:  # noqa: BLE001 - never in a hub thread: the thread handles it as its own
+            with self._cond:
+                self._wire_error = exc
+        with self._cond:
+            wake, self._waiting = self._waiting, False
+        if wake:
+            self._wake()
 
     def _late(self, items: list[Item]) -> None:
         """Submitted after close(): nothing will send them here.  The owner (Delivery) spools or
@@ -375,6 +425,9 @@ class SenderThread:
             self._state = State.CONNECTING
             self._connecting_since = self.clock()
             self._closed = False
+            self._waiting = False
+            self._wire = threading.Lock()  # the parent's thread may have held it at the fork
+            self._wire_error = None
             self.outcomes, self.lost, self.connects, self.last_error = Counter(), 0, 0, None  # its own figures
             self.waits = Waits()
         self._pid = pid
@@ -429,13 +482,14 @@ class SenderThread:
                     backoff = min(backoff * 2, self.probe_max)
                     continue
                 backoff = PROBE_FIRST
-            try:
-                self._step()
-            except BrokerError as exc:
-                self._failed(exc)
-            except Exception as exc:  # noqa: BLE001 - a bug must not end the thread
-                log.exception("unexpected error in the sender thread")
-                self._failed(BrokerError(Kind.PROTOCOL, f"unexpected error while sending: {exc!r}"))
+            with self._wire:  # released only inside _step's select()
+                try:
+                    self._step()
+                except BrokerError as exc:
+                    self._failed(exc)
+                except Exception as exc:  # noqa: BLE001 - a bug must not end the thread
+                    log.exception("unexpected error in the sender thread")
+                    self._failed(BrokerError(Kind.PROTOCOL, f"unexpected error while sending: {exc!r}"))
         if self._conn is not None:
             self._conn.close(self._close_wait)
             self._conn = None
@@ -518,18 +572,7 @@ class SenderThread:
             if not items and not self._stopping:
                 self._waiting = True
         if items:
-            now = self.clock()
-            for i, item in enumerate(items):
-                item.sent_at = now
-                try:
-                    tag = conn.start(item.msg.payload)
-                except BaseException:
-                    with self._cond:  # not on the wire: back to the front, not lost
-                        self._books.put_back(items[i:])
-                    raise
-                with self._cond:
-                    self._books.inflight[tag] = item
-            conn.poll()
+            self._start(conn, items)
             self._check()  # also while new messages keep coming
             return
         fd = conn.fileno()
@@ -547,9 +590,17 @@ class SenderThread:
                 if oldest is not None:
                     timeout = min(timeout, oldest + self.hard_stall - now)
             timeout = max(0.001, timeout)
-        readable, _, _ = select.select([fd, self._wake_r], [fd] if conn.wants_write() else [], [], timeout)
-        with self._cond:
-            self._waiting = False
+        writing = [fd] if conn.wants_write() else []
+        self._wire.release()  # a submitting thread may start its messages meanwhile (_start_here)
+        try:
+            readable, _, _ = select.select([fd, self._wake_r], writing, [], timeout)
+        finally:
+            self._wire.acquire()
+            with self._cond:
+                self._waiting = False
+                error, self._wire_error = self._wire_error, None
+        if error is not None:
+            raise error  # met by a caller's _start_here on this connection (a bug, or the connection lost)
         if self._wake_r in readable:
             try:
                 os.read(self._wake_r, 4096)
@@ -559,6 +610,52 @@ class SenderThread:
         self._check()
         if not readable and not conn.healthy():  # closed, or the heartbeat says the broker is gone
             raise conn.error or BrokerError(Kind.CONNECTION_LOST, "the connection is gone")
+
+    def _lead(self, ticket: Ticket, conn: Pipe, until: float) -> None:
+        """On the caller's thread, for a ticket started by _start_here, while the sender thread still
+        waits in select(): read the broker's answer here (until `until`, monotonic) rather than be
+        woken by the thread (a hand-off back).  Holds the wire lock throughout, so the thread (which
+        wakes on the same socket) waits for it; gives way at once when anything else needs the thread
+        (a wake byte: another request, close()), and for good at `until`."""
+        wire = self._wire
+        if not wire.acquire(blocking=False):
+            return
+        try:
+            with self._cond:
+                if not (self._waiting and self._conn is conn):  # woken meanwhile, or another connection
+                    return
+            fd = conn.fileno()
+            while not ticket._event.is_set():
+                left = until - self.clock()
+                if left <= 0:
+                    return
+                readable, _, _ = select.select([fd, self._wake_r], [], [], left)
+                if self._wake_r in readable or not readable:
+                    return
+                conn.poll()
+        except Exception as exc:  # noqa: BLE001 - never in a hub thread: the thread handles it as its own
+            with self._cond:
+                self._wire_error = exc
+                wake, self._waiting = self._waiting, False
+            if wake:
+                self._wake()
+        finally:
+            wire.release()
+
+    def _start(self, conn: Pipe, items: list[Item]) -> None:
+        """Holding the wire lock: put `items` on the link and write them."""
+        now = self.clock()
+        for i, item in enumerate(items):
+            item.sent_at = now
+            try:
+                tag = conn.start(item.msg.payload)
+            except BaseException:
+                with self._cond:  # not on the wire: back to the front, not lost
+                    self._books.put_back(items[i:])
+                raise
+            with self._cond:
+                self._books.inflight[tag] = item
+        conn.poll()
 
     def _check(self) -> None:
         """Quiet (requests stop waiting, nothing dropped), or past the hard bound (the connection
@@ -623,6 +720,7 @@ class SenderThread:
             conn.close(0.0)
         now = self.clock()
         with self._cond:
+            self._waiting = False
             self._state = State.CONNECTING
             self._connecting_since = now
             self._error = error

@@ -13,6 +13,7 @@ from koji_messagebus.delivery.result import SendResult
 from koji_messagebus.format.wire import Outgoing
 
 if TYPE_CHECKING:
+    from koji_messagebus.delivery.pipe import Pipe
     from koji_messagebus.delivery.sender import SenderThread
 
 
@@ -49,6 +50,9 @@ class Ticket:
         self.messages = messages
         self.result = SendResult()
         self.closed = False  # the caller stopped waiting
+        #: the connection its messages were started on by the caller itself (SenderThread._start_here):
+        #: wait() first reads the settlements there (SenderThread._lead)
+        self.lead: Pipe | None = None
         self._left = len(messages)
         self._event = threading.Event()
         if not messages:
@@ -78,6 +82,10 @@ class Ticket:
         messages are in flight or a (re)connect is in progress (see SenderThread.quiet_for); with
         `quiet` (the rows are committed already) for `quiet_after`, a few round trips."""
         clock = sender.clock
+        lead, self.lead = self.lead, None
+        if lead is not None:  # for at most one of the waits below
+            after = sender.quiet_after if quiet else sender.quiet_state_after
+            sender._lead(self, lead, clock() + min(deadline - clock(), after / (2 if quiet else 4)))
         while True:
             left = deadline - clock()
             if left <= 0:

@@ -419,3 +419,131 @@ def test_without_an_owner_late_memory_messages_are_logged_as_lost(sender, broker
         s.submit(msgs("c"), Hold.OWNED, rows=[7])  # a row stays in the outbox: not lost
     lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(lost) == 1 and "1 message(s)" in lost[0] and s.lost == 1
+
+
+def _starts_recorded(broker, where: list[str]):
+    """broker.pipe, each start() noting the thread it ran on."""
+    def pipe(config, endpoint):
+        p = broker.pipe(config, endpoint)
+        start = p.start
+
+        def recorded(payload: bytes) -> str:
+            where.append(threading.current_thread().name)
+            return start(payload)
+
+        p.start = recorded  # type: ignore[method-assign]
+        return p
+    return pipe
+
+
+def test_on_an_idle_connection_a_request_starts_its_messages_itself(tmp_path, broker):
+    where: list[str] = []
+    s = SenderThread(make_config(tmp_path), pipe=_starts_recorded(broker, where), connect=broker.connection)
+    try:
+        assert s.send(msgs("warm")).accepted
+        assert until(lambda: s._waiting)  # the thread is in select()
+        where.clear()
+        result = s.send(msgs("a", "b", "c"))
+        assert [m.msg_id for m in result.accepted] == ["a", "b", "c"]
+        assert where == [threading.current_thread().name] * 3  # not the sender thread's wake-up
+    finally:
+        s.close()
+
+
+def test_while_the_thread_uses_the_connection_a_request_hands_its_messages_over(tmp_path, broker):
+    where: list[str] = []
+    s = SenderThread(make_config(tmp_path), pipe=_starts_recorded(broker, where), connect=broker.connection)
+    try:
+        assert s.send(msgs("warm")).accepted
+        assert until(lambda: s._waiting)
+        where.clear()
+        with s._wire:  # as the thread holds it around every use of the connection
+            ticket = s.submit(msgs("a", "b"))
+            assert where == []  # the caller never touches a connection in use
+        result = ticket.wait(s, time.monotonic() + 2)
+        assert [m.msg_id for m in result.accepted] == ["a", "b"]
+        assert where == ["messagebus-sender"] * 2
+    finally:
+        s.close()
+
+
+def test_a_request_starting_its_own_messages_keeps_to_the_link_credit(tmp_path, broker):
+    where: list[str] = []
+    s = SenderThread(make_config(tmp_path), pipe=_starts_recorded(broker, where), connect=broker.connection)
+    try:
+        assert s.send(msgs("warm")).accepted
+        assert until(lambda: s._waiting)
+        where.clear()
+        broker.hold = True
+        broker.credit = 2
+        ticket = s.submit(msgs("a", "b", "c"))
+        assert where == [threading.current_thread().name] * 2  # the credit: the third stays queued
+        assert len(s._books.fresh) == 1
+        broker.credit = 1_000_000
+        broker.hold = False
+        broker.release()
+        result = ticket.wait(s, time.monotonic() + 2)
+        assert [m.msg_id for m in result.accepted] == ["a", "b", "c"]
+        assert where[2] == "messagebus-sender"  # the thread, woken, sends the rest
+    finally:
+        s.close()
+
+
+def test_an_error_met_by_a_request_starting_its_messages_is_the_threads_to_handle(tmp_path, broker, caplog):
+    where: list[str] = []
+    failing = []
+
+    def pipe(config, endpoint):
+        p = _starts_recorded(broker, where)(config, endpoint)
+        start = p.start
+
+        def broken(payload: bytes) -> str:
+            if failing:
+                failing.pop()
+                raise RuntimeError("simulated bug")
+            return start(payload)
+
+        p.start = broken  # type: ignore[method-assign]
+        return p
+
+    s = SenderThread(make_config(tmp_path), pipe=pipe, connect=broker.connection)
+    try:
+        assert s.send(msgs("warm")).accepted
+        assert until(lambda: s._waiting)
+        failing.append(1)
+        with caplog.at_level(logging.ERROR, logger="koji.plugin.messagebus"):
+            result = s.send(msgs("a", "b"))  # the caller sees no exception
+        assert [m.msg_id for m in result.accepted] == ["a", "b"]  # resent on a new connection
+        assert any("unexpected error in the sender thread" in r.getMessage() for r in caplog.records)
+        assert broker.connects == 2  # handled as the thread's own: the connection given up
+    finally:
+        s.close()
+
+
+def test_on_an_idle_connection_a_request_reads_its_own_settlements(tmp_path, broker):
+    readers: list[str] = []
+
+    def pipe(config, endpoint):
+        p = broker.pipe(config, endpoint)
+        poll = p.poll
+
+        def recorded() -> None:
+            before = len(broker.received)
+            poll()
+            if len(broker.received) > before:
+                readers.append(threading.current_thread().name)
+
+        p.poll = recorded  # type: ignore[method-assign]
+        return p
+
+    s = SenderThread(make_config(tmp_path), pipe=pipe, connect=broker.connection)
+    try:
+        assert s.send(msgs("warm")).accepted
+        assert until(lambda: s._waiting)
+        readers.clear()
+        broker.delay = 0.05  # the settlements come after the request is waiting
+        result = s.send(msgs("a", "b"))
+        assert [m.msg_id for m in result.accepted] == ["a", "b"]
+        assert readers == [threading.current_thread().name]  # not the sender thread's, handed back
+    finally:
+        s.close()
