@@ -441,11 +441,14 @@ def test_on_an_idle_connection_a_request_starts_its_messages_itself(tmp_path, br
     s = SenderThread(make_config(tmp_path), pipe=_starts_recorded(broker, where), connect=broker.connection)
     try:
         assert s.send(msgs("warm")).accepted
-        assert until(lambda: s._waiting)  # the thread is in select()
-        where.clear()
-        result = s.send(msgs("a", "b", "c"))
-        assert [m.msg_id for m in result.accepted] == ["a", "b", "c"]
-        assert where == [threading.current_thread().name] * 3  # not the sender thread's wake-up
+        for n in range(5):  # opportunistic (see ..._reads_its_own_settlements): one of a few does
+            assert until(lambda: s._waiting)  # the thread is in select()
+            where.clear()
+            result = s.send(msgs(f"a{n}", f"b{n}", f"c{n}"))
+            assert [m.msg_id for m in result.accepted] == [f"a{n}", f"b{n}", f"c{n}"]
+            if where == [threading.current_thread().name] * 3:
+                break
+        assert where == [threading.current_thread().name] * 3, where  # not the sender thread's wake-up
     finally:
         s.close()
 
@@ -540,10 +543,17 @@ def test_on_an_idle_connection_a_request_reads_its_own_settlements(tmp_path, bro
     try:
         assert s.send(msgs("warm")).accepted
         assert until(lambda: s._waiting)
-        readers.clear()
         broker.delay = 0.05  # the settlements come after the request is waiting
-        result = s.send(msgs("a", "b"))
-        assert [m.msg_id for m in result.accepted] == ["a", "b"]
-        assert readers == [threading.current_thread().name]  # not the sender thread's, handed back
+        # leading is opportunistic: the thread may leave select() (its idle tick) just as the request
+        # starts, and then reads the settlements itself; of a few requests on an idle connection, one
+        # reads its own (a 3.9 CI run lost the single-try race once)
+        for n in range(5):
+            assert until(lambda: s._waiting)
+            readers.clear()
+            result = s.send(msgs(f"a{n}", f"b{n}"))
+            assert [m.msg_id for m in result.accepted] == [f"a{n}", f"b{n}"]
+            if readers == [threading.current_thread().name]:  # not the sender thread's, handed back
+                break
+        assert readers == [threading.current_thread().name], readers
     finally:
         s.close()
