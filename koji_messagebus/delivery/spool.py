@@ -119,6 +119,7 @@ class Spool:
         self.directory = directory
         self._pid = pid
         self._last_ms = 0  # this process's files keep their order: one millisecond apart at least
+        self._naming = threading.Lock()
 
     def _me(self) -> str:
         pid = self._pid()
@@ -127,15 +128,16 @@ class Spool:
     def write(self, messages: list[Outgoing]) -> str:
         """Write one file durably (fsync, rename, fsync of the directory); its path.  OSError if not."""
         os.makedirs(self.directory, DIR_MODE, exist_ok=True)
-        ms = max(int(time.time() * 1000), self._last_ms + 1)  # two files in one millisecond (tests, flush)
         pid = self._pid()
-        name = f"{ms}-{pid}-{len(messages)}{SUFFIX}"
-        path = os.path.join(self.directory, name)
-        while os.path.exists(path):  # a pid reused within the same millisecond
-            ms += 1
+        with self._naming:  # hub threads of one process spool at once (requests ending during the exit)
+            ms = max(int(time.time() * 1000), self._last_ms + 1)  # two files in one millisecond (tests, flush)
             name = f"{ms}-{pid}-{len(messages)}{SUFFIX}"
             path = os.path.join(self.directory, name)
-        self._last_ms, written = ms, ms / 1000
+            while os.path.exists(path):  # a pid reused within the same millisecond
+                ms += 1
+                name = f"{ms}-{pid}-{len(messages)}{SUFFIX}"
+                path = os.path.join(self.directory, name)
+            self._last_ms, written = ms, ms / 1000
         tmp = os.path.join(self.directory, f".{name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:

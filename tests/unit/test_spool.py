@@ -202,3 +202,32 @@ def test_files_written_in_the_same_millisecond_keep_their_order(tmp_path, monkey
     sp.write(msgs("a", "b"))
     sp.write(msgs("c"))
     assert [e.count for e in sp.entries()] == [2, 1]
+
+
+def test_threads_of_one_process_spooling_at_once_get_a_file_each(tmp_path, monkeypatch):
+    """Requests ending during a process's exit spool from several hub threads at once (a CI run
+    lost one: `File exists`, two threads had picked the same name in the same millisecond)."""
+    import threading
+
+    monkeypatch.setattr(spool.time, "time", lambda: 1796439471.678)  # one millisecond for both
+    both = threading.Barrier(2, timeout=5)
+
+    def pid() -> int:
+        both.wait()  # both threads past the clock read before either names its file
+        return os.getpid()
+
+    store = spool.Spool(str(tmp_path / "spool"), pid=pid)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            store.write(msgs(f"m{n}"))
+        except BaseException as exc:  # noqa: BLE001 - recorded, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors and store.summary()[:2] == (2, 2)
