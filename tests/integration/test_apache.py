@@ -22,12 +22,14 @@ case are printed and, with $KMB_APACHE_FIGURES set, appended there as JSON lines
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import threading
 import time
 import xmlrpc.client
+from collections.abc import Iterator
 
 import pytest
 
@@ -68,20 +70,32 @@ def clean_exit_available() -> bool:
     return callable(getattr(plugin, "shutdown", None))
 
 
-def start_instance(inst: harness.Instance, outbox: bool, exchange_name: str, tmp_path) -> FaultProxy:
-    """The instance's hub.conf and messagebus.conf (the broker behind a fault proxy, a fresh spool),
-    then httpd; returns the proxy."""
-    t = target()
-    proxy = FaultProxy(upstream=(t.host, t.port)).start()
-    conf = write_config(tmp_path / "messagebus.conf", exchange_name,
-                        broker={"host": "127.0.0.1", "port": proxy.port, "timeout": TIMEOUT,
-                                "connect_timeout": TIMEOUT, "retry_interval": 1, "spool_dir": inst.fresh_spool()},
-                        outbox={"enabled": str(outbox).lower(), "hub_config": str(inst.dir / "app" / "hub.conf")})
-    with open(conf) as fh:
-        mb_conf = fh.read()
-    inst.write_app_files(f"[hub]\nDBConnectionString = {harness.hub_dsn()}\n", mb_conf)
-    inst.start()
-    return proxy
+@contextlib.contextmanager
+def running_instance(shape: str, outbox: bool, exchange_name: str, tmp_path
+                     ) -> Iterator[tuple[harness.Instance, FaultProxy, Receiver]]:
+    """An httpd of the given shape with the instance's hub.conf and messagebus.conf (the broker behind
+    a fault proxy, a fresh spool) and a receiver on the exchange; all stopped and removed at the end."""
+    harness.reset_schema()
+    with contextlib.ExitStack() as stack:
+        inst = harness.Instance(shape)
+        receiver = Receiver(exchange_name)
+        stack.callback(receiver.close)
+        t = target()
+        proxy = FaultProxy(upstream=(t.host, t.port)).start()
+        stack.callback(proxy.stop)
+        conf = write_config(tmp_path / "messagebus.conf", exchange_name,
+                            broker={"host": "127.0.0.1", "port": proxy.port, "timeout": TIMEOUT,
+                                    "connect_timeout": TIMEOUT, "retry_interval": 1,
+                                    "spool_dir": inst.fresh_spool()},
+                            outbox={"enabled": str(outbox).lower(),
+                                    "hub_config": str(inst.dir / "app" / "hub.conf")})
+        with open(conf) as fh:
+            mb_conf = fh.read()
+        stack.callback(inst.remove_app_files)
+        inst.write_app_files(f"[hub]\nDBConnectionString = {harness.hub_dsn()}\n", mb_conf)
+        stack.callback(inst.stop)
+        inst.start()
+        yield inst, proxy, receiver
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +108,8 @@ def schema():
 @pytest.mark.parametrize("scenario", ["restarts", "outage", "stop-in-outage"])
 @pytest.mark.parametrize("shape", ["prefork", "daemon"])
 def test_apache(shape, scenario, outbox, schema, exchange_name, tmp_path):
-    harness.reset_schema()
-    inst = harness.Instance(shape)
-    receiver = Receiver(exchange_name)
-    proxy = start_instance(inst, outbox, exchange_name, tmp_path)
     events: list[str] = []
-    try:
+    with running_instance(shape, outbox, exchange_name, tmp_path) as (inst, proxy, receiver):
         def on_progress(n: int) -> None:
             if scenario == "restarts":
                 for at in (CALLS // 3, 2 * CALLS // 3):
@@ -148,11 +158,6 @@ def test_apache(shape, scenario, outbox, schema, exchange_name, tmp_path):
         os.makedirs(logs, exist_ok=True)
         with open(os.path.join(logs, f"error-{shape}-{scenario}-{'outbox' if outbox else 'no-outbox'}.log"), "w") as fh:
             fh.write(log)
-    finally:
-        inst.stop()
-        inst.remove_app_files()
-        proxy.stop()
-        receiver.close()
 
     seen = harness.arrivals(got)
     lost = sorted(set(committed) - set(seen))
@@ -227,12 +232,8 @@ def test_a_request_running_through_graceful_is_delivered(outbox, schema, exchang
     are answered at once, their messages spooled (outbox off) or left as rows (outbox on), and the
     next processes deliver them.  (The unit tests in test_runtime/test_sender pin the race that lost
     a message in CI on 2026-12-05: a submit into the stopped sender.)"""
-    harness.reset_schema()
-    inst = harness.Instance("daemon")
-    receiver = Receiver(exchange_name)
-    proxy = start_instance(inst, outbox, exchange_name, tmp_path)
     answers: dict[int, str] = {}
-    try:
+    with running_instance("daemon", outbox, exchange_name, tmp_path) as (inst, proxy, receiver):
         warm = harness.client_loop(inst.url, 8, THREADS, multicall_every=1000)  # every process has the plugin
         assert not warm.errors, warm.errors
 
@@ -254,11 +255,6 @@ def test_a_request_running_through_graceful_is_delivered(outbox, schema, exchang
         got = receiver.collect(expect=len(committed), timeout=DELIVERY_WAIT, quiet=1.0)
         inst.graceful_stop()
         log = inst.error_log()
-    finally:
-        inst.stop()
-        inst.remove_app_files()
-        proxy.stop()
-        receiver.close()
     seen = harness.arrivals(got)
     slow_committed = sorted(s for s in committed if 101 <= s < 101 + THREADS)
     print("apache graceful-during-calls:", json.dumps({"outbox": outbox, "answers": answers,
