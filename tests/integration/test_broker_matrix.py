@@ -4,9 +4,11 @@ file once per broker of the matrix; a test that cannot apply to a broker is skip
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,6 +18,7 @@ from devkit.recorded import entries
 from koji_messagebus.amqp import AmqpConnection, BrokerError, Connection, management
 from koji_messagebus.amqp.address import flavour
 from koji_messagebus.amqp.receiver import open_listener
+from koji_messagebus.amqp.sender import BatchOutcome
 from koji_messagebus.config.settings import Config, load_config
 from koji_messagebus.format.messages import format_event
 from koji_messagebus.format.wire import Outgoing, encode
@@ -44,23 +47,33 @@ def opened(cfg: Config) -> AmqpConnection:
     return conn
 
 
+@contextlib.contextmanager
+def connected(cfg: Config) -> Iterator[AmqpConnection]:
+    """The plugin's connection to the first endpoint, open, closed at the end."""
+    conn = opened(cfg)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def send_once(cfg: Config, messages: list[Outgoing], seconds: float = 10.0) -> BatchOutcome:
+    """Connect, send `messages` and wait for their outcome, close."""
+    with connected(cfg) as conn:
+        return conn.send(messages, time.monotonic() + seconds)
+
+
 def test_auto_picks_the_address_from_the_open_frame_and_says_so_once(tmp_path, exchange_name, broker, plugin_log):
     cfg = config(tmp_path, exchange_name, exchange={"address": "auto"})
-    consumer = Receiver(exchange_name, t=broker)
-    try:
+    with Receiver(exchange_name, t=broker) as consumer:
         for _ in range(2):
-            conn = opened(cfg)
-            try:
+            with connected(cfg) as conn:
                 assert flavour(conn.broker) == broker.flavour
                 assert conn.route is not None
                 assert conn.route.describe() == AUTO[broker.flavour].replace("{name}", exchange_name)
                 out = conn.send([tag_event()], time.monotonic() + 10)
                 assert out.error is None and len(out.accepted) == 1
-            finally:
-                conn.close()
         got = consumer.collect(expect=2)
-    finally:
-        consumer.close()
     assert [r.routing_key for r in got] == [tag_event().routing_key] * 2
     said = [r.getMessage() for r in plugin_log.records if "sending to" in r.getMessage()]
     assert len(said) == 1 and f"{broker.product} {broker.version}" in said[0], said
@@ -69,17 +82,10 @@ def test_auto_picks_the_address_from_the_open_frame_and_says_so_once(tmp_path, e
 def test_routing_key_with_a_slash_arrives(tmp_path, exchange_name, broker):
     """Koji tag names may hold `/`: RabbitMQ 4.x needs it percent-encoded in the address."""
     cfg = config(tmp_path, exchange_name, exchange={"address": "auto"})
-    consumer = Receiver(exchange_name, t=broker)
-    try:
-        conn = opened(cfg)
-        try:
-            msg = tag_event("f44/side")
-            out = conn.send([msg], time.monotonic() + 10)
-        finally:
-            conn.close()
+    msg = tag_event("f44/side")
+    with Receiver(exchange_name, t=broker) as consumer:
+        out = send_once(cfg, [msg])
         got = consumer.collect(expect=1)
-    finally:
-        consumer.close()
     assert out.error is None and out.lost == [] and len(out.accepted) == 1
     assert [r.routing_key for r in got] == [msg.routing_key]
 
@@ -87,16 +93,9 @@ def test_routing_key_with_a_slash_arrives(tmp_path, exchange_name, broker):
 @pytest.mark.requires("headers-match")
 def test_headers_exchange_routes_on_the_headers(tmp_path, exchange_name, broker):
     cfg = config(tmp_path, exchange_name, exchange={"address": "auto", "type": "headers"})
-    consumer = Receiver(exchange_name, "headers", bindings=[{"type": "Tag"}], t=broker)
-    try:
-        conn = opened(cfg)
-        try:
-            out = conn.send([tag_event()], time.monotonic() + 10)
-        finally:
-            conn.close()
+    with Receiver(exchange_name, "headers", bindings=[{"type": "Tag"}], t=broker) as consumer:
+        out = send_once(cfg, [tag_event()])
         got = consumer.collect(expect=1)
-    finally:
-        consumer.close()
     assert out.error is None and len(out.accepted) == 1
     assert [r.headers["type"] for r in got] == ["Tag"]
 
@@ -104,16 +103,10 @@ def test_headers_exchange_routes_on_the_headers(tmp_path, exchange_name, broker)
 def test_the_plugin_creates_the_exchange_where_the_broker_allows(tmp_path, exchange_name, broker):
     need("exchange-creation")
     cfg = config(tmp_path, exchange_name, exchange={"address": "auto", "durable": "false"})
-    conn = opened(cfg)  # nobody declared the exchange
-    try:
-        consumer = Receiver(exchange_name, declare=False, t=broker)
-        try:
+    with connected(cfg) as conn:  # nobody declared the exchange
+        with Receiver(exchange_name, declare=False, t=broker) as consumer:
             out = conn.send([tag_event()], time.monotonic() + 10)
             got = consumer.collect(expect=1)
-        finally:
-            consumer.close()
-    finally:
-        conn.close()
     assert conn.exchange_state in {"rabbitmq4": ("declared",), "brokerj": ("created",), "artemis": ("",)}[
         broker.flavour]
     assert out.error is None and [r.routing_key for r in got] == [tag_event().routing_key]
@@ -135,11 +128,7 @@ def test_an_unroutable_message_is_not_lost(tmp_path, exchange_name, broker, plug
     """RabbitMQ 4.x answers `released` for a message no queue is bound for: counted, said at INFO."""
     need("released-unroutable")
     cfg = config(tmp_path, exchange_name, exchange={"address": "auto", "durable": "false"})
-    conn = opened(cfg)
-    try:
-        out = conn.send([tag_event(), tag_event()], time.monotonic() + 10)
-    finally:
-        conn.close()
+    out = send_once(cfg, [tag_event(), tag_event()])
     assert out.error is None and out.lost == [] and len(out.accepted) == 2 and len(out.unroutable) == 2
     assert not [r for r in plugin_log.records if r.levelno >= logging.WARNING]
 
@@ -172,11 +161,7 @@ def test_listen_subscribes_the_brokers_way_and_cleans_up(tmp_path, exchange_name
     listener = open_listener(cfg.broker, cfg.exchange, cfg.topic, cfg.endpoints, keys=keys)
     got: list = []
     try:
-        sender = opened(cfg)
-        try:
-            sender.send([tag_event(), tag_event()], time.monotonic() + 10)
-        finally:
-            sender.close()
+        send_once(cfg, [tag_event(), tag_event()])
         listener.listen(lambda m: got.append(m) or len(got) < 2, time.monotonic() + 10)
         queue = listener.subscription.queue
     finally:
@@ -206,19 +191,13 @@ def test_scram_end_to_end_and_only_that_mechanism(tmp_path, exchange_name, broke
         pytest.skip("brokerj: Broker-J's Plain provider offers SCRAM-SHA-1 and SCRAM-SHA-256, not SHA-512")
     over = {"auth": mech, "port": str(broker.scram_port)}
     cfg = config(tmp_path, exchange_name, broker=over, exchange={"durable": "false"})
-    consumer = Receiver(exchange_name, t=broker)
-    try:
-        conn = opened(cfg)
-        try:
+    with Receiver(exchange_name, t=broker) as consumer:
+        with connected(cfg) as conn:
             assert conn.connection.mechanism == mech
             offered = conn.connection.offered_mechanisms or ()
             assert mech in offered and len(offered) > 1, offered  # others offered, and not used
             out = conn.send([tag_event()], time.monotonic() + 10)
-        finally:
-            conn.close()
         got = consumer.collect(expect=1)
-    finally:
-        consumer.close()
     assert out.error is None and len(got) == 1
     wrong = config(tmp_path, exchange_name, broker={**over, "password": "wrong"})
     with pytest.raises(BrokerError) as info:
@@ -254,16 +233,10 @@ def test_rabbitmq4_exchange_it_may_not_create_is_one_clear_error_in_check(tmp_pa
 def test_rabbitmq4_an_exchange_declared_otherwise_is_used_as_it_is(tmp_path, exchange_name, broker, plugin_log):
     if broker.flavour != "rabbitmq4":
         pytest.skip(f"{broker.flavour}: the /management node is RabbitMQ 4.x's")
-    consumer = Receiver(exchange_name, "fanout", bindings=[""], t=broker)  # a fanout exchange, not a topic one
-    try:
-        conn = opened(config(tmp_path, exchange_name, exchange={"type": "topic"}))
-        try:
+    with Receiver(exchange_name, "fanout", bindings=[""], t=broker) as consumer:  # fanout, not topic
+        with connected(config(tmp_path, exchange_name, exchange={"type": "topic"})) as conn:
             out = conn.send([tag_event()], time.monotonic() + 10)
-        finally:
-            conn.close()
         got = consumer.collect(expect=1)
-    finally:
-        consumer.close()
     assert conn.exchange_state.startswith("exists (not declared: PUT /exchanges/"), conn.exchange_state
     assert out.error is None and len(got) == 1
 
@@ -312,11 +285,7 @@ def test_cli_listen_says_which_broker_and_prints_what_arrives(tmp_path, exchange
         assert proc.stderr is not None and proc.stdout is not None
         first = proc.stderr.readline()  # "listening on ..." once subscribed
         assert first.startswith("listening on ") and f"{broker.product} {broker.version}" in first, first
-        sender = opened(cfg)
-        try:
-            sender.send([tag_event(), tag_event()], time.monotonic() + 10)
-        finally:
-            sender.close()
+        send_once(cfg, [tag_event(), tag_event()])
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
@@ -341,11 +310,7 @@ def test_listen_gets_every_value_of_a_message_beyond_protons_65535(tmp_path, exc
     listener = open_listener(cfg.broker, cfg.exchange, cfg.topic, cfg.endpoints, keys=["koji.event.Import.#"])
     got: list = []
     try:
-        sender = opened(cfg)
-        try:
-            out = sender.send([big], time.monotonic() + 20)
-        finally:
-            sender.close()
+        out = send_once(cfg, [big], 20)
         assert out.error is None and out.accepted == [big], out
         listener.listen(lambda m: got.append(m) or False, time.monotonic() + 20)
     finally:

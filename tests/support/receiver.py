@@ -189,6 +189,12 @@ class Receiver:
                     break
         return check(got)  # every plugin message matches its schema (tests/support/contract.py)
 
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self, delete_exchange: bool = True) -> None:
         try:
             self.conn.close()
