@@ -80,12 +80,11 @@ class SenderThread:
                  own_window: float | None = None):
         self.config = config
         self.clock = clock
-        #: what the parts share (sender_state.py), and the parts: what becomes of a started message,
-        #: the thread, the leader path
+        #: what the parts share (sender_state.py), and the parts: the thread (with what becomes of a
+        #: started message, outcomes.py), the leader path
         self.shared = SenderState(config, clock, own_window)
         self.timeout = self.shared.timeout
-        self.outcome = Outcomes(self.shared, connect)
-        self.loop = SenderLoop(self.shared, self.outcome, pipe)
+        self.loop = SenderLoop(self.shared, Outcomes(self.shared, connect), pipe)
         self.leader = Leader(self.shared, self.loop)
         #: called (on the caller's thread) with what is submitted after close(): a hub thread still in
         #: a request while its process exits (mod_wsgi's shutdown hook runs before requests end)
