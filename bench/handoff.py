@@ -89,7 +89,7 @@ def request(events, raw) -> dict[str, float]:
         context.cnx.close()
     context._threadclear()
     m = marks
-    started_here = m["started"] < m["submitted"]  # the request started its messages itself (sender._start_here)
+    started_here = m["started"] < m["submitted"]  # the request started its messages itself (delivery/leader.py)
     return {"collect+pre": t1 - t0, "to submit": m["submit"] - t2,
             "submit": (m["started"] if started_here else m["submitted"]) - m["submit"],
             "wake-up": 0.0 if started_here else m["started"] - m["submitted"], "broker": m["settled"] - m["started"],

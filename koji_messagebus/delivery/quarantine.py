@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from koji_messagebus.amqp import AmqpConnection, BatchOutcome, BrokerError, Kind, connect_first
 from koji_messagebus.config.sections import Endpoint as BrokerEndpoint
@@ -22,9 +22,6 @@ from koji_messagebus.delivery.result import SendResult
 from koji_messagebus.delivery.ticket import Item
 from koji_messagebus.format.wire import Outgoing
 from koji_messagebus.log import log
-
-if TYPE_CHECKING:
-    from koji_messagebus.delivery.sender import SenderThread
 
 PROBE_FIRST = 0.1  # seconds before the first probe after the broker went down (the sender's too)
 PROBE_MAX = 1.0  # the longest pause between probes (the sender's also capped by retry_interval)
@@ -135,12 +132,14 @@ class Probe:
 class Quarantine:
     """Suspects, one at a time, on a connection of their own (a `Probe`)."""
 
-    def __init__(self, owner: SenderThread):
-        self.owner = owner
+    def __init__(self, config: Config, clock: Callable[[], float], connect: ConnectionFactory,
+                 verdict: Callable[[Item, SendResult], bool]):
+        #: the sender's verdict on a try (outcomes.py): True when the suspect is done with
+        self._verdict = verdict
         self._items: deque[Item] = deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._probe = Probe(owner.config, owner.clock, owner._connect_for_quarantine)
+        self._probe = Probe(config, clock, connect)
         self._thread = threading.Thread(target=self._run, name="messagebus-quarantine", daemon=True)
         self._thread.start()
 
@@ -181,7 +180,7 @@ class Quarantine:
                     return
                 item = self._items[0]
             result = self._probe.send(item.msg)
-            done = self.owner._quarantine_result(item, result)
+            done = self._verdict(item, result)
             with self._cond:
                 self._items.popleft()
                 if not done:

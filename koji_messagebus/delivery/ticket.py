@@ -50,8 +50,8 @@ class Ticket:
         self.messages = messages
         self.result = SendResult()
         self.closed = False  # the caller stopped waiting
-        #: the connection its messages were started on by the caller itself (SenderThread._start_here):
-        #: wait() first reads the settlements there (SenderThread._lead)
+        #: the connection its messages were started on by the caller itself (leader.py):
+        #: wait() first reads the settlements there (Leader.lead)
         self.lead: Pipe | None = None
         self._left = len(messages)
         self._event = threading.Event()
@@ -85,7 +85,7 @@ class Ticket:
         lead, self.lead = self.lead, None
         if lead is not None:  # for at most one of the waits below
             after = sender.quiet_after if quiet else sender.quiet_state_after
-            sender._lead(self, lead, clock() + min(deadline - clock(), after / (2 if quiet else 4)))
+            sender.leader.lead(self, lead, clock() + min(deadline - clock(), after / (2 if quiet else 4)))
         while True:
             left = deadline - clock()
             if left <= 0:

@@ -629,6 +629,7 @@ def test_outbox_flush_sends_everything(pg, exchanges, conf):
 def test_outbox_flush_sends_through_the_sender_thread(pg, exchanges, conf, capsys, monkeypatch):
     """One sending path (issue 17): flush hands its locked rows to the hub's sender thread
     (Hold.LOCKED: sent only while flush waits), settled there; and it ends with no thread left."""
+    from koji_messagebus.delivery.outcomes import Outcomes
     from koji_messagebus.delivery.sender import SenderThread
     from koji_messagebus.delivery.ticket import Hold
 
@@ -637,7 +638,7 @@ def test_outbox_flush_sends_through_the_sender_thread(pg, exchanges, conf, capsy
     ids = pg.store(STORY * 2)
     submitted: list[tuple[Hold, int]] = []
     settled: list[str] = []
-    submit, finish = SenderThread.submit, SenderThread._finish
+    submit, finish = SenderThread.submit, Outcomes.finish
 
     def recording_submit(self, messages, hold=Hold.MEMORY, *args, **kws):
         submitted.append((hold, len(messages)))
@@ -648,7 +649,7 @@ def test_outbox_flush_sends_through_the_sender_thread(pg, exchanges, conf, capsy
         return finish(self, item, lost)
 
     monkeypatch.setattr(SenderThread, "submit", recording_submit)
-    monkeypatch.setattr(SenderThread, "_finish", recording_finish)
+    monkeypatch.setattr(Outcomes, "finish", recording_finish)
     consumer = Consumer(exchange, declare=False)
     try:
         path = conf(exchange, outbox={"batch_size": "5"})

@@ -159,7 +159,7 @@ def test_abandoned_rows_are_sent_at_once_under_row_locks(db, conf, exchange_name
     try:
         young = insert(4, 0.1, owner)
         row_ids = [r[0] for r in sql(f"SELECT id FROM {outbox.TABLE} ORDER BY id")]
-        with sender._cond:  # what the sender does when it gives rows up after own_window
+        with sender.shared.cond:  # what the sender does when it gives rows up after own_window
             sender.abandoned_rows.extend(row_ids)
         got = consumer.collect(expect=4, timeout=10)
         assert sorted(m.message_id for m in got) == sorted(young)

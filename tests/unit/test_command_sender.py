@@ -23,7 +23,7 @@ def test_sends_through_the_sender_thread_and_leaves_no_thread(tmp_path):
     with command_sender(tmp_path, broker) as cs:
         assert cs.connect().endpoint.port == 5999 and broker.connects == 1
         result = cs.send(msgs("a", "b", "c"))
-        thread = cs.sender._thread
+        thread = cs.sender.loop.thread
     assert [m.msg_id for m in result.accepted] == ["a", "b", "c"] and not result.unsent and not result.kept
     assert broker.received == [b"a", b"b", b"c"] and broker.connects == 1
     assert thread is not None and not thread.is_alive()

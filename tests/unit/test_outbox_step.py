@@ -15,12 +15,12 @@ def test_settled_rows_are_deleted_between_the_batches_of_a_long_backlog(tmp_path
     """A backlog sent under row locks may take longer than min_age; rows the sender settled meanwhile
     must not wait for its end (a drain would take them as unsent and send them again)."""
     sender = SenderThread(make_config(tmp_path))
-    sender._books.abandoned_rows[:] = list(range(1, 5))
+    sender.shared.books.abandoned_rows[:] = list(range(1, 5))
     calls: list[tuple[str, list[int]]] = []
 
     def drain_ids(cnx, ids, send, keep=0.0):
         calls.append(("send", list(ids)))
-        sender._books.settled_rows.append(100 + ids[0])  # the sender settles its own rows meanwhile
+        sender.shared.books.settled_rows.append(100 + ids[0])  # the sender settles its own rows meanwhile
         return outbox_rows.DrainResult(sent=len(ids))
 
     monkeypatch.setattr(outbox_rows, "drain_ids", drain_ids)

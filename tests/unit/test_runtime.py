@@ -15,7 +15,7 @@ from koji_messagebus.delivery.handoff import Delivery
 from koji_messagebus.delivery.sender import SenderThread
 from koji_messagebus.delivery.spool import Spool
 from koji_messagebus.runtime import RequestBatch, Runtime
-from tests.support.fakebroker import FakeBroker, msgs
+from tests.support.fakebroker import msgs
 
 
 class RecordingCnx:
@@ -39,11 +39,6 @@ class RecordingCnx:
 
     def rollback(self) -> None:
         self.rollbacks += 1
-
-
-@pytest.fixture
-def broker():
-    return FakeBroker()
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ def test_the_sender_thread_writes_its_figures_and_removes_them_on_close(tmp_path
         assert data["published"] == 3 and data["lost"] == 0 and data["held"] == 0
         assert data["state"] == "up" and data["pid"] == os.getpid() and data["broker"]
         written = path.stat().st_mtime_ns
-        sender._status_tick()  # nothing changed: the file stays as it is
+        sender.loop.status_tick()  # nothing changed: the file stays as it is
         assert path.stat().st_mtime_ns == written
     finally:
         sender.close()
