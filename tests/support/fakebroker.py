@@ -99,11 +99,12 @@ class FakePipe:
             self._tags += 1
             tag = str(self._tags)
             self._started.append((tag, payload, time.monotonic()))
-        if self.broker.delay:
+        if self.broker.delay:  # the answer comes later: a real socket is not readable before it
             timer = threading.Timer(self.broker.delay, self._signal)
             timer.daemon = True
             timer.start()
-        self._signal()
+        else:
+            self._signal()
         return tag
 
     def credit(self) -> int:
