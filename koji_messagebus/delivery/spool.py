@@ -131,12 +131,12 @@ class Spool:
         pid = self._pid()
         with self._naming:  # hub threads of one process spool at once (requests ending during the exit)
             ms = max(int(time.time() * 1000), self._last_ms + 1)  # two files in one millisecond (tests, flush)
-            name = f"{ms}-{pid}-{len(messages)}{SUFFIX}"
-            path = os.path.join(self.directory, name)
-            while os.path.exists(path):  # a pid reused within the same millisecond
-                ms += 1
+            while True:
                 name = f"{ms}-{pid}-{len(messages)}{SUFFIX}"
                 path = os.path.join(self.directory, name)
+                if not os.path.exists(path):
+                    break
+                ms += 1  # a pid reused within the same millisecond
             self._last_ms, written = ms, ms / 1000
         tmp = os.path.join(self.directory, f".{name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
