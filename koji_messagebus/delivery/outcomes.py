@@ -115,7 +115,7 @@ class Outcomes:
                 return True
             if not sh.books.sendable(item, sh.clock()):
                 return True
-            if sh.strikes.failed_alone(item.msg.msg_id, sh.silent.progress > previous):
+            if sh.strikes.failed_alone(item.msg.msg_id, sh.silent.last_settled > previous):
                 self.finish(item, f"not settled in {sh.strikes.get(item.msg.msg_id)} tries, alone on its "
                             f"own connection ({result.error}); given up as a poison message")
                 return True

@@ -24,7 +24,8 @@ class Silence:
     is when the oldest message in flight was sent (None: nothing in flight)."""
 
     def __init__(self) -> None:
-        self.progress = 0.0  # the last settlement
+        self.progress = 0.0  # the last settlement, or the last connect (silence counts from it)
+        self.last_settled = 0.0  # the last settlement only (the quarantine's "others settled")
         self.rtt = 0.001  # smoothed time from start to settlement
         self.quiet = False  # no settlement for quiet_state_after while in flight
         self.quiet_since = 0.0
@@ -65,7 +66,7 @@ class Silence:
     def settled(self, now: float, sent_at: float) -> float | None:
         """A settlement: the round trip noted; returns how long the broker had been quiet (None: it
         was not)."""
-        self.progress = now
+        self.progress = self.last_settled = now
         self.rtt += 0.1 * ((now - sent_at) - self.rtt)
         if not self.quiet:
             return None

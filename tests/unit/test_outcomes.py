@@ -7,6 +7,9 @@ import logging
 import time
 
 from devkit.config import until
+from koji_messagebus.amqp import BrokerError, Kind, Settlement
+from koji_messagebus.delivery.result import SendResult
+from koji_messagebus.delivery.ticket import Hold, Item, Ticket
 from tests.support.fakebroker import msgs
 
 
@@ -46,6 +49,27 @@ def test_a_broker_wide_failure_strikes_nobody(sender, broker):
     broker.hold = False
     broker.release()
     assert until(lambda: b"a" in broker.received, timeout=8)
+
+def test_a_reconnect_is_not_others_settling_for_the_quarantine(sender):
+    """A suspect's failed try alone is struck only when the main connection settled messages since
+    its last try: a (re)connect alone (it restarts the silence clock) is no sign that the broker
+    takes the rest (a CI run on Python 3.9 struck a suspect twice while the broker was down)."""
+    s = sender()
+    sh, outcomes = s.shared, s.loop.outcomes
+    msg = msgs("suspect")[0]
+    item = Item(msg, Ticket(Hold.MEMORY, [msg]), tried_at=sh.clock())
+    failed = SendResult(error=BrokerError(Kind.UNREACHABLE, "down"))
+    time.sleep(0.01)
+    sh.silent.progress = sh.clock()  # what a (re)connect does (loop.py _open)
+    assert outcomes.quarantine_result(item, failed) is False
+    assert sh.strikes.get("suspect") == 0
+    time.sleep(0.01)
+    other = Item(msgs("other")[0], Ticket(Hold.MEMORY, msgs("other")), sent_at=sh.clock())
+    sh.books.inflight["t1"] = other
+    outcomes.settled("t1", Settlement("accepted"))  # the main connection settles another message
+    assert outcomes.quarantine_result(item, failed) is False
+    assert sh.strikes.get("suspect") == 1
+
 
 def test_refused_messages_are_lost_with_type_key_and_reason(sender, broker, caplog):
     bad = msgs("bad")[0]
