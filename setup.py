@@ -5,7 +5,6 @@ import os
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

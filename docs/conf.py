@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from koji_messagebus import __version__  # noqa: E402
+from koji_messagebus import __version__
 
 project = "koji-messagebus"
 author = "the koji-messagebus authors"

@@ -34,6 +34,8 @@ class RequestBatch:
 
     messages: list[Outgoing] = field(default_factory=list)
     outbox_ids: list[int] | None = None
+    #: the database backend that stored them (outbox.Stored.backend)
+    outbox_owner: int | None = None
     seconds: float = 0.0
     #: which sub-call each message came from, marked in the hub's transaction (subcalls.py)
     marks: SubcallMarks = field(default_factory=SubcallMarks)
@@ -115,6 +117,7 @@ class Runtime:
         self._keep_survivors(batch, stored.survivors)
         if stored.ids is not None:
             batch.outbox_ids = stored.ids
+            batch.outbox_owner = stored.backend
             return
         if stored.survivors is None or not batch.messages:
             return
@@ -164,7 +167,7 @@ class Runtime:
         usable = time.monotonic() >= self._outbox_broken_until
         if batch.messages:
             self.ensure_delivery().post_commit(batch.messages, batch.outbox_ids, cnx, spent=batch.seconds,
-                                               outbox_usable=usable)
+                                               owner=batch.outbox_owner, outbox_usable=usable)
         elif self.delivery is not None and self.delivery.drainer is None and cnx is not None:
             # the request-path fallback's deletes and drain
             self.delivery.post_commit([], [], cnx, outbox_usable=usable)

@@ -16,6 +16,12 @@ HARD_STALL + DELETE_SLACK, under FOR UPDATE SKIP LOCKED and the advisory drain l
 flight on a frozen connection is not sent again by a drain (that was 33-120 duplicates after a
 30 s silent broker, issue 18).  A crash between a settlement and the delete of its row only ever
 causes a resend.
+
+A row whose storing backend is gone is a dead process's, taken at once, unless a live process
+claims that backend (`claim`): the hub's connection may close while its process lives on and its
+sender still holds the rows (a PostgreSQL restart, an idle-session limit, a hub thread's end, the
+process's exit before its exit hook).  The drainer claims the backend on its own connection
+(outbox_rows.claim_owners), so the claim ends when the process does.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ DELETE_EVERY = 0.1  # seconds between batched deletes of settled rows
 DRAIN_EVERY = 1.0  # the elected drainer: seconds between looks for rows left to the drain
 DELETE_SLACK = 5.0  # seconds a settled row may wait for its delete before the drain may take it
 DB_RETRY = 1.0  # seconds between reconnects to the database after a failure
+#: the storing backends a process remembers (a hub thread keeps one connection for its life: a few per process)
+OWNERS_KEPT = 256
 IDLE_CLOSE = 2.0  # seconds without work before a process that is not the elected drainer closes its connection
 ELECT_EVERY = 5.0  # while busy, a process that lost the election tries again this often (the winner may be gone)
 
@@ -74,6 +82,9 @@ class Drainer:
         #: the process is exiting: delete settled rows, take no other process's rows (this process's hub
         #: connections may close before its sender is done, and their rows would look abandoned)
         self.exiting = False
+        self._owners: dict[int, None] = {}  # storing backends of this process's rows, oldest first
+        self._owners_lock = threading.Lock()
+        self._claimed: set[int] = set()  # those claimed on the current connection
         self._next_drain = 0.0
         self._next_elect = 0.0
         self._last_work = clock()
@@ -89,6 +100,18 @@ class Drainer:
 
     def kick(self) -> None:
         self._kicked = True
+        self._wake.set()
+
+    def claim(self, backend: int) -> None:
+        """The database backend `backend` stored rows this process's sender now holds: claim it on
+        our connection (soon, on this thread), so that no drain takes them as a dead process's."""
+        with self._owners_lock:
+            if backend in self._owners and backend in self._claimed:
+                return
+            self._owners.pop(backend, None)
+            self._owners[backend] = None
+            while len(self._owners) > OWNERS_KEPT:
+                del self._owners[next(iter(self._owners))]
         self._wake.set()
 
     def poke(self) -> None:
@@ -142,7 +165,15 @@ class Drainer:
                 if self._stop.wait(DB_RETRY):
                     break
 
+    def _claim_owners(self) -> None:
+        with self._owners_lock:
+            new = [pid for pid in self._owners if pid not in self._claimed]
+        if new:
+            outbox_rows.claim_owners(self._db(), new)
+            self._claimed.update(new)
+
     def _work(self, kicked: bool) -> None:
+        self._claim_owners()
         worked = self._delete_settled() > 0
         if not self.sender.down:
             worked = self._drain_abandoned() > 0 or worked
@@ -205,6 +236,7 @@ class Drainer:
     def _reset(self) -> None:
         cnx, self._cnx = self._cnx, None
         self.leader = False
+        self._claimed = set()  # the claims end with the connection
         if cnx is not None:
             try:
                 cnx.close()

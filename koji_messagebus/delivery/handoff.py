@@ -74,13 +74,16 @@ class Delivery:
         self._drain_at = 0.0  # request-path fallback: the next request drains
 
     def post_commit(self, messages: list[Outgoing], outbox_ids: list[int] | None, cnx: Any,
-                    spent: float = 0.0, outbox_usable: bool = True) -> SendResult:
+                    spent: float = 0.0, outbox_usable: bool = True, owner: int | None = None) -> SendResult:
         """Hand the request's messages to the sender and wait for their settlements; `spent` is
         what the request already spent in the plugin (collect, preCommit), so that the request's
         whole time in the plugin stays within `timeout`, not just the wait.  `outbox_usable` is
         False while preCommit found the table missing or not writable (it said so once): then the
-        request path does no outbox work either."""
+        request path does no outbox work either.  `owner` is the database backend that stored the
+        rows: the drainer claims it while the sender may hold them (drainer.py)."""
         sender = self.sender
+        if owner is not None and outbox_ids and self.drainer is not None:
+            self.drainer.claim(owner)
         start = time.monotonic()
         deadline = start + max(0.0, sender.timeout - spent - POST_WAIT_RESERVE)
         if not messages:

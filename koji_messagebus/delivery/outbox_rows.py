@@ -25,9 +25,18 @@ AFTER_COMMIT = (f"SET LOCAL synchronous_commit TO off; SET LOCAL lock_timeout = 
 #: true when the outbox table has the owner_pid column (tables made before it: `outbox init` adds it)
 _HAS_OWNER = (f"EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{TABLE}'::regclass "
               "AND attname = 'owner_pid' AND NOT attisdropped)")
-#: a row whose storing backend is gone: no process is sending it any more (pg_stat_activity lists
-#: every backend's pid to every role, no grant needed); NULL (an old row) is not "gone"
-_OWNER_GONE = "(owner_pid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = owner_pid))"
+#: first key of the shared advisory locks (two-int form, the second key a backend pid) by which a live
+#: process claims the backends that stored the rows its sender holds ('kmbo'; `claim_owners`)
+OWNER_CLAIM = 0x6B6D626F
+#: a row whose storing backend is gone and that no live process claims: nobody is sending it any
+#: more (pg_stat_activity and pg_locks list every backend's pid and lock to every role, no grant
+#: needed); NULL (an old row) is not "gone".  The claim covers a hub process whose database
+#: connection closed (a PostgreSQL restart, an idle-session limit, its exit) while its sender still
+#: holds the rows: without it the drain sent them too (a duplicate).
+_OWNER_GONE = ("(owner_pid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = owner_pid) "
+               "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 2 "
+               f"AND l.classid = {OWNER_CLAIM}::oid AND l.objid = owner_pid::oid AND l.granted "
+               "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))")
 _said_no_owner = False
 #: true when the outbox table has the sent_at column ([outbox] keep; `outbox init` adds it)
 _HAS_SENT = (f"EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{TABLE}'::regclass "
@@ -55,6 +64,19 @@ def try_lead(cnx: Any) -> bool:
     (won,) = cur.fetchone()
     cnx.commit()
     return bool(won)
+
+
+def claim_owners(cnx: Any, pids: list[int]) -> None:
+    """Claim the storing backends `pids` for this connection's life: shared session advisory locks,
+    never waited for, freed by PostgreSQL when the connection closes (the process died or exited).
+    While claimed, the drain does not take their rows as a dead process's (`_OWNER_GONE`)."""
+    if not pids:
+        return
+    cur = cnx.cursor()
+    cur.execute(AFTER_COMMIT + f"SELECT pg_try_advisory_lock_shared({OWNER_CLAIM}, p) "
+                "FROM unnest(string_to_array(%(pids)s, ',')::int[]) AS p",
+                {"pids": ",".join(str(int(p)) for p in pids)})
+    cnx.commit()
 
 
 def _rows_to_messages(rows: Iterable[tuple]) -> dict[int, Outgoing]:

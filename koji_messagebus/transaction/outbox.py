@@ -155,7 +155,9 @@ class Stored:
     """What `store_request` did.  `ids`: the new rows (None: nothing stored, send directly);
     `survivors`: the sub-call marks still set in the hub's transaction (None: the transaction is
     aborted, the hub's COMMIT will roll back); `problem`: why nothing was stored; `back_off`: the
-    table is missing or not writable (stop trying for a while)."""
+    table is missing or not writable (stop trying for a while); `backend`: the database backend
+    that stored the rows (their owner_pid), so that the process can claim it while it holds them
+    (drainer.py)."""
 
     ids: list[int] | None
     survivors: frozenset[str] | None
@@ -164,6 +166,7 @@ class Stored:
     #: the kind of problem, for `log_cause` (one line a minute per kind): outbox-locked, outbox-slow,
     #: outbox-missing, outbox-denied or outbox-store (the rest)
     cause: str = "outbox-store"
+    backend: int | None = None
 
 
 def _store_sql(count: int) -> str:
@@ -185,7 +188,7 @@ def _store_sql(count: int) -> str:
         f"SELECT set_config('lock_timeout', split_part({restore}, '|', 1), true), "
         f"set_config('statement_timeout', split_part({restore}, '|', 2), true); "
         f"RELEASE SAVEPOINT {SAVEPOINT}; "
-        f"SELECT current_setting('koji_messagebus.ids'), {MARKS_NOW}"
+        f"SELECT current_setting('koji_messagebus.ids'), {MARKS_NOW}, pg_backend_pid()"
     )
 
 
@@ -208,11 +211,11 @@ def store_request(cnx: Any, messages: list[Outgoing], marks: list[str | None] | 
         return Stored([], survivors(cur))
     try:
         execute_quietly(cur, _store_sql(len(rows)), params)
-        ids_text, marks_text = cur.fetchone()
+        ids_text, marks_text, backend = cur.fetchone()
     except Exception as exc:  # noqa: BLE001 - every failure is classified below
         return _store_failed(cur, exc)
     ids = [int(x) for x in ids_text.split(",") if x] if ids_text else []
-    return Stored(ids, parse_marks(marks_text))
+    return Stored(ids, parse_marks(marks_text), backend=int(backend))
 
 
 def _store_failed(cur: Any, exc: Exception) -> Stored:

@@ -119,6 +119,49 @@ def test_rows_of_a_dead_process_are_drained_at_once_in_order_and_a_live_owners_a
         consumer.close()
 
 
+def claims(pid: int) -> int:
+    """How many connections claim the storing backend `pid` (outbox_rows.claim_owners)."""
+    return sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s "
+               "AND objsubid = 2 AND granted", (outbox_rows.OWNER_CLAIM, pid))[0][0]
+
+
+def test_rows_of_a_live_process_whose_database_connection_closed_are_not_taken_until_it_ends(db, conf,
+                                                                                         exchange_name):
+    """A hub process's connection may close while the process lives on and its sender holds the
+    rows (a PostgreSQL restart, a thread's end, the exit before the exit hook): its drainer claims
+    the storing backend, so neither its own drain nor another process's takes the rows (a
+    duplicate before); once the process ends, the rows are a dead process's and go out at once."""
+    cfg = load_config(conf)
+    consumer = Consumer(exchange_name)
+    senders = [SenderThread(cfg), SenderThread(cfg)]
+    mine = Drainer(cfg, senders[0], database_connector(cfg))  # this process: the elected drainer
+    other: Drainer | None = None
+    storing = connect_db()
+    try:
+        rows = insert(10, 0.0, storing)
+        pid = storing.get_backend_pid()
+        mine.claim(pid)
+        assert until(lambda: claims(pid) == 1, 5)
+        backend_gone(storing)
+        other = Drainer(cfg, senders[1], database_connector(cfg))  # another process: looks at once
+        mine.kick()
+        assert consumer.collect(quiet=2.0) == []  # neither drain took them
+        assert left() == rows
+        mine.close()  # the process ends: its claim with it
+        assert claims(pid) == 0
+        other.kick()
+        got = consumer.collect(expect=10, timeout=5)
+        assert [m.message_id for m in got] == rows  # in their order, each once
+        assert until(lambda: left() == [], 5)
+    finally:
+        mine.close()
+        if other is not None:
+            other.close()
+        for sender in senders:
+            sender.close()
+        consumer.close()
+
+
 def test_without_the_owner_column_the_age_rule_alone_applies(db, conf, exchange_name, monkeypatch, caplog):
     """A table made before owner_pid: the drain works as before (says once at INFO that `outbox
     init` adds the column); `outbox init` (the schema) adds it, existing rows keep NULL."""

@@ -312,6 +312,7 @@ def test_store_restores_the_hubs_timeouts_and_leaves_no_savepoint(db):
         msg = Outgoing("id-1", time.time(), "Tag\x00", "k\udcff\x00", b"\x00payload")
         stored = outbox.store_request(DBWrapper(cnx), [msg])
         assert stored.ids and len(stored.ids) == 1
+        assert stored.backend == cnx.get_backend_pid()  # the rows' owner_pid, claimed while the sender holds them
         cur.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
         assert cur.fetchone() == ("5s", "7s")
         with pytest.raises(psycopg2.errors.InvalidSavepointSpecification):
