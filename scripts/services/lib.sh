@@ -43,6 +43,21 @@ record() { echo "${2:-}" >"$STATE/started.$1"; }
 # recorded NAME: the PID recorded for NAME (empty when none); fails when NAME was not recorded.
 recorded() { [ -f "$STATE/started.$1" ] && cat "$STATE/started.$1"; }
 
+# epmd_pid: the PID of the running Erlang port mapper (every RabbitMQ node registers there), if any.
+epmd_pid() { pgrep -x epmd | head -n1; }
+
+# record_epmd HAD: after an Erlang node started; HAD is what epmd_pid said before the start. If no
+# epmd ran then, the node started the one running now: record it, so that stop.sh stops it once
+# none of our nodes is left (a developer's own epmd is never recorded).
+record_epmd() {
+  [ -n "$1" ] && return 0
+  [ -e "$STATE/started.epmd" ] && return 0
+  local pid
+  pid=$(epmd_pid || true)
+  [ -n "$pid" ] && record epmd "$pid"
+  return 0
+}
+
 # maven_fetch GROUP:ARTIFACT:VERSION:TYPE:CLASSIFIER FILE NAME: download FILE (under $STATE/dl)
 # from Maven Central with mvn, once; on failure print mvn's log tail and exit.
 maven_fetch() {

@@ -4,6 +4,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 apt_install rabbitmq-server
 log=/var/log/rabbitmq/rabbit@$(hostname -s).log
+had_epmd=$(epmd_pid || true)  # before any Erlang command: each starts an epmd if none runs
 if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   say "starting RabbitMQ 3 (rabbit@$(hostname -s))"
   # the AMQP 1.0 plugin before the start, so that its listener is up when the node is
@@ -11,6 +12,7 @@ if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   rabbitmq-server -detached
   record rabbitmq3
   wait_for 90 "$log" "RabbitMQ 3" rabbitmq-diagnostics -q ping
+  record_epmd "$had_epmd"
   record rabbitmq3 "$(rabbitmqctl -q eval 'os:getpid().' 2>/dev/null | tr -dc 0-9)"
 fi
 rabbitmq-plugins -q enable rabbitmq_amqp1_0 >/dev/null

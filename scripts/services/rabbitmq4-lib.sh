@@ -85,7 +85,8 @@ rabbit4_up() {
 # already runs; waits for its AMQP port (bounded), prints the log tail on failure.
 rabbit4_start() {
   local node=$1 port=$2 dist=$3 extra=$4 timeout=${5:-120} base=/var/lib/kmb/$1
-  local hostbase=$TREE$base log=$TREE$base/log/$1@localhost.log
+  local hostbase=$TREE$base log=$TREE$base/log/$1@localhost.log had_epmd
+  had_epmd=$(epmd_pid || true)  # before any Erlang command: each starts an epmd if none runs
   if rabbit4_ctl "$node" rabbitmq-diagnostics ping >/dev/null 2>&1; then
     wait_for 30 "$log" "RabbitMQ 4 node $node AMQP port $port" port_open "$port"
     return 0
@@ -125,6 +126,7 @@ rabbit4_start() {
   local end=$((SECONDS + timeout))
   while ((SECONDS < end)); do
     if port_open "$port" && rabbit4_ctl "$node" rabbitmq-diagnostics ping >/dev/null 2>&1; then
+      record_epmd "$had_epmd"
       return 0
     fi
     if ! kill -0 "$(cat "$STATE/$node.pid")" 2>/dev/null; then break; fi

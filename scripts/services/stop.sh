@@ -36,6 +36,7 @@ stale() { say "$1: not running as recorded (stale mark), left alone"; }
 for name in "${names[@]}"; do
   [ -e "$STATE/started.$name" ] || { say "$name: not started by these scripts, left alone"; continue; }
   case $name in
+    epmd) continue ;;  # below, once no Erlang node of ours is left
     postgresql)
       ver=$(ls /etc/postgresql 2>/dev/null | sort -n | tail -n1)
       pid=$(head -n1 "/var/run/postgresql/$ver-main.pid" 2>/dev/null || true)
@@ -74,5 +75,18 @@ if [ -d "$TREE/proc" ] && mountpoint -q "$TREE/proc"; then
     [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && alive=1
   done
   ((alive)) || tree_umount "$TREE"
+fi
+# Erlang's port mapper, when a node of ours started it and no node of ours runs any more: by its
+# recorded PID (epmd refuses `-kill` while nodes are registered; so do we, by checking ours first)
+if [ -e "$STATE/started.epmd" ]; then
+  ours=0
+  [ -e "$STATE/started.rabbitmq3" ] && ours=1
+  for pidfile in "$STATE"/rabbit4*.pid "$STATE"/rabbitc*.pid; do
+    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && ours=1
+  done
+  pid=$(epmd_pid || true)
+  if ((ours)); then say "epmd: a RabbitMQ node of ours still runs, left alone"
+  elif [ -n "$pid" ] && same epmd "$pid"; then stop_pid epmd "$pid" 10; rm -f "$STATE/started.epmd"
+  else stale epmd; rm -f "$STATE/started.epmd"; fi
 fi
 exit 0
