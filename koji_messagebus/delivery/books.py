@@ -98,6 +98,15 @@ class Books:
             return False
         return True
 
+    def shed(self, now: float) -> None:
+        """Drop from the backlog now what `take` would drop when it came to it: OWNED items past
+        own_window become abandoned rows (an int each, sent from the table under a row lock), a
+        drain's rows it gave back go.  So a long outage holds own_window's messages in memory, not
+        the whole outage's (issue 18: memory back to its level after the fault)."""
+        kept = deque(item for item in self.backlog if self.sendable(item, now))
+        if len(kept) != len(self.backlog):
+            self.backlog = kept
+
     def keep(self, items: Iterable[Item]) -> list[Outgoing]:
         """Broker down: keep MEMORY and OWNED items, bounded by max_pending; returns the MEMORY
         messages that did not fit (lost; OWNED rows stay in the outbox for the drain)."""

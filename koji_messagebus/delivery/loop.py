@@ -28,6 +28,7 @@ from koji_messagebus.format.wire import describe
 from koji_messagebus.log import flush_causes, log, log_cause
 
 IDLE_TICK = 0.5  # the connection is checked (heartbeats, a close) this often when nothing arrives
+SHED_EVERY = 1.0  # seconds between looks for backlog items too old to keep (Books.shed)
 
 
 class SenderLoop:
@@ -41,6 +42,7 @@ class SenderLoop:
         self._heap = HeapTrim()
         self.thread: threading.Thread | None = None
         self._close_wait = 0.5
+        self._next_shed = 0.0
 
     # ---- the thread's life ---------------------------------------------------------------------
     def ensure_started(self) -> None:
@@ -116,6 +118,7 @@ class SenderLoop:
                     break
             self.status_tick()
             flush_causes()  # a count whose minute is over, said from here rather than a hub request
+            self._shed()
             self._heap.note(self.pending())
             if sh.conn is None:
                 try:
@@ -146,6 +149,14 @@ class SenderLoop:
                 os.close(fd)
             except OSError:
                 pass
+
+    def _shed(self) -> None:
+        sh = self.shared
+        now = sh.clock()
+        if now >= self._next_shed:
+            self._next_shed = now + SHED_EVERY
+            with sh.cond:
+                sh.books.shed(now)
 
     def _open(self) -> None:
         sh = self.shared

@@ -32,6 +32,20 @@ def test_an_owned_row_too_old_to_send_is_given_up_to_the_drain():
     assert [i.msg.msg_id for i in taken] == ["young"] and b.abandoned_rows == [1] and grown
 
 
+def test_while_down_owned_rows_past_own_window_leave_memory_for_the_drain_and_the_rest_stays_in_order():
+    """A long outage: what `take` would give up at the return is given up now (an int, not a message)."""
+    b = Books(max_pending=100, own_window=10.0)
+    grown: list[int] = []
+    b.on_rows.append(lambda: grown.append(1))
+    b.keep(items(Hold.OWNED, "o-old1", "o-old2", born=0.0, rows=True) + items(Hold.MEMORY, "m-old", born=0.0)
+           + items(Hold.OWNED, "o-young", born=25.0, rows=True))
+    b.shed(now=20.0)
+    assert b.abandoned_rows == [1, 2] and grown
+    assert [i.msg.msg_id for i in b.backlog] == ["m-old", "o-young"]  # memory messages are never given up here
+    b.shed(now=21.0)  # nothing more to shed: the same backlog
+    assert [i.msg.msg_id for i in b.backlog] == ["m-old", "o-young"] and b.abandoned_rows == [1, 2]
+
+
 def test_keep_is_bounded_by_max_pending_memory_overflow_is_lost_owned_rows_go_to_the_drain():
     b = Books(max_pending=2, own_window=10.0)
     owned = items(Hold.OWNED, "o1", rows=True)

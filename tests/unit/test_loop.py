@@ -8,7 +8,7 @@ import time
 
 from devkit.config import until
 from koji_messagebus.delivery.quarantine import PROBE_MAX
-from koji_messagebus.delivery.ticket import State
+from koji_messagebus.delivery.ticket import Hold, State
 from tests.support.fakebroker import msgs
 
 
@@ -31,6 +31,21 @@ def test_broker_down_requests_return_at_once_and_messages_go_out_on_recovery(sen
     assert broker.received == [b"a"] + [f"m{i}".encode() for i in range(20)]  # oldest first
     downs = [r for r in caplog.records if "broker unavailable" in r.getMessage()]
     assert len(downs) == 1  # one line for the outage, not one per request or probe
+
+def test_while_the_broker_is_down_owned_rows_past_own_window_leave_memory_for_the_drain(sender, broker):
+    """A long outage holds own_window's messages, not the whole outage's: older rows become the
+    drain's (row ids) while the broker is still down, and are not sent by the sender at its return."""
+    broker.down = True
+    s = sender(own_window=0.3)
+    s.submit(msgs("r1", "r2"), Hold.OWNED, rows=[1, 2], born=time.monotonic())
+    assert until(lambda: s.abandoned_rows == [1, 2], timeout=3)  # within SHED_EVERY after own_window
+    assert s.state is State.DOWN and s.pending() == 0
+    broker.down = False
+    s.submit(msgs("after"))
+    assert until(lambda: broker.received == [b"after"], timeout=3)  # the rows are the drain's now
+    time.sleep(0.2)
+    assert broker.received == [b"after"]
+
 
 def test_a_connection_past_the_hard_bound_is_replaced_and_the_unsettled_resent(sender, broker):
     broker.hold = True
