@@ -73,7 +73,7 @@ class Drainer:
         self._connect_db = connect_db
         self.clock = clock
         self.min_age = min_age(sender.own_window, sender.timeout)
-        self.step = OutboxStep(config.outbox, sender, self.min_age, clock)
+        self.step = OutboxStep(config.outbox, sender, self.min_age, clock, patient=True)
         self._cnx: Any = None
         self.leader = False
         self._wake = threading.Event()  # work may be waiting (set without any lock of ours: no lock order)
@@ -138,6 +138,7 @@ class Drainer:
         try:
             self._delete_settled()
             if not self.sender.down and self.clock() < deadline:
+                self.step.patient = False  # exiting: a slow broker's batch is given up at ~1 s, not timeout
                 self._drain_abandoned(deadline)
                 self._delete_settled()
         except Exception as exc:  # noqa: BLE001 - exiting: the rows stay, resent later at worst
@@ -175,7 +176,7 @@ class Drainer:
     def _work(self, kicked: bool) -> None:
         self._claim_owners()
         worked = self._delete_settled() > 0
-        if not self.sender.down:
+        if not self.sender.down and not self.sender.quiet:  # given-up rows go when the broker takes messages
             worked = self._drain_abandoned() > 0 or worked
         now = self.clock()
         if worked or kicked:

@@ -6,7 +6,7 @@ transaction of its own that never waits long for a lock (AFTER_COMMIT)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from koji_messagebus.format.wire import Outgoing
@@ -53,6 +53,8 @@ class DrainResult:
     expired: int = 0
     locked_out: bool = False
     removed: int = 0  # sent rows older than keep, removed
+    #: rows selected and sent that the broker did not settle (they stay in the table, unlocked)
+    unsent_ids: list[int] = field(default_factory=list)
 
 
 def try_lead(cnx: Any) -> bool:
@@ -237,4 +239,5 @@ def _send_and_delete(cnx, cur, batch: dict[int, Outgoing], send: SendFn, result:
     cnx.commit()
     result.sent += len(done)
     result.lost += len(outcome.lost)
+    result.unsent_ids += [rid for rid, m in batch.items() if m.msg_id not in done_ids]
     return bool(failed)

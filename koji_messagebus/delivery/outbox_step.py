@@ -34,11 +34,14 @@ class OutboxStep:
     differs: the drainer's, or the hub's after a request)."""
 
     def __init__(self, settings: OutboxSettings, sender: SenderThread, min_age: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, patient: bool = False):
         self.settings = settings
         self.sender = sender
         self.min_age = min_age
         self.clock = clock
+        #: wait for the broker's settlements up to timeout even when it is slow (quiet): off the
+        #: hub's request path only (the drainer's thread)
+        self.patient = patient
 
     def delete_settled(self, cnx, limit: int = 10000) -> int:
         """Delete (with keep: mark sent) the rows the broker settled; on failure they go back to
@@ -67,6 +70,8 @@ class OutboxStep:
             except Exception:
                 self.sender.return_rows(abandoned=rows)
                 raise
+            if result.unsent_ids:  # still ours: tried again once the broker takes them (not left to the age rule)
+                self.sender.return_rows(abandoned=result.unsent_ids)
             sent += result.sent
             done += 1
             # the rows the sender settled meanwhile: deleted now, not after the whole backlog (a drain
@@ -82,5 +87,8 @@ class OutboxStep:
         return drain_once(cnx, send or self.send_locked, self.settings, self.min_age, log_expired)
 
     def send_locked(self, messages: list[Outgoing]) -> SendResult:
-        """Send rows held under row locks through the process's sender; wait for them (bounded by timeout)."""
-        return self.sender.send(messages, Hold.LOCKED)
+        """Send rows held under row locks through the process's sender; wait for them (bounded by
+        timeout; patient: a slow broker's settlements are waited for, not given up at ~1 s)."""
+        sender = self.sender
+        ticket = sender.submit(messages, Hold.LOCKED)
+        return ticket.wait(sender, sender.clock() + sender.timeout, patient=self.patient or sender.patient)

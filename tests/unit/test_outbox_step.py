@@ -28,3 +28,21 @@ def test_settled_rows_are_deleted_between_the_batches_of_a_long_backlog(tmp_path
     step = OutboxStep(dataclasses.replace(make_config(tmp_path).outbox, batch_size=2), sender, min_age=55.0)
     assert step.send_abandoned(cnx=None) == (4, False)
     assert calls == [("send", [1, 2]), ("delete", [101]), ("send", [3, 4]), ("delete", [103])]
+
+
+def test_given_up_rows_the_broker_did_not_take_stay_this_processs_to_try_again(tmp_path, monkeypatch):
+    """A batch sent under row locks that the broker did not settle (it went quiet, or down) goes back
+    to the process's given-up rows, in front: not left in the table for the drain's age rule
+    (55 s by default; rows were still there when a benchmark's processes ended)."""
+    sender = SenderThread(make_config(tmp_path))
+    sender.shared.books.abandoned_rows[:] = [1, 2, 3, 4]
+
+    def drain_ids(cnx, ids, send, keep=0.0):
+        return outbox_rows.DrainResult(sent=1, left=True, unsent_ids=list(ids[1:]))
+
+    monkeypatch.setattr(outbox_rows, "drain_ids", drain_ids)
+    monkeypatch.setattr(outbox_rows, "delete", lambda cnx, rows, keep=0.0: None)
+    step = OutboxStep(dataclasses.replace(make_config(tmp_path).outbox, batch_size=3), sender, min_age=55.0)
+    assert step.send_abandoned(cnx=None) == (1, True)
+    assert sender.abandoned_rows == [2, 3, 4]  # the unsent of the batch, in front of the rest
+    sender.close()
