@@ -48,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.sections import update
-from devkit.faults import FAULTS, RETURN, SHORT, Outcome, PrivatePostgres, Run, run_fault
+from devkit.faults import AFTER_WINDOW, FAULTS, RETURN, SHORT, Outcome, PrivatePostgres, Run, run_fault
 from devkit.load import run_context
 
 #: --long: the sample config's broker settings and the issue's load, unless given on the command line
@@ -107,6 +107,7 @@ def main() -> None:
                 out = run_fault(fault, outbox_on, run, pg if fault == "pgrestart" else None)
                 print(out.row(), flush=True)
                 print(out.target_row(), flush=True)
+                print(f"# CPU in the {AFTER_WINDOW:g} s after the return (cores): {out.cpu_line()}", flush=True)
                 outcomes.append(out)
     finally:
         if pg is not None:
@@ -141,6 +142,11 @@ def main() -> None:
         Outcome.TARGET_HEADER,
         *[o.target_row() for o in outcomes],
         *floor_lines(outcomes),
+        "",
+        f"Where the CPU went in the {AFTER_WINDOW:g} s after the return (cores used on average, devkit/cpusplit.py; "
+        "the harness is the ledger's consumer and the fault proxy):",
+        "",
+        *[f"- {o.cpu_line()}" for o in outcomes],
     ])
     print()
     print(text)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devkit.cpusplit import GROUPS, CpuSplit
 from devkit.faultproxy import FaultProxy
 from devkit.load import Arrivals, Collected, Load, Setup, collect_load, start_load, stats_ms
 from devkit.rejectqueue import RejectQueue
@@ -189,6 +190,14 @@ class Outcome:
     timeout: float = 0.0
     window: int = MAX_IN_FLIGHT
     misses: list[str] = field(default_factory=list)
+    #: cores used on average in the AFTER_WINDOW, per group of processes (devkit/cpusplit.py)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def cpu_line(self) -> str:
+        """`fault outbox: hub processes 0.90, ...; total 1.95 of 2`: is the machine full after the return?"""
+        parts = ", ".join(f"{g} {self.cpu.get(g, 0.0):.2f}" for g in GROUPS)
+        return (f"{self.fault} {'on' if self.outbox else 'off'}: {parts}; total {sum(self.cpu.values()):.2f} "
+                f"of {os.cpu_count()}")
 
     def row(self) -> str:
         na = f"{self.normal_after:.2f}" if self.normal_after is not None else "never"
@@ -304,6 +313,7 @@ def run_fault(name: str, outbox_on: bool, run: Run, pg: PrivatePostgres | None) 
         fault_at = time.time()
         _inject(fault, length, proxy, setup, pg, procs)
         heal = time.time()
+        cpu = CpuSplit(min(AFTER_WINDOW, run.after)).start()  # the same window as `after` below
         got = collect_load(load, procs, results, total + run.linger + 30)
         reqs = got.reqs
         committed = {i for row in setup.sql("SELECT msg_ids FROM ledger") for i in row[0]}
@@ -331,7 +341,8 @@ def run_fault(name: str, outbox_on: bool, run: Run, pg: PrivatePostgres | None) 
                        stats_ms(during), normal_after, backlog_after, len(reqs), after=stats_ms(after),
                        after_requests=len(after), losses=sum(max(0, rep.connects - 1) for rep in got.reports),
                        rss_growth=growth, rss_peak=peak, settled_down=all(rep.idle for rep in got.reports),
-                       outbox_left=left, timeout=run.timeout, given_up=sum(rep.given_up for rep in got.reports))
+                       outbox_left=left, timeout=run.timeout, given_up=sum(rep.given_up for rep in got.reports),
+                       cpu=cpu.join())
     finally:
         arrivals.stop()
         proxy.close()
