@@ -43,8 +43,9 @@ record() { echo "${2:-}" >"$STATE/started.$1"; }
 # recorded NAME: the PID recorded for NAME (empty when none); fails when NAME was not recorded.
 recorded() { [ -f "$STATE/started.$1" ] && cat "$STATE/started.$1"; }
 
-# epmd_pid: the PID of the running Erlang port mapper (every RabbitMQ node registers there), if any.
-epmd_pid() { pgrep -x epmd | head -n1; }
+# epmd_pid: the PID of the running Erlang port mapper (every RabbitMQ node registers there), if any:
+# the oldest epmd (each Erlang command runs a short-lived `epmd -daemon` that exits when one runs).
+epmd_pid() { pgrep -o -x epmd; }
 
 # record_epmd HAD: after an Erlang node started; HAD is what epmd_pid said before the start. If no
 # epmd ran then, the node started the one running now: record it, so that stop.sh stops it once

@@ -84,9 +84,10 @@ if [ -e "$STATE/started.epmd" ]; then
   for pidfile in "$STATE"/rabbit4*.pid "$STATE"/rabbitc*.pid; do
     [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && ours=1
   done
-  pid=$(epmd_pid || true)
+  pid=$(recorded epmd)
   if ((ours)); then say "epmd: a RabbitMQ node of ours still runs, left alone"
-  elif [ -n "$pid" ] && same epmd "$pid"; then stop_pid epmd "$pid" 10; rm -f "$STATE/started.epmd"
+  elif [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = epmd ]; then
+    stop_pid epmd "$pid" 10; rm -f "$STATE/started.epmd"
   else stale epmd; rm -f "$STATE/started.epmd"; fi
 fi
 exit 0
