@@ -89,6 +89,4 @@ class OutboxStep:
     def send_locked(self, messages: list[Outgoing]) -> SendResult:
         """Send rows held under row locks through the process's sender; wait for them (bounded by
         timeout; patient: a slow broker's settlements are waited for, not given up at ~1 s)."""
-        sender = self.sender
-        ticket = sender.submit(messages, Hold.LOCKED)
-        return ticket.wait(sender, sender.clock() + sender.timeout, patient=self.patient or sender.patient)
+        return self.sender.send(messages, Hold.LOCKED, patient=self.patient)

@@ -278,10 +278,12 @@ class SenderThread:
             self.shared.lost += len(memory)
             log.error("lost %s: handed over after the sender was closed (process exit)", describe(memory))
 
-    def send(self, messages: list[Outgoing], hold: Hold = Hold.MEMORY, quiet: bool = False) -> SendResult:
-        """submit() and wait (at most `timeout`; a `patient` sender's callers ignore a quiet broker)."""
+    def send(self, messages: list[Outgoing], hold: Hold = Hold.MEMORY, quiet: bool = False,
+             patient: bool = False) -> SendResult:
+        """submit() and wait (at most `timeout`; a `patient` caller, or every caller of a patient
+        sender, ignores a quiet broker)."""
         ticket = self.submit(messages, hold)
-        return ticket.wait(self, self.clock() + self.timeout, quiet, patient=self.shared.patient)
+        return ticket.wait(self, self.clock() + self.timeout, quiet, patient=patient or self.shared.patient)
 
     def take_settled_rows(self, limit: int = 10000) -> list[int]:
         with self.shared.cond:

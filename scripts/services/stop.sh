@@ -68,24 +68,24 @@ for name in "${names[@]}"; do
   rm -f "$STATE/started.$name"
 done
 
+# tree_node_runs: a RabbitMQ 4 node of the tree (rabbitmq4.sh, cluster.sh) still runs
+tree_node_runs() {
+  local pidfile
+  for pidfile in "$STATE"/rabbit4*.pid "$STATE"/rabbitc*.pid; do
+    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && return 0
+  done
+  return 1
+}
+
 # the trees' /proc, once no node of the tree runs
 if [ -d "$TREE/proc" ] && mountpoint -q "$TREE/proc"; then
-  alive=0
-  for pidfile in "$STATE"/rabbit4*.pid "$STATE"/rabbitc*.pid; do
-    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && alive=1
-  done
-  ((alive)) || tree_umount "$TREE"
+  tree_node_runs || tree_umount "$TREE"
 fi
 # Erlang's port mapper, when a node of ours started it and no node of ours runs any more: by its
 # recorded PID (epmd refuses `-kill` while nodes are registered; so do we, by checking ours first)
 if [ -e "$STATE/started.epmd" ]; then
-  ours=0
-  [ -e "$STATE/started.rabbitmq3" ] && ours=1
-  for pidfile in "$STATE"/rabbit4*.pid "$STATE"/rabbitc*.pid; do
-    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && ours=1
-  done
   pid=$(recorded epmd)
-  if ((ours)); then say "epmd: a RabbitMQ node of ours still runs, left alone"
+  if [ -e "$STATE/started.rabbitmq3" ] || tree_node_runs; then say "epmd: a RabbitMQ node of ours still runs, left alone"
   elif [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = epmd ]; then
     stop_pid epmd "$pid" 10; rm -f "$STATE/started.epmd"
   else stale epmd; rm -f "$STATE/started.epmd"; fi
